@@ -1,0 +1,365 @@
+"""The layers of AlexNet, each with an explicit forward and backward in array operations.
+
+Dimensions:
+    N  batch                      C  input channels          F  filters (output channels)
+    H, W   input height, width    KH, KW  kernel size        OH, OW  output height, width
+    D  input features (fc)        K  output features / classes
+
+Layout. Convolutional activations are stored **(C, N, H, W)**, channel-major, not the
+usual (N, C, H, W). The reason is the GEMM at the heart of im2col convolution:
+``W (F, C*KH*KW) @ col (C*KH*KW, N*OH*OW)`` yields ``(F, N*OH*OW)``, which *is*
+``(F, N, OH, OW)`` without a transpose; and LRN's window over channels (§3.3) becomes a
+sum of contiguous slabs. Images enter in the usual (N, 3, H, W) and the model transposes them once
+on arrival; ``Flatten`` returns to (N, C*H*W) in the usual C-major order, so a
+flattened feature vector is ordered as in every other framework.
+
+Conventions (STYLE.md): ``self.params`` and ``self.grads`` are dicts of named arrays with
+the same keys; ``forward(x, train)`` keeps what backward needs as attributes;
+``backward(dout)`` *adds* into ``self.grads`` (zeroed once per step by the model) and
+returns the gradient with respect to the input. Every layer runs unchanged on NumPy and
+CuPy: the array module comes from the layer's device.
+"""
+
+
+class Layer:
+    """Parameter bookkeeping shared by every layer; nothing else."""
+
+    def __init__(self, device, **params):
+        self.device = device
+        self.params = {name: device.receive(value) for name, value in params.items()}
+        with device:
+            self.grads = {name: device.xp.zeros_like(p) for name, p in self.params.items()}
+
+    def zero_grads(self):
+        for g in self.grads.values():
+            g.fill(0)
+
+
+# --------------------------------------------------------------------------- convolution
+
+def conv_output_size(size, kernel, stride, pad, what="convolution"):
+    """``(size + 2 pad - kernel) / stride + 1``, asserted to be a whole number."""
+    span = size + 2 * pad - kernel
+    if span < 0 or span % stride:
+        raise ValueError(
+            f"{what}: input size {size} with kernel {kernel}, stride {stride}, pad {pad} "
+            f"does not fit: (size + 2*pad - kernel) = {span} must be >= 0 and divide by the stride")
+    return span // stride + 1
+
+
+def im2col(x, KH, KW, stride, col):
+    """Unfold the (already padded) ``x`` so that convolution becomes one matrix product.
+
+    x   (C, N, H, W)
+    col (C, KH, KW, N, OH, OW), filled here: col[c, i, j, n, oh, ow] = x[c, n, i + s*oh, j + s*ow]
+    Returns col viewed as (C*KH*KW, N*OH*OW). One strided copy per kernel offset.
+    """
+    C, _, OH, OW = col.shape[0], col.shape[3], col.shape[4], col.shape[5]
+    for i in range(KH):
+        for j in range(KW):
+            col[:, i, j] = x[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride]
+    return col.reshape(C * KH * KW, -1)
+
+
+def col2im(dcol, stride, dx):
+    """The adjoint of im2col: add every column entry back to the pixel it came from.
+
+    dcol (C, KH, KW, N, OH, OW)
+    dx   (C, N, H, W), zeroed by the caller; overlapping windows add up.
+    """
+    _, KH, KW, _, OH, OW = dcol.shape
+    for i in range(KH):
+        for j in range(KW):
+            dx[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride] += dcol[:, i, j]
+    return dx
+
+
+def pad_spatial(x, pad, out):
+    """``x`` (C, N, H, W) with ``pad`` zeros around H and W, written into ``out`` (C, N, H+2p, W+2p)."""
+    H, W = x.shape[2], x.shape[3]
+    out[:, :, :pad, :] = 0
+    out[:, :, H + pad:, :] = 0
+    out[:, :, :, :pad] = 0
+    out[:, :, :, W + pad:] = 0
+    out[:, :, pad:H + pad, pad:W + pad] = x
+    return out
+
+
+class Conv2D(Layer):
+    """Convolution by im2col + GEMM (§3, Figure 2).
+
+        y[f, n, oh, ow] = b[f] + sum_{c, i, j} W[f, c, i, j] * x_pad[c, n, s*oh + i, s*ow + j]
+
+    params: W (F, C, KH, KW), b (F,).  x (C, N, H, W) -> y (F, N, OH, OW).
+    The unfolded input (col) is not kept between forward and backward: it would be the
+    largest array of the net (563 MB for conv1 at batch 128). Backward unfolds again into
+    the device's shared scratch buffer, which costs one copy and saves gigabytes.
+    """
+
+    def __init__(self, device, weight, bias, stride=1, pad=0, input_grad=True):
+        super().__init__(device, W=weight, b=bias)
+        self.stride, self.pad = stride, pad
+        self.input_grad = input_grad  # conv1 needs no gradient for the image
+
+    def output_size(self, size):
+        return conv_output_size(size, self.params["W"].shape[2], self.stride, self.pad)
+
+    def _unfold(self, x):
+        """x (C, N, H, W) -> col (C*KH*KW, N*OH*OW), in scratch memory."""
+        F, C, KH, KW = self.params["W"].shape
+        _, N, H, W = x.shape
+        OH, OW = self.output_size(H), self.output_size(W)
+        if self.pad:
+            x = pad_spatial(x, self.pad, self.device.scratch(
+                "pad", (C, N, H + 2 * self.pad, W + 2 * self.pad), x.dtype))  # (C, N, H+2p, W+2p)
+        col = self.device.scratch("col", (C, KH, KW, N, OH, OW), x.dtype)   # (C, KH, KW, N, OH, OW)
+        return im2col(x, KH, KW, self.stride, col), (N, OH, OW)
+
+    def forward(self, x, train=False):
+        if x.shape[0] != self.params["W"].shape[1]:
+            raise ValueError(f"Conv2D expects {self.params['W'].shape[1]} input channels "
+                             f"in layout (C, N, H, W), got shape {x.shape}")
+        xp = self.device.xp
+        W, b = self.params["W"], self.params["b"]
+        F = W.shape[0]
+        col, (N, OH, OW) = self._unfold(x)                  # (C*KH*KW, N*OH*OW)
+        y = xp.matmul(W.reshape(F, -1), col)                # (F, N*OH*OW)
+        y += b[:, None]
+        self.x = x                                          # (C, N, H, W)
+        return y.reshape(F, N, OH, OW)                      # (F, N, OH, OW)
+
+    def backward(self, dy):
+        xp = self.device.xp
+        W = self.params["W"]
+        F, C, KH, KW = W.shape
+        dy2 = dy.reshape(F, -1)                             # (F, N*OH*OW)
+        self.grads["b"] += dy2.sum(axis=1)                  # (F,)
+        col, (N, OH, OW) = self._unfold(self.x)             # (C*KH*KW, N*OH*OW)
+        self.grads["W"] += xp.matmul(dy2, col.T).reshape(W.shape)  # (F, C, KH, KW)
+        if not self.input_grad:
+            return None
+        # dcol reuses the col buffer: col is no longer needed.
+        dcol = xp.matmul(W.reshape(F, -1).T, dy2, out=col)  # (C*KH*KW, N*OH*OW)
+        _, _, H, Wd = self.x.shape
+        p = self.pad
+        dx_pad = xp.zeros((C, N, H + 2 * p, Wd + 2 * p), dtype=dy.dtype)  # (C, N, H+2p, W+2p)
+        col2im(dcol.reshape(C, KH, KW, N, OH, OW), self.stride, dx_pad)
+        if p:
+            return xp.ascontiguousarray(dx_pad[:, :, p:H + p, p:Wd + p])  # (C, N, H, W)
+        return dx_pad
+
+
+# --------------------------------------------------------------------------- elementwise
+
+class ReLU(Layer):
+    """f(x) = max(0, x) (§3.1). x, y: any shape."""
+
+    def __init__(self, device):
+        super().__init__(device)
+
+    def forward(self, x, train=False):
+        self.y = self.device.xp.maximum(x, 0)   # same shape as x
+        return self.y
+
+    def backward(self, dy):
+        return dy * (self.y > 0)
+
+
+class Dropout(Layer):
+    """Dropout (§4.2): at training time each unit is zeroed with probability ``p``.
+
+    ``inverted=False`` follows the paper: training multiplies by the 0/1 mask only, and
+    test time multiplies every output by (1 - p) ("multiply their outputs by 0.5").
+    ``inverted=True`` scales kept units by 1/(1 - p) at training time instead, and test
+    time is the identity. Both give the same expected activation.
+    ``rng`` is a generator of the layer's device; a test may pass ``mask`` explicitly.
+    """
+
+    def __init__(self, device, p, rng, inverted=False):
+        super().__init__(device)
+        self.p, self.rng, self.inverted = p, rng, inverted
+        self.train_scale = 1.0 / (1.0 - p) if inverted else 1.0
+        self.test_scale = 1.0 if inverted else 1.0 - p
+
+    def forward(self, x, train=False, mask=None):
+        if not train:
+            self.mask = None
+            return x * x.dtype.type(self.test_scale) if self.test_scale != 1.0 else x
+        if mask is None:
+            mask = self.rng.random(x.shape, dtype=x.dtype) >= self.p  # (same as x) True = kept
+        self.mask = mask.astype(x.dtype)                     # (same as x) 0 or 1
+        if self.train_scale != 1.0:
+            self.mask *= x.dtype.type(self.train_scale)      # 0 or 1/(1-p)
+        return x * self.mask
+
+    def backward(self, dy):
+        if self.mask is None:  # after a test-time forward
+            return dy * dy.dtype.type(self.test_scale)
+        return dy * self.mask
+
+
+# --------------------------------------------------------------------------- normalisation
+
+class LocalResponseNorm(Layer):
+    """Local response normalisation across channels (§3.3).
+
+        b[i] = a[i] / (k + coef * sum_{j=max(0, i-n/2)}^{min(C-1, i+n/2)} a[j]^2) ^ beta
+
+    with coef = alpha (the printed formula) or alpha / n (cuda-convnet, Caffe, PyTorch),
+    chosen by ``alpha_over_n``. x, y (C, N, H, W): the channel axis is axis 0.
+
+    Backward, with s[i] = k + coef * S[i] the scale:
+        dL/da[i] = dy[i] s[i]^-beta - 2 beta coef a[i] sum_{j: |i-j| <= n/2} dy[j] b[j] / s[j]
+    (the window is symmetric, so "the j whose window holds i" is the window of i).
+    """
+
+    def __init__(self, device, size=5, k=2.0, alpha=1e-4, beta=0.75, alpha_over_n=False):
+        super().__init__(device)
+        self.size, self.k, self.beta = size, k, beta
+        self.coef = alpha / size if alpha_over_n else alpha
+
+    def window_sum(self, a):
+        """sum over the channel window [i - n/2, i + n/2], clipped at the edges; a (C, ...)."""
+        half = self.size // 2
+        total = a.copy()
+        for d in range(1, half + 1):
+            total[d:] += a[:-d]   # channel i receives i - d
+            total[:-d] += a[d:]   # channel i receives i + d
+        return total
+
+    def forward(self, x, train=False):
+        xp = self.device.xp
+        dtype = x.dtype.type
+        scale = self.window_sum(x * x)                      # (C, N, H, W): S
+        scale *= dtype(self.coef)
+        scale += dtype(self.k)                              # s = k + coef * S
+        self.x, self.scale = x, scale
+        self.scale_pow = xp.power(scale, dtype(-self.beta))  # s^-beta
+        return x * self.scale_pow
+
+    def backward(self, dy):
+        dtype = dy.dtype.type
+        # dy[j] b[j] / s[j] = dy[j] a[j] s[j]^-beta / s[j]
+        t = dy * self.x
+        t *= self.scale_pow
+        t /= self.scale
+        dx = self.window_sum(t)
+        dx *= self.x
+        dx *= dtype(-2.0 * self.beta * self.coef)
+        dx += dy * self.scale_pow
+        return dx
+
+
+# --------------------------------------------------------------------------- pooling
+
+class MaxPool(Layer):
+    """Overlapping max pooling (§3.4): windows of ``size`` x ``size`` every ``stride`` pixels.
+
+    x (C, N, H, W) -> y (C, N, OH, OW). The loop runs over the size*size offsets of the
+    window; each offset is one strided view of x. ``argmax`` remembers which offset won
+    (the first one in row-major order on a tie, as PyTorch and Caffe do), so backward
+    routes each gradient to one input without a scatter-add.
+    """
+
+    def __init__(self, device, size=3, stride=2):
+        super().__init__(device)
+        self.size, self.stride = size, stride
+
+    def _window(self, a, i, j, OH, OW):
+        """The view a[..., i + s*oh, j + s*ow] for every output position: (C, N, OH, OW)."""
+        s = self.stride
+        return a[:, :, i:i + s * (OH - 1) + 1:s, j:j + s * (OW - 1) + 1:s]
+
+    def output_size(self, size):
+        return conv_output_size(size, self.size, self.stride, 0, what="max pooling")
+
+    def forward(self, x, train=False):
+        xp = self.device.xp
+        C, N, H, W = x.shape
+        OH, OW = self.output_size(H), self.output_size(W)
+        y = self._window(x, 0, 0, OH, OW).copy()            # (C, N, OH, OW)
+        argmax = xp.zeros(y.shape, dtype=xp.uint8)           # (C, N, OH, OW) offset index
+        for k in range(1, self.size * self.size):
+            window = self._window(x, k // self.size, k % self.size, OH, OW)
+            better = window > y                              # strict: the first maximum wins
+            xp.copyto(y, window, where=better)
+            xp.copyto(argmax, k, where=better)
+        self.x_shape, self.argmax = x.shape, argmax
+        return y
+
+    def backward(self, dy):
+        xp = self.device.xp
+        OH, OW = dy.shape[2], dy.shape[3]
+        dx = xp.zeros(self.x_shape, dtype=dy.dtype)          # (C, N, H, W)
+        zero = dy.dtype.type(0)
+        for k in range(self.size * self.size):
+            self._window(dx, k // self.size, k % self.size, OH, OW)[...] += xp.where(
+                self.argmax == k, dy, zero)
+        return dx
+
+
+# --------------------------------------------------------------------------- layout, fc, loss
+
+class Flatten(Layer):
+    """(C, N, H, W) -> (N, C*H*W), each example's features in (C, H, W) order."""
+
+    def __init__(self, device):
+        super().__init__(device)
+
+    def forward(self, x, train=False):
+        self.x_shape = x.shape
+        C, N, H, W = x.shape
+        return self.device.xp.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(N, C * H * W)
+
+    def backward(self, dy):
+        C, N, H, W = self.x_shape
+        return self.device.xp.ascontiguousarray(dy.reshape(N, C, H, W).transpose(1, 0, 2, 3))
+
+
+class Linear(Layer):
+    """Fully connected layer: y = x W^T + b. params W (K, D), b (K,); x (N, D) -> y (N, K)."""
+
+    def __init__(self, device, weight, bias):
+        super().__init__(device, W=weight, b=bias)
+
+    def forward(self, x, train=False):
+        if x.ndim != 2 or x.shape[1] != self.params["W"].shape[1]:
+            raise ValueError(f"Linear expects (N, {self.params['W'].shape[1]}), got {x.shape}")
+        self.x = x                                           # (N, D)
+        y = x @ self.params["W"].T                           # (N, K)
+        y += self.params["b"]
+        return y
+
+    def backward(self, dy):
+        self.grads["W"] += dy.T @ self.x                     # (K, D)
+        self.grads["b"] += dy.sum(axis=0)                    # (K,)
+        return dy @ self.params["W"]                         # (N, D)
+
+
+class SoftmaxCrossEntropy(Layer):
+    """The multinomial logistic regression objective (§3), averaged over the batch.
+
+        p = softmax(z),  L = -(1/N) sum_n log p[n, y_n],  dL/dz = (p - onehot(y)) / N
+    Stable: log p = z - max(z) - log(sum(exp(z - max(z)))). logits (N, K), labels (N,).
+    """
+
+    def __init__(self, device):
+        super().__init__(device)
+
+    def forward(self, logits, labels):
+        xp = self.device.xp
+        N = logits.shape[0]
+        shifted = logits - logits.max(axis=1, keepdims=True)          # (N, K)
+        log_sum = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))  # (N, 1)
+        log_p = shifted - log_sum                                      # (N, K)
+        self.probs, self.labels = xp.exp(log_p), labels                # (N, K), (N,)
+        return -log_p[xp.arange(N), labels].mean()                     # ()
+
+    def backward(self):
+        xp = self.device.xp
+        N = self.probs.shape[0]
+        dz = self.probs.copy()                                         # (N, K)
+        dz[xp.arange(N), self.labels] -= 1
+        dz /= dz.dtype.type(N)
+        return dz
+

@@ -1,0 +1,264 @@
+"""The paper's network (§3, Figure 2): two towers that talk at conv3, fc6, fc7 and fc8.
+
+Dimensions:
+    N  batch    S  input size (227)    G  towers (2)    K  classes (1000)
+
+Each tower holds half of the kernels of every layer on its own device. Within a tower,
+conv1 -> conv2 and conv4 -> conv5 see only that tower's maps. At the four places where
+Figure 2 draws lines between the GPUs, an ``Exchange`` gives every receiving tower the
+concatenation of *all* towers' outputs, each moved with ``backend.move`` (a no-op when
+both towers share a device). The forward pass is a straight list of those calls; the
+backward pass is the same list read in reverse.
+
+    image ─┬─ tower 0: conv1 relu lrn pool  conv2 relu lrn pool ─┐
+           └─ tower 1: (the same, its own 48 and 128 kernels)   ─┴─ exchange3 ─┐
+      tower g: conv3 relu  conv4 relu  conv5 relu pool  flatten  ── exchange6 ─┤
+      tower g: fc6 relu dropout                                  ── exchange7 ─┤
+      tower g: fc7 relu dropout                                  ── gather8 ───┘
+      tower 0's device: fc8 -> softmax cross-entropy
+"""
+import numpy as np
+
+from .backend import Device, move
+from .layers import (Conv2D, Dropout, Flatten, Linear, LocalResponseNorm,
+                     MaxPool, ReLU, SoftmaxCrossEntropy, conv_output_size)
+
+
+def layer_sizes(config):
+    """Spatial sizes after each stage, asserted to fit (STYLE 15). Returns a dict."""
+    S = config.input_size
+    conv1 = conv_output_size(S, 11, 4, 0, "conv1 (11x11, stride 4) on the input image")
+    pool1 = conv_output_size(conv1, 3, 2, 0, "pool1 (3x3, stride 2)")
+    pool2 = conv_output_size(pool1, 3, 2, 0, "pool2 (3x3, stride 2)")  # conv2 keeps the size (pad 2)
+    pool5 = conv_output_size(pool2, 3, 2, 0, "pool5 (3x3, stride 2)")  # conv3-5 keep it (pad 1)
+    return {"input": S, "conv1": conv1, "pool1": pool1, "conv2": pool1,
+            "pool2": pool2, "conv3": pool2, "pool5": pool5}
+
+
+def init_weight(rng, shape, std, dtype):
+    """Weights ~ N(0, std) (§5), drawn on the host so every device layout gets the same net."""
+    return (rng.standard_normal(shape, dtype=np.float64) * std).astype(dtype)
+
+
+def init_bias(count, value, dtype):
+    """Biases: 1 in conv2, conv4, conv5, fc6, fc7 ("accelerates the early stages"); 0 elsewhere (§5)."""
+    return np.full(count, value, dtype=dtype)
+
+
+class Tower:
+    """One GPU's half of the net (§3.2): ``G``-th of every layer's kernels, on ``device``."""
+
+    def __init__(self, config, index, device, rng):
+        c, G = config, config.towers
+        self.index, self.device = index, device
+        C1, C2, C3, C4, C5 = (n // G for n in c.conv_channels)
+        F6, F7 = (n // G for n in c.fc_units)
+        P5 = layer_sizes(c)["pool5"]
+        std, dt = c.init_std, c.dtype
+
+        def conv(in_ch, out_ch, kernel, bias, **kw):
+            return Conv2D(device, init_weight(rng, (out_ch, in_ch, kernel, kernel), std, dt),
+                          init_bias(out_ch, bias, dt), **kw)
+
+        def linear(inputs, outputs, bias):
+            return Linear(device, init_weight(rng, (outputs, inputs), std, dt), init_bias(outputs, bias, dt))
+
+        def lrn():
+            return LocalResponseNorm(device, c.lrn_size, c.lrn_k, c.lrn_alpha, c.lrn_beta, c.lrn_alpha_over_n)
+
+        dropout_rng = device.generator([c.seed, 1, index])  # per tower: the same masks on any device layout
+
+        self.conv1 = conv(3, C1, 11, 0.0, stride=4, input_grad=False)
+        self.conv2 = conv(C1, C2, 5, 1.0, pad=2)
+        self.conv3 = conv(C2 * G, C3, 3, 0.0, pad=1)    # input: pool2 of every tower
+        self.conv4 = conv(C3, C4, 3, 1.0, pad=1)
+        self.conv5 = conv(C4, C5, 3, 1.0, pad=1)
+        self.fc6 = linear(C5 * G * P5 * P5, F6, 1.0)     # input: pool5 of every tower
+        self.fc7 = linear(F6 * G, F7, 1.0)               # input: fc6 of every tower
+        self.drop6 = Dropout(device, c.dropout, dropout_rng, c.dropout_inverted)
+        self.drop7 = Dropout(device, c.dropout, dropout_rng, c.dropout_inverted)
+
+        # The four stages between crossings, each a straight list of layers.
+        self.conv1_to_pool2 = [self.conv1, ReLU(device), lrn(), MaxPool(device, 3, 2),
+                                self.conv2, ReLU(device), lrn(), MaxPool(device, 3, 2)]
+        self.conv3_to_pool5 = [self.conv3, ReLU(device),
+                               self.conv4, ReLU(device),
+                               self.conv5, ReLU(device), MaxPool(device, 3, 2), Flatten(device)]
+        self.fc6_stage = [self.fc6, ReLU(device), self.drop6]
+        self.fc7_stage = [self.fc7, ReLU(device), self.drop7]
+        self.stages = [self.conv1_to_pool2, self.conv3_to_pool5, self.fc6_stage, self.fc7_stage]
+
+    def take_images(self, images):
+        """images (N, 3, S, S) from the host or any device -> (3, N, S, S) here, in the model's dtype."""
+        with self.device:
+            x = move(images, self.device)
+            return self.device.xp.ascontiguousarray(x.transpose(1, 0, 2, 3), dtype=self.conv1.params["W"].dtype)
+
+    def forward(self, stage, x, train):
+        with self.device:
+            for layer in stage:
+                x = layer.forward(x, train)
+        return x
+
+    def backward(self, stage, dy):
+        with self.device:
+            for layer in reversed(stage):
+                dy = layer.backward(dy)
+        return dy
+
+    def named_layers(self):
+        """[(name, layer)] of the layers with parameters, named as in Figure 2."""
+        return [(f"tower{self.index}.{name}", getattr(self, name))
+                for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")]
+
+
+class Exchange:
+    """Where the towers talk (Figure 2): each destination gets all sources, concatenated.
+
+    forward:  [x_0, ..., x_{G-1}] (one per source tower) -> [concat(move(x_g, dest)) per dest]
+    backward: each source's gradient is the sum, over destinations, of the slice of that
+              destination's gradient that came from it, moved back to the source.
+    ``axis`` is the channel axis: 0 for (C, N, H, W) maps, 1 for (N, D) features.
+    ``crossings`` counts the arrays that actually changed device (0 on one device).
+    """
+
+    def __init__(self, sources, destinations, axis):
+        self.sources, self.destinations, self.axis = sources, destinations, axis
+        self.crossings = 0
+
+    def _move(self, x, device):
+        if not device.holds(x):
+            self.crossings += 1
+        return move(x, device)
+
+    def forward(self, xs):
+        self.sizes = [x.shape[self.axis] for x in xs]
+        outs = []
+        for dest in self.destinations:
+            with dest:
+                outs.append(dest.xp.concatenate([self._move(x, dest) for x in xs], axis=self.axis))
+        return outs
+
+    def backward(self, dys):
+        edges = np.cumsum(self.sizes)[:-1].tolist()
+        pieces = []  # pieces[d][g]: the part of destination d's gradient that came from source g
+        for dest, dy in zip(self.destinations, dys):
+            with dest:
+                pieces.append(dest.xp.split(dy, edges, axis=self.axis))
+        dxs = []
+        for g, source in enumerate(self.sources):
+            with source:
+                dx = self._move(pieces[0][g], source).copy()
+                for piece in pieces[1:]:
+                    dx += self._move(piece[g], source)
+                dxs.append(dx)
+        return dxs
+
+
+class AlexNet:
+    """The whole net. ``devices``: one per tower (default: all on the CPU).
+
+    Usage (one training step, without the optimiser):
+        loss = net.forward_loss(images, labels, train=True)   # images (N, 3, S, S), labels (N,)
+        net.zero_grads(); net.backward()
+    """
+
+    def __init__(self, config, devices=None):
+        if devices is None:
+            devices = [Device()] * config.towers
+        if len(devices) != config.towers:
+            raise ValueError(f"{config.towers} towers need {config.towers} devices, got {len(devices)}")
+        self.config, self.devices = config, list(devices)
+        self.sizes = layer_sizes(config)
+        rng = np.random.default_rng(config.seed)  # initialisation only
+        self.towers = [Tower(config, g, d, rng) for g, d in enumerate(devices)]
+        head = devices[0]
+        self.exchange3 = Exchange(devices, devices, axis=0)   # pool2 -> conv3 of every tower
+        self.exchange6 = Exchange(devices, devices, axis=1)   # pool5 -> fc6 of every tower
+        self.exchange7 = Exchange(devices, devices, axis=1)   # fc6 -> fc7 of every tower
+        self.gather8 = Exchange(devices, [head], axis=1)      # fc7 -> fc8, on tower 0's device
+        self.exchanges = [self.exchange3, self.exchange6, self.exchange7, self.gather8]
+        fc7_all = config.fc_units[1]
+        self.fc8 = Linear(head, init_weight(rng, (config.num_classes, fc7_all), config.init_std, config.dtype),
+                          init_bias(config.num_classes, 0.0, config.dtype))
+        self.loss_layer = SoftmaxCrossEntropy(head)
+
+    # ---------------------------------------------------------------- forward / backward
+    def forward(self, images, train=False):
+        """images (N, 3, S, S), on any device -> logits (N, K) on tower 0's device."""
+        N, C, H, W = images.shape
+        S = self.config.input_size
+        if (C, H, W) != (3, S, S):
+            raise ValueError(f"images must be (N, 3, {S}, {S}), got {tuple(images.shape)}")
+        t = self.towers
+        x = [tower.forward(tower.conv1_to_pool2, tower.take_images(images), train) for tower in t]
+        x = self.exchange3.forward(x)                                # conv3 sees both towers
+        x = [tower.forward(tower.conv3_to_pool5, xg, train) for tower, xg in zip(t, x)]
+        x = self.exchange6.forward(x)                                # fc6 sees all of pool5
+        x = [tower.forward(tower.fc6_stage, xg, train) for tower, xg in zip(t, x)]
+        x = self.exchange7.forward(x)                                # fc7 sees all of fc6
+        x = [tower.forward(tower.fc7_stage, xg, train) for tower, xg in zip(t, x)]
+        (self.fc7_features,) = self.gather8.forward(x)               # (N, 4096): Figure 4's features
+        with self.fc8.device:
+            return self.fc8.forward(self.fc7_features, train)         # (N, K)
+
+    def forward_loss(self, images, labels, train=True):
+        """The mean cross-entropy of the batch (a 0-d array on tower 0's device)."""
+        logits = self.forward(images, train)
+        with self.loss_layer.device:
+            self.logits = logits
+            return self.loss_layer.forward(logits, move(labels, self.loss_layer.device))
+
+    def backward(self):
+        """Gradients of the last ``forward_loss`` into every layer's ``grads`` (added)."""
+        t = self.towers
+        with self.fc8.device:
+            d = self.fc8.backward(self.loss_layer.backward())
+        d = self.gather8.backward([d])
+        d = [tower.backward(tower.fc7_stage, dg) for tower, dg in zip(t, d)]
+        d = self.exchange7.backward(d)
+        d = [tower.backward(tower.fc6_stage, dg) for tower, dg in zip(t, d)]
+        d = self.exchange6.backward(d)
+        d = [tower.backward(tower.conv3_to_pool5, dg) for tower, dg in zip(t, d)]
+        d = self.exchange3.backward(d)
+        for tower, dg in zip(t, d):
+            tower.backward(tower.conv1_to_pool2, dg)   # conv1 returns no image gradient
+
+    # ---------------------------------------------------------------- parameters
+    def named_layers(self):
+        """[(name, layer)] for every layer with parameters: tower0.conv1 ... tower1.fc7, fc8."""
+        return [pair for tower in self.towers for pair in tower.named_layers()] + [("fc8", self.fc8)]
+
+    def parameters(self):
+        """[(name, array, grad, device)], e.g. ("tower1.conv3.W", W, dW, device)."""
+        return [(f"{lname}.{key}", layer.params[key], layer.grads[key], layer.device)
+                for lname, layer in self.named_layers() for key in layer.params]
+
+    def zero_grads(self):
+        for _, layer in self.named_layers():
+            layer.zero_grads()
+
+    def num_parameters(self):
+        return sum(int(p.size) for _, p, _, _ in self.parameters())
+
+    def state_dict(self):
+        """{name: NumPy array} of every parameter (a copy on the host)."""
+        return {name: np.array(device.to_host(p)) for name, p, _, device in self.parameters()}
+
+    def load_state_dict(self, state):
+        """Copy ``state`` ({name: array}) into the parameters; names and shapes must match."""
+        mine = {name: (p, device) for name, p, _, device in self.parameters()}
+        missing, unexpected = set(mine) - set(state), set(state) - set(mine)
+        if missing or unexpected:
+            raise ValueError(f"parameters do not match: missing {sorted(missing)[:3]}, "
+                             f"unexpected {sorted(unexpected)[:3]}")
+        for name, (p, device) in mine.items():
+            if tuple(state[name].shape) != tuple(p.shape):
+                raise ValueError(f"{name}: shape {tuple(state[name].shape)} != {tuple(p.shape)}")
+            with device:
+                p[...] = device.receive(np.asarray(state[name], dtype=p.dtype))
+
+    def crossings(self):
+        """{exchange name: arrays that changed device so far}, forward and backward together."""
+        return {name: ex.crossings for name, ex in
+                zip(("conv3", "fc6", "fc7", "fc8"), self.exchanges)}

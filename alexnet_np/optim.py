@@ -1,0 +1,61 @@
+"""Stochastic gradient descent with momentum and weight decay, as §5 writes it.
+
+    v <- momentum * v - weight_decay * lr * w - lr * dL/dw
+    w <- w + v
+
+The learning rate multiplies the weight decay (this differs from PyTorch's SGD, which
+keeps lr outside the velocity: the two agree while lr is constant, and differ for a few
+steps after each lr change). Whether biases are decayed is a choice the paper leaves open
+(``decay_biases``; cuda-convnet decayed weights only). Every update is in place, on the
+parameter's own device.
+"""
+import numpy as np
+
+
+class SGD:
+    """Holds the momentum buffers ("velocity") of the parameters ``[(name, w, dw, device)]``."""
+
+    def __init__(self, parameters, lr=0.01, momentum=0.9, weight_decay=0.0005, decay_biases=False):
+        self.parameters = list(parameters)
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.decay_biases = decay_biases
+        self.velocity = {}
+        for name, w, _, device in self.parameters:
+            with device:
+                self.velocity[name] = device.xp.zeros_like(w)
+
+    def decay_of(self, name):
+        """The weight decay applied to the parameter ``name`` (biases end in ".b")."""
+        is_bias = name.endswith(".b")
+        return self.weight_decay if (self.decay_biases or not is_bias) else 0.0
+
+    def step(self):
+        """One update of every parameter from its gradient (§5's two lines)."""
+        for name, w, dw, device in self.parameters:
+            dtype = w.dtype.type
+            v = self.velocity[name]
+            with device:
+                step = device.scratch("sgd", w.shape, w.dtype)     # same shape as w
+                device.xp.multiply(w, dtype(self.decay_of(name)), out=step)
+                step += dw
+                step *= dtype(self.lr)                               # lr * (decay * w + dw)
+                v *= dtype(self.momentum)
+                v -= step                                            # v <- m v - decay lr w - lr dw
+                w += v                                               # w <- w + v
+
+    def state_dict(self):
+        """The momentum buffers on the host, and the hyper-parameters."""
+        return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
+                "decay_biases": self.decay_biases,
+                "velocity": {name: np.array(device.to_host(self.velocity[name]))
+                             for name, _, _, device in self.parameters}}
+
+    def load_state_dict(self, state):
+        self.lr, self.momentum = state["lr"], state["momentum"]
+        self.weight_decay, self.decay_biases = state["weight_decay"], state["decay_biases"]
+        for name, w, _, device in self.parameters:
+            saved = state["velocity"].get(name)
+            if saved is None or tuple(saved.shape) != tuple(w.shape):
+                raise ValueError(f"optimiser state does not match parameter {name}")
+            with device:
+                self.velocity[name][...] = device.receive(np.asarray(saved, dtype=w.dtype))
