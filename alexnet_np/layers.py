@@ -101,14 +101,17 @@ class Conv2D(Layer):
         self.stride, self.pad = stride, pad
         self.input_grad = input_grad  # conv1 needs no gradient for the image
 
-    def output_size(self, size):
-        return conv_output_size(size, self.params["W"].shape[2], self.stride, self.pad)
+    def output_shape(self, H, W):
+        """(OH, OW) for an H x W input."""
+        KH, KW = self.params["W"].shape[2:]
+        return (conv_output_size(H, KH, self.stride, self.pad),
+                conv_output_size(W, KW, self.stride, self.pad))
 
     def _unfold(self, x):
         """x (C, N, H, W) -> col (C*KH*KW, N*OH*OW), in scratch memory."""
         F, C, KH, KW = self.params["W"].shape
         _, N, H, W = x.shape
-        OH, OW = self.output_size(H), self.output_size(W)
+        OH, OW = self.output_shape(H, W)
         if self.pad:
             x = pad_spatial(x, self.pad, self.device.scratch(
                 "pad", (C, N, H + 2 * self.pad, W + 2 * self.pad), x.dtype))  # (C, N, H+2p, W+2p)

@@ -1,0 +1,285 @@
+"""Every layer: forward against a loop-based float64 reference, backward against centred
+finite differences with a random upstream gradient (STYLE 6-8)."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from alexnet_np.backend import Device
+from alexnet_np.layers import (Conv2D, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool, ReLU,
+                               SoftmaxCrossEntropy, col2im, im2col)
+from gradcheck import assert_close, numerical_gradient
+
+CPU = Device()
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def check_layer_gradients(layer, x, seed=1, train=False, **forward_kw):
+    """Compare dx and every parameter gradient with finite differences."""
+    dout = rng(seed).standard_normal(layer.forward(x, train, **forward_kw).shape)
+
+    def loss():
+        return float(np.sum(layer.forward(x, train, **forward_kw) * dout))
+
+    layer.forward(x, train, **forward_kw)
+    layer.zero_grads()
+    dx = layer.backward(dout)
+    if dx is not None:
+        assert_close(dx, numerical_gradient(loss, x), rtol=1e-6, atol=1e-8, what="dx", scale_atol=True)
+    for name, p in layer.params.items():
+        assert_close(layer.grads[name], numerical_gradient(loss, p), rtol=1e-6, atol=1e-8, what=name,
+                     scale_atol=True)
+    return dx
+
+
+# --------------------------------------------------------------------------- references
+
+def conv_reference(x, W, b, stride, pad):
+    """Direct convolution by loops. x (C, N, H, W) -> (F, N, OH, OW)."""
+    C, N, H, Wd = x.shape
+    F, _, KH, KW = W.shape
+    xp = np.zeros((C, N, H + 2 * pad, Wd + 2 * pad))
+    xp[:, :, pad:pad + H, pad:pad + Wd] = x
+    OH, OW = (H + 2 * pad - KH) // stride + 1, (Wd + 2 * pad - KW) // stride + 1
+    y = np.zeros((F, N, OH, OW))
+    for f, n, oh, ow in itertools.product(range(F), range(N), range(OH), range(OW)):
+        total = b[f]
+        for c, i, j in itertools.product(range(C), range(KH), range(KW)):
+            total += W[f, c, i, j] * xp[c, n, oh * stride + i, ow * stride + j]
+        y[f, n, oh, ow] = total
+    return y
+
+
+def lrn_reference(a, n, k, coef, beta):
+    """§3.3 written out: b[i] = a[i] / (k + coef * sum_{j=max(0,i-n/2)}^{min(C-1,i+n/2)} a[j]^2)^beta."""
+    C = a.shape[0]
+    b = np.zeros_like(a)
+    for i in range(C):
+        for pos in np.ndindex(a.shape[1:]):
+            s = sum(a[(j,) + pos] ** 2 for j in range(max(0, i - n // 2), min(C - 1, i + n // 2) + 1))
+            b[(i,) + pos] = a[(i,) + pos] / (k + coef * s) ** beta
+    return b
+
+
+def maxpool_reference(x, size, stride):
+    C, N, H, W = x.shape
+    OH, OW = (H - size) // stride + 1, (W - size) // stride + 1
+    y = np.zeros((C, N, OH, OW))
+    for c, n, oh, ow in itertools.product(range(C), range(N), range(OH), range(OW)):
+        y[c, n, oh, ow] = max(x[c, n, oh * stride + i, ow * stride + j]
+                              for i in range(size) for j in range(size))
+    return y
+
+
+def cross_entropy_reference(z, labels):
+    total = 0.0
+    for n in range(z.shape[0]):
+        m = max(z[n])
+        log_sum = m + math.log(sum(math.exp(v - m) for v in z[n]))
+        total += log_sum - z[n, labels[n]]
+    return total / z.shape[0]
+
+
+# --------------------------------------------------------------------------- convolution
+
+CONV_CASES = [
+    # (C, N, H, W, F, KH, KW, stride, pad)
+    (3, 2, 19, 23, 4, 11, 11, 4, 0),   # conv1-like: 11x11 at stride 4, non-square input
+    (3, 2, 7, 8, 5, 3, 2, 2, 1),       # strided and padded, non-square kernel and input
+    (4, 1, 5, 7, 3, 5, 5, 1, 2),       # conv2-like: 5x5, pad 2, odd sizes
+    (6, 2, 3, 3, 2, 3, 3, 1, 1),       # conv3-like: 3x3, pad 1
+]
+
+
+@pytest.mark.parametrize("C,N,H,W,F,KH,KW,stride,pad", CONV_CASES)
+def test_conv_forward_matches_loops(C, N, H, W, F, KH, KW, stride, pad):
+    r = rng(2)
+    x = r.standard_normal((C, N, H, W))
+    weight, bias = r.standard_normal((F, C, KH, KW)), r.standard_normal(F)
+    conv = Conv2D(CPU, weight, bias, stride=stride, pad=pad)
+    assert_close(conv.forward(x), conv_reference(x, weight, bias, stride, pad), rtol=1e-10, what="conv")
+
+
+@pytest.mark.parametrize("C,N,H,W,F,KH,KW,stride,pad", CONV_CASES)
+def test_conv_gradients(C, N, H, W, F, KH, KW, stride, pad):
+    r = rng(3)
+    conv = Conv2D(CPU, r.standard_normal((F, C, KH, KW)) * 0.3, r.standard_normal(F), stride=stride, pad=pad)
+    check_layer_gradients(conv, r.standard_normal((C, N, H, W)))
+
+
+def test_conv_without_input_gradient_returns_none_but_fills_weights():
+    r = rng(4)
+    conv = Conv2D(CPU, r.standard_normal((2, 3, 3, 3)), np.zeros(2), input_grad=False)
+    x = r.standard_normal((3, 2, 5, 5))
+    conv.forward(x)
+    assert conv.backward(r.standard_normal((2, 2, 3, 3))) is None
+    assert np.abs(conv.grads["W"]).sum() > 0
+
+
+def test_col2im_is_the_adjoint_of_im2col():
+    # <im2col(x), c> == <x, col2im(c)> for random x and c: the backward of the unfolding.
+    r = rng(5)
+    x = r.standard_normal((3, 2, 9, 7))
+    col = np.empty((3, 3, 2, 2, 4, 3))
+    cols = im2col(x, 3, 2, 2, col)
+    c = r.standard_normal(cols.shape)
+    back = col2im(c.reshape(col.shape), 2, np.zeros_like(x))
+    assert np.isclose(np.sum(cols * c), np.sum(x * back), rtol=1e-12)
+
+
+def test_conv_rejects_sizes_that_do_not_fit():
+    conv = Conv2D(CPU, np.zeros((2, 3, 3, 3)), np.zeros(2), stride=2)
+    with pytest.raises(ValueError, match="does not fit"):
+        conv.forward(np.zeros((3, 1, 6, 6)))
+
+
+def test_conv_rejects_wrong_channel_count():
+    conv = Conv2D(CPU, np.zeros((2, 3, 3, 3)), np.zeros(2))
+    with pytest.raises(ValueError, match="3 input channels"):
+        conv.forward(np.zeros((4, 1, 5, 5)))
+
+
+# --------------------------------------------------------------------------- ReLU, dropout
+
+def test_relu_forward_and_gradient():
+    r = rng(6)
+    x = r.standard_normal((3, 2, 4, 5))
+    x[np.abs(x) < 0.1] += 0.3  # away from the kink at 0
+    relu = ReLU(CPU)
+    assert_close(relu.forward(x), np.where(x > 0, x, 0), what="relu")
+    check_layer_gradients(relu, x)
+
+
+@pytest.mark.parametrize("inverted", [False, True])
+def test_dropout_with_a_given_mask(inverted):
+    r = rng(7)
+    x = r.standard_normal((6, 10))
+    mask = r.random((6, 10)) >= 0.5
+    drop = Dropout(CPU, 0.5, rng(0), inverted=inverted)
+    scale = 2.0 if inverted else 1.0
+    assert_close(drop.forward(x, True, mask=mask), x * mask * scale, what="train")
+    check_layer_gradients(drop, x, train=True, mask=mask)
+    test_scale = 1.0 if inverted else 0.5   # §4.2: "multiply their outputs by 0.5"
+    assert_close(drop.forward(x, False), x * test_scale, what="test")
+    check_layer_gradients(drop, x, train=False)
+
+
+@pytest.mark.parametrize("inverted", [False, True])
+def test_dropout_keeps_the_expected_activation(inverted):
+    x = np.ones((400, 500))
+    drop = Dropout(CPU, 0.5, rng(8), inverted=inverted)
+    kept = drop.forward(x, True) != 0
+    assert abs(kept.mean() - 0.5) < 0.005                      # p = 0.5 of units dropped
+    # The expected training output equals the test output, in both conventions.
+    assert abs(drop.forward(x, True).mean() - drop.forward(x, False).mean()) < 0.01
+    assert not np.array_equal(kept, drop.forward(x, True) != 0)  # a fresh mask each call
+
+
+# --------------------------------------------------------------------------- LRN
+
+@pytest.mark.parametrize("alpha_over_n", [False, True])
+@pytest.mark.parametrize("C", [3, 7])
+def test_lrn_forward_matches_formula(alpha_over_n, C):
+    r = rng(9)
+    a = np.abs(r.standard_normal((C, 2, 3, 4))) * 2
+    lrn = LocalResponseNorm(CPU, size=5, k=2.0, alpha=0.5, beta=0.75, alpha_over_n=alpha_over_n)
+    coef = 0.5 / 5 if alpha_over_n else 0.5
+    assert_close(lrn.forward(a), lrn_reference(a, 5, 2.0, coef, 0.75), rtol=1e-12, what="lrn")
+
+
+def test_lrn_paper_coefficients():
+    # The printed formula puts alpha = 1e-4 on the sum; cuda-convnet/Caffe/PyTorch put 1e-4 / 5.
+    assert LocalResponseNorm(CPU).coef == 1e-4
+    assert LocalResponseNorm(CPU, alpha_over_n=True).coef == pytest.approx(2e-5)
+
+
+@pytest.mark.parametrize("C,size", [(7, 5), (3, 5), (6, 3)])
+def test_lrn_gradients_with_large_alpha_at_the_edges(C, size):
+    # A large alpha makes the window term dominate, so a wrong edge (channels 0, 1, C-2,
+    # C-1) or a wrong window width shows; signed inputs as after any layer.
+    r = rng(10)
+    lrn = LocalResponseNorm(CPU, size=size, k=1.0, alpha=2.0, beta=0.75)
+    check_layer_gradients(lrn, r.standard_normal((C, 2, 3, 2)))
+
+
+# --------------------------------------------------------------------------- max pooling
+
+@pytest.mark.parametrize("shape,size,stride", [
+    ((2, 2, 7, 9), 3, 2),    # overlapping, non-square
+    ((3, 1, 13, 13), 3, 2),  # conv5 -> pool5 sized
+    ((2, 2, 6, 8), 2, 2),    # non-overlapping
+    ((1, 2, 5, 6), 3, 1),    # stride 1
+])
+def test_maxpool_forward_and_gradients(shape, size, stride):
+    x = rng(11).permutation(np.arange(np.prod(shape), dtype=np.float64)).reshape(shape) / 10  # distinct
+    pool = MaxPool(CPU, size, stride)
+    assert_close(pool.forward(x), maxpool_reference(x, size, stride), what="pool")
+    check_layer_gradients(pool, x)
+
+
+def test_maxpool_tie_goes_to_the_first_offset_once():
+    # All equal: every window's gradient goes to its top-left pixel, never split or doubled.
+    pool = MaxPool(CPU, 3, 2)
+    x = np.zeros((1, 1, 5, 5))
+    pool.forward(x)
+    dx = pool.backward(np.ones((1, 1, 2, 2)))
+    expected = np.zeros((5, 5))
+    expected[0, 0] = expected[0, 2] = expected[2, 0] = expected[2, 2] = 1
+    assert_close(dx[0, 0], expected, what="ties")
+
+
+# --------------------------------------------------------------------------- fc, flatten, loss
+
+def test_linear_gradients():
+    r = rng(12)
+    lin = Linear(CPU, r.standard_normal((4, 6)), r.standard_normal(4))
+    x = r.standard_normal((3, 6))
+    assert_close(lin.forward(x), x @ lin.params["W"].T + lin.params["b"], what="linear")
+    check_layer_gradients(lin, x)
+
+
+def test_flatten_orders_features_like_nchw():
+    x = rng(13).standard_normal((3, 2, 4, 5))      # (C, N, H, W)
+    flat = Flatten(CPU)
+    expected = x.transpose(1, 0, 2, 3).reshape(2, -1)  # each example's (C, H, W), C-major
+    assert_close(flat.forward(x), expected, what="flatten")
+    check_layer_gradients(flat, x)
+
+
+def test_softmax_cross_entropy_matches_reference_and_gradient():
+    r = rng(14)
+    z = r.standard_normal((5, 7)) * 3
+    labels = r.integers(0, 7, 5)
+    loss = SoftmaxCrossEntropy(CPU)
+    assert loss.forward(z, labels) == pytest.approx(cross_entropy_reference(z, labels), rel=1e-12)
+    loss.forward(z, labels)
+    analytic = loss.backward()
+    numeric = numerical_gradient(lambda: float(loss.forward(z, labels)), z)
+    assert_close(analytic, numeric, rtol=1e-6, atol=1e-9, what="dz")
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_logits():
+    z = np.array([[1000.0, 0.0, -1000.0], [-5e4, 5e4, 0.0]])
+    loss = SoftmaxCrossEntropy(CPU)
+    value = loss.forward(z, np.array([0, 0]))
+    assert np.isfinite(value) and value == pytest.approx(1e5 / 2)
+    assert np.all(np.isfinite(loss.backward()))
+
+
+def test_layers_keep_float32():
+    r = rng(15)
+    x = r.standard_normal((3, 2, 7, 7)).astype(np.float32)
+    conv = Conv2D(CPU, r.standard_normal((4, 3, 3, 3)).astype(np.float32), np.zeros(4, np.float32), pad=1)
+    layers = [conv, ReLU(CPU), LocalResponseNorm(CPU), MaxPool(CPU, 3, 2), Flatten(CPU)]
+    for layer in layers:
+        x = layer.forward(x, True)
+        assert x.dtype == np.float32, type(layer).__name__
+    dy = np.ones_like(x)
+    for layer in reversed(layers):
+        dy = layer.backward(dy)
+        assert dy.dtype == np.float32, type(layer).__name__
+    assert conv.grads["W"].dtype == np.float32

@@ -1,0 +1,248 @@
+"""The two-tower model: size, whole-network gradients, placement and crossings, optimiser."""
+import numpy as np
+import pytest
+
+from alexnet_np import backend
+from alexnet_np.backend import Device, DeviceError
+from alexnet_np.config import Config
+from alexnet_np.model import AlexNet, layer_sizes
+from alexnet_np.optim import SGD
+from gradcheck import assert_close, directional_derivative, numerical_gradient
+from tagged import DeviceMixError, TaggedDevice
+
+# Small, with every structural feature of the paper's net: two towers, the four crossings,
+# LRN with an alpha large enough to matter, 5 classes. Init std 0.1 keeps activations O(1).
+SMALL = Config(num_classes=5, input_size=67, conv_channels=(4, 8, 8, 8, 6), fc_units=(8, 6),
+               lrn_alpha=0.3, init_std=0.1, dtype="float64", seed=3)
+
+
+def batch(config, n=3, seed=0):
+    r = np.random.default_rng(seed)
+    images = r.standard_normal((n, 3, config.input_size, config.input_size))   # (N, 3, S, S)
+    labels = r.integers(0, config.num_classes, n)                              # (N,)
+    return images, labels
+
+
+def reset_dropout(net, seed=11):
+    """Fresh, identically seeded dropout generators: the same masks on every forward."""
+    for tower in net.towers:
+        rng = tower.device.generator([seed, tower.index])
+        tower.drop6.rng = tower.drop7.rng = rng
+
+
+def test_paper_configuration_has_60965224_parameters():
+    net = AlexNet(Config(dtype="float32"))
+    assert net.num_parameters() == 60_965_224
+    assert layer_sizes(Config()) == {"input": 227, "conv1": 55, "pool1": 27, "conv2": 27,
+                                     "pool2": 13, "conv3": 13, "pool5": 6}
+    shapes = {name: p.shape for name, p, _, _ in net.parameters()}
+    assert shapes["tower0.conv1.W"] == (48, 3, 11, 11)
+    assert shapes["tower1.conv2.W"] == (128, 48, 5, 5)      # own tower only
+    assert shapes["tower0.conv3.W"] == (192, 256, 3, 3)     # both towers
+    assert shapes["tower1.conv4.W"] == (192, 192, 3, 3)
+    assert shapes["tower0.fc6.W"] == (2048, 9216)           # all of pool5
+    assert shapes["tower1.fc7.W"] == (2048, 4096)           # all of fc6
+    assert shapes["fc8.W"] == (1000, 4096)
+
+
+def test_paper_initialisation():
+    net = AlexNet(Config(conv_channels=(96, 256, 384, 384, 256), fc_units=(512, 512), num_classes=100))
+    params = {name: p for name, p, _, _ in net.parameters()}
+    for layer, bias in [("conv1", 0), ("conv2", 1), ("conv3", 0), ("conv4", 1), ("conv5", 1),
+                        ("fc6", 1), ("fc7", 1)]:
+        for g in (0, 1):
+            assert np.all(params[f"tower{g}.{layer}.b"] == bias), layer
+    assert np.all(params["fc8.b"] == 0)
+    w = params["tower0.conv2.W"]
+    assert w.dtype == np.float32
+    assert abs(w.std() - 0.01) < 0.0005 and abs(w.mean()) < 0.0005
+    # From the seed: the same seed gives the same net, another seed another net.
+    again = AlexNet(Config(conv_channels=(96, 256, 384, 384, 256), fc_units=(512, 512), num_classes=100))
+    assert np.array_equal(again.state_dict()["tower1.conv5.W"], params["tower1.conv5.W"])
+
+
+def test_input_sizes_that_do_not_fit_are_refused_clearly():
+    with pytest.raises(ValueError, match="conv1"):
+        AlexNet(Config(input_size=224))
+    with pytest.raises(ValueError, match="must be"):
+        AlexNet(SMALL).forward(np.zeros((1, 3, 66, 66)))
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_whole_network_gradients(train):
+    """Every parameter of both towers and fc8, checked along a random direction, plus
+    single entries of the first and last layers, against float64 finite differences."""
+    net = AlexNet(SMALL)
+    images, labels = batch(SMALL)
+
+    def loss():
+        reset_dropout(net)
+        return float(net.forward_loss(images, labels, train=train))
+
+    loss()
+    net.zero_grads()
+    net.backward()
+    r = np.random.default_rng(1)
+    for name, w, dw, _ in net.parameters():
+        direction = r.standard_normal(w.shape)
+        numeric = directional_derivative(loss, w, direction, eps=1e-6)
+        analytic = float(np.sum(dw * direction))
+        assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-9), name
+    for name in ("tower1.conv1.b", "fc8.b", "tower0.conv3.b"):
+        layer_name, key = name.rsplit(".", 1)
+        layer = dict(net.named_layers())[layer_name]
+        assert_close(layer.grads[key], numerical_gradient(loss, layer.params[key], eps=1e-6),
+                     rtol=1e-5, atol=1e-9, what=name, scale_atol=True)
+
+
+def test_gradients_are_not_trivial():
+    net = AlexNet(SMALL)
+    net.forward_loss(*batch(SMALL), train=True)
+    net.zero_grads()
+    net.backward()
+    for name, _, dw, _ in net.parameters():
+        assert np.abs(dw).max() > 0, name
+
+
+def test_placement_and_crossings_on_two_tagged_devices():
+    """Every array stays on its tower's device; data crosses only at conv3, fc6, fc7, fc8."""
+    d0, d1 = TaggedDevice("gpu0"), TaggedDevice("gpu1")
+    net = AlexNet(SMALL, [d0, d1])
+    images, labels = batch(SMALL)
+    loss = net.forward_loss(images, labels, train=True)
+    net.zero_grads()
+    net.backward()
+    assert np.isfinite(float(loss))
+    for name, w, dw, device in net.parameters():
+        owner = d0 if name.startswith(("tower0", "fc8")) else d1
+        assert device is owner and owner.holds(w) and owner.holds(dw), name
+    # Forward: each tower receives the other's output at conv3, fc6 and fc7 (2 each) and
+    # tower 0 receives tower 1's fc7 for fc8 (1). Backward: the same, reversed.
+    assert net.crossings() == {"conv3": 4, "fc6": 4, "fc7": 4, "fc8": 2}
+    assert d0.arrivals + d1.arrivals == 14   # nothing else crossed
+    SGD(net.parameters()).step()             # the update stays on each device too
+
+
+def test_tagged_backend_catches_a_forgotten_copy():
+    d0, d1 = TaggedDevice("gpu0"), TaggedDevice("gpu1")
+    a, b = d0.receive(np.ones(3)), d1.receive(np.ones(3))
+    with pytest.raises(DeviceMixError):
+        a + b
+    with pytest.raises(DeviceMixError):
+        np.concatenate([a, b])
+    assert d0.holds(backend.move(b, d0)) and d0.arrivals == 1
+    assert backend.move(a, d0) is a and d0.arrivals == 1   # already there: no copy
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_one_device_and_two_devices_give_the_same_result(train):
+    images, labels = batch(SMALL, n=4, seed=5)
+    results = []
+    for devices in ([Device()] * 2, [TaggedDevice("gpu0"), TaggedDevice("gpu1")]):
+        net = AlexNet(SMALL, devices)
+        loss = float(net.forward_loss(images, labels, train=train))
+        net.zero_grads()
+        net.backward()
+        grads = {name: devices[0].to_host(dw) for name, _, dw, _ in net.parameters()}
+        results.append((loss, devices[0].to_host(net.logits), grads))
+    (loss1, logits1, grads1), (loss2, logits2, grads2) = results
+    assert loss1 == pytest.approx(loss2, rel=1e-13)
+    assert_close(logits2, logits1, rtol=1e-12, what="logits")
+    for name in grads1:
+        assert_close(grads2[name], grads1[name], rtol=1e-10, atol=1e-14, what=name)
+
+
+def test_float32_forward_backward_stays_float32():
+    cfg = SMALL.replace(dtype="float32")
+    net = AlexNet(cfg)
+    images, labels = batch(cfg)
+    loss = net.forward_loss(images, labels, train=True)   # float64 images are cast on arrival
+    net.zero_grads()
+    net.backward()
+    assert loss.dtype == np.float32 and net.logits.dtype == np.float32
+    assert all(dw.dtype == np.float32 for _, _, dw, _ in net.parameters())
+
+
+def test_state_dict_round_trip():
+    net, other = AlexNet(SMALL), AlexNet(SMALL.replace(seed=9))
+    other.load_state_dict(net.state_dict())
+    images, _ = batch(SMALL)
+    assert np.array_equal(net.forward(images), other.forward(images))
+    state = net.state_dict()
+    state["fc8.W"] = state["fc8.W"][:, :-1]
+    with pytest.raises(ValueError, match="fc8.W"):
+        other.load_state_dict(state)
+
+
+# --------------------------------------------------------------------------- optimiser
+
+def fake_parameters():
+    r = np.random.default_rng(0)
+    cpu = Device()
+    w, b = r.standard_normal((3, 4)), r.standard_normal(3)
+    return [("layer.W", w, np.zeros_like(w), cpu), ("layer.b", b, np.zeros_like(b), cpu)]
+
+
+@pytest.mark.parametrize("decay_biases", [False, True])
+def test_sgd_follows_section_5(decay_biases):
+    params = fake_parameters()
+    opt = SGD(params, lr=0.1, momentum=0.9, weight_decay=0.05, decay_biases=decay_biases)
+    r = np.random.default_rng(1)
+    expected = {name: (w.copy(), np.zeros_like(w)) for name, w, _, _ in params}
+    for step, lr in enumerate([0.1, 0.1, 0.01]):   # includes a learning-rate change
+        opt.lr = lr
+        for name, w, dw, _ in params:
+            dw[...] = r.standard_normal(w.shape)
+            ew, ev = expected[name]
+            decay = 0.05 if (name.endswith(".W") or decay_biases) else 0.0
+            ev[...] = 0.9 * ev - decay * lr * ew - lr * dw       # v <- 0.9 v - 0.0005 e w - e dL/dw
+            ew += ev                                            # w <- w + v
+        opt.step()
+        for name, w, _, _ in params:
+            assert_close(w, expected[name][0], rtol=1e-12, what=f"{name} step {step}")
+
+
+def test_sgd_state_restores_exactly():
+    params = fake_parameters()
+    opt = SGD(params, lr=0.1)
+    for _, w, dw, _ in params:
+        dw[...] = 1.5
+    opt.step()
+    saved_w = [w.copy() for _, w, _, _ in params]
+    state = opt.state_dict()
+    opt.step()
+    after = [w.copy() for _, w, _, _ in params]
+    # Restore weights and momentum, step again: bitwise the same.
+    for (_, w, _, _), s in zip(params, saved_w):
+        w[...] = s
+    fresh = SGD(params, lr=0.5)
+    fresh.load_state_dict(state)
+    fresh.step()
+    for (_, w, _, _), a in zip(params, after):
+        assert np.array_equal(w, a)
+
+
+# --------------------------------------------------------------------------- devices
+
+def test_cpu_towers_share_one_device():
+    d = backend.tower_devices("cpu")
+    assert len(d) == 2 and d[0] is d[1] and d[0].xp is np
+
+
+def test_asking_for_a_gpu_without_one_is_a_one_line_error():
+    if backend.gpu_available():
+        pytest.skip("a GPU is available here")
+    with pytest.raises(DeviceError) as info:
+        backend.tower_devices("gpu")
+    message = str(info.value)
+    assert "\n" not in message and "gpu" in message.lower()
+    assert backend.tower_devices("auto")[0].name == "cpu"
+
+
+def test_config_round_trip_and_architecture_check():
+    cfg = SMALL.replace(conv_channels=[4, 8, 8, 8, 6])   # lists, as JSON gives them back
+    assert Config.from_dict(cfg.to_dict()) == cfg == SMALL
+    assert SMALL.architecture_differences(SMALL.replace(lr=0.5)) == []
+    assert SMALL.architecture_differences(SMALL.replace(num_classes=6)) == [("num_classes", 5, 6)]
+    with pytest.raises(ValueError, match="divide"):
+        Config(conv_channels=(95, 256, 384, 384, 256))
