@@ -10,6 +10,7 @@ Choices the paper leaves open (PAPER.md, last section) are fields here, each nam
 ``input_size``, ``lrn_alpha_over_n`` and ``lrn_k``, ``dropout_inverted``,
 ``decay_biases``, ``lighting_std`` (units: see ``alexnet_np.data``), ``mean``.
 """
+import argparse
 import dataclasses
 import json
 
@@ -106,3 +107,37 @@ DEMO = Config(
     epochs=12,
     lr_patience=2,
 )
+
+
+# --------------------------------------------------------------------------- command line
+
+def add_config_arguments(parser, defaults=None):
+    """One option per Config field (``--input-size``, ``--lrn-alpha-over-n`` / ``--no-...``).
+
+    Every option defaults to None ("not given"), so that ``config_from_arguments`` can
+    tell what the user set from what the base configuration supplies.
+    """
+    defaults = defaults or Config()
+    group = parser.add_argument_group("configuration (defaults: the paper's values, §-numbers in config.py)")
+    for field in dataclasses.fields(Config):
+        flag = "--" + field.name.replace("_", "-")
+        value = getattr(defaults, field.name)
+        if isinstance(value, bool):
+            group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
+                               default=None, help=f"(default {value})")
+        elif isinstance(value, tuple):
+            group.add_argument(flag, dest=field.name, default=None, metavar="N,N,...",
+                               type=lambda text: tuple(int(v) for v in text.split(",")),
+                               help=f"(default {','.join(map(str, value))})")
+        else:
+            group.add_argument(flag, dest=field.name, type=type(value), default=None,
+                               help=f"(default {value})")
+    return group
+
+
+def config_from_arguments(args, base=None):
+    """``base`` (default: the paper's Config) with every option the user gave."""
+    base = base or Config()
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+             if getattr(args, f.name, None) is not None}
+    return base.replace(**given)
