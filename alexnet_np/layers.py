@@ -138,7 +138,9 @@ class Conv2D(Layer):
         dy2 = dy.reshape(F, -1)                             # (F, N*OH*OW)
         self.grads["b"] += dy2.sum(axis=1)                  # (F,)
         col, (N, OH, OW) = self._unfold(self.x)             # (C*KH*KW, N*OH*OW)
-        self.grads["W"] += xp.matmul(dy2, col.T).reshape(W.shape)  # (F, C, KH, KW)
+        # dW = dy2 col^T, computed as (col dy2^T)^T: OpenBLAS runs this orientation up to
+        # 20x faster when N*OH*OW is long and F small (conv1: 48 x 387,200 x 363).
+        self.grads["W"] += xp.matmul(col, dy2.T).T.reshape(W.shape)  # (F, C, KH, KW)
         if not self.input_grad:
             return None
         # dcol reuses the col buffer: col is no longer needed.
