@@ -1,0 +1,201 @@
+"""Checkpoints: one ``.npz`` file with every array a run needs to continue exactly.
+
+Contents (NumPy's uncompressed zip of ``.npy`` files, read without pickle):
+    param/<name>     every parameter, e.g. ``param/tower1.conv3.W`` (F, C, KH, KW)
+    velocity/<name>  its momentum buffer (§5's v), same shape
+    meta             a JSON document, stored as UTF-8 bytes (uint8): the format tag, the
+                     configuration, the position (epoch, batch within it, step), the
+                     optimiser's hyper-parameters, the schedule's state, the dropout
+                     generators' states, the history of epochs, and whatever else the
+                     trainer adds (``save(..., meta=...)``).
+
+Writing is atomic: the file is written under a temporary name in the same folder, flushed
+to disk (fsync), then renamed over the old one (``os.replace``), so that an interruption
+leaves either the old checkpoint or the new one, never half of one.
+
+Reading refuses, with one line that names the file (``CheckpointError``):
+- a file that is missing, truncated or corrupt (zip CRC, a missing member, bad JSON);
+- a file of another format;
+- a checkpoint whose *architecture* differs from the configuration asked for
+  (``Config.architecture_differences``), naming each differing field.
+
+Random generators. The data pipeline derives all its randomness from (seed, epoch, batch),
+so nothing of it is stored. The dropout generators of the towers are NumPy generators
+on the CPU; their ``bit_generator.state`` is stored and restored, which makes a resumed
+CPU run bitwise identical to an uninterrupted one. CuPy's generators expose no state that
+can be saved: on a GPU they are re-seeded from (seed, 1, tower, step) on resume, so the
+dropout masks after a resume differ from those an uninterrupted run would have drawn
+(weights, momentum, schedule and data order are still exact).
+"""
+import json
+import os
+import zipfile
+
+import numpy as np
+
+from .config import Config
+
+FORMAT = "alexnet_np checkpoint 1"
+
+
+class CheckpointError(Exception):
+    """A checkpoint cannot be used; the message is one line naming the file and why."""
+
+
+class Checkpoint:
+    """What ``load`` returns: ``config``, ``params`` {name: array}, ``velocity``, ``meta`` (dict)."""
+
+    def __init__(self, path, config, params, velocity, meta):
+        self.path, self.config = path, config
+        self.params, self.velocity, self.meta = params, velocity, meta
+
+    @property
+    def position(self):
+        """(epoch, batch, step): the next batch to train is ``batch`` of epoch ``epoch`` (from 0)."""
+        p = self.meta["position"]
+        return p["epoch"], p["batch"], p["step"]
+
+
+# --------------------------------------------------------------------------- dropout generators
+
+def dropout_layers(model):
+    """[(key, layer)] of every dropout layer, e.g. ("tower1.drop7", layer)."""
+    return [(f"tower{t.index}.{name}", getattr(t, name)) for t in model.towers for name in ("drop6", "drop7")]
+
+
+def generator_states(model):
+    """{key: bit_generator.state, or None where the generator cannot be saved (CuPy)}."""
+    return {key: (layer.rng.bit_generator.state if isinstance(layer.rng, np.random.Generator) else None)
+            for key, layer in dropout_layers(model)}
+
+
+def restore_generators(model, states, step):
+    """Put the dropout generators back; re-seed from (seed, 1, tower, step) where not saved.
+
+    Returns the keys that were re-seeded (empty on the CPU).
+    """
+    reseeded = []
+    fresh = {}  # one generator per tower, shared by drop6 and drop7 as the model makes them
+    for key, layer in dropout_layers(model):
+        state = states.get(key)
+        if state is not None and isinstance(layer.rng, np.random.Generator):
+            layer.rng.bit_generator.state = state
+            continue
+        tower = int(key[len("tower"):key.index(".")])
+        if tower not in fresh:
+            fresh[tower] = layer.device.generator([model.config.seed, 1, tower, step])
+        layer.rng = fresh[tower]
+        reseeded.append(key)
+    return reseeded
+
+
+# --------------------------------------------------------------------------- writing
+
+def save(path, model, optimizer, meta):
+    """Write model, momentum and ``meta`` (a JSON-able dict, at least ``position``) atomically.
+
+    Returns ``path``. ``meta`` gets the format tag, the configuration, the optimiser's
+    hyper-parameters and the generators' states added.
+    """
+    opt = optimizer.state_dict()
+    doc = dict(meta)
+    doc.update(format=FORMAT, config=model.config.to_dict(), generators=generator_states(model),
+               optimizer={k: opt[k] for k in ("lr", "momentum", "weight_decay", "decay_biases")})
+    arrays = {f"param/{name}": value for name, value in model.state_dict().items()}
+    arrays.update({f"velocity/{name}": value for name, value in opt["velocity"].items()})
+    arrays["meta"] = np.frombuffer(json.dumps(doc).encode("utf-8"), dtype=np.uint8)   # (bytes,)
+    write_atomic(path, arrays)
+    return path
+
+
+def write_atomic(path, arrays):
+    """np.savez into ``path`` via a temporary file in the same folder, fsync, rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    try:  # make the rename itself durable
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a folder; the data itself is on disk
+
+
+# --------------------------------------------------------------------------- reading
+
+def load(path, config=None):
+    """Read and check a checkpoint. ``config``: refuse unless the architectures agree.
+
+    Raises ``CheckpointError`` (one line) for a missing, corrupt or foreign file, or a
+    checkpoint of another architecture. Reads every array, so a damaged file fails here.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = list(z.files)
+            if "meta" not in names:
+                raise CheckpointError(f"checkpoint {path}: not an alexnet_np checkpoint (no 'meta' record)")
+            meta = json.loads(z["meta"].tobytes().decode("utf-8"))
+            params = {n[len("param/"):]: z[n] for n in names if n.startswith("param/")}
+            velocity = {n[len("velocity/"):]: z[n] for n in names if n.startswith("velocity/")}
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, ValueError, KeyError, EOFError, OSError, UnicodeDecodeError) as error:
+        # np.load raises ValueError for a file that is not a zip or npy; zipfile raises
+        # BadZipFile for a truncated archive or a failed CRC; json raises ValueError.
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({reason})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"checkpoint {path}: format {found!r}, expected {FORMAT!r}")
+    try:
+        saved = Config.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path}: its configuration cannot be read ({error})") from None
+    if set(params) != set(velocity) or not params:
+        raise CheckpointError(f"checkpoint {path} is incomplete: parameters and momentum buffers do not match")
+    if config is not None:
+        check_architecture(path, config, saved)
+    return Checkpoint(path, saved, params, velocity, meta)
+
+
+def check_architecture(path, config, saved):
+    """Refuse (one line) when ``saved``'s architecture differs from ``config``'s."""
+    differences = config.architecture_differences(saved)
+    if differences:
+        listed = "; ".join(f"{field}: {_fmt(theirs)} in the checkpoint, {_fmt(ours)} here"
+                           for field, ours, theirs in differences)
+        raise CheckpointError(f"checkpoint {path} is of another configuration ({listed})")
+
+
+def _fmt(value):
+    return ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
+
+
+def restore(checkpoint, model, optimizer=None):
+    """Copy the weights (and momentum buffers, and generators) into ``model`` / ``optimizer``.
+
+    Returns the dropout generator keys that had to be re-seeded (see module docstring).
+    """
+    check_architecture(checkpoint.path, model.config, checkpoint.config)
+    try:
+        model.load_state_dict(checkpoint.params)
+        if optimizer is not None:
+            state = dict(checkpoint.meta["optimizer"], velocity=checkpoint.velocity)
+            optimizer.load_state_dict(state)
+    except (ValueError, KeyError) as error:
+        raise CheckpointError(f"checkpoint {checkpoint.path} does not fit the model ({error})") from None
+    step = checkpoint.meta.get("position", {}).get("step", 0)
+    return restore_generators(model, checkpoint.meta.get("generators", {}), step)

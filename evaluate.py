@@ -1,0 +1,160 @@
+"""Evaluate a checkpoint: top-1 and top-5 error (§6) on a split, centre crop or ten-crop.
+
+    python evaluate.py                       # the best checkpoint of the latest run, its data, val, centre crop
+    python evaluate.py --ten-crop            # §4.1's test procedure: the mean of the softmax of 10 views
+    python evaluate.py --checkpoint runs/X/best.npz --data /data/imagenet --split val --ten-crop \\
+        --predictions val_top5.csv --figures
+
+The result is printed with its procedure and split on every line that carries a number,
+and written as JSON (default: next to the checkpoint, eval-<checkpoint>-<split>-<procedure>.json).
+Errors follow §6's definition, with ties broken by class index (alexnet_np/metrics.py).
+Exit status: 0, or 2 with one line ``error: ...``.
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+
+from alexnet_np.backend import DeviceError, tower_devices
+from alexnet_np.checkpoint import CheckpointError, load, restore
+from alexnet_np.data import DataError
+from alexnet_np.model import AlexNet
+from alexnet_np.trainer import (data_of_checkpoint, describe_devices, draw_figure4, evaluate_split,
+                                kernel_weights, latest_checkpoint, open_data, sample_indices)
+from alexnet_np import figures
+
+PROCEDURES = {
+    False: ("centre-crop", "one view per image: the central crop"),
+    True: ("ten-crop", "the mean of the softmax outputs of 10 views: 4 corner and the centre crops, "
+                       "and their horizontal reflections (§4.1)"),
+}
+
+
+def int_list(text):
+    return tuple(int(v) for v in text.split(","))
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python evaluate.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=None,
+                        help="a checkpoint file (default: best.npz of the newest run under runs/)")
+    parser.add_argument("--data", default=None,
+                        help="an ImageFolder root or a prepared cache (default: the data of the checkpoint's run)")
+    parser.add_argument("--cache", default=None, help="where to prepare an ImageFolder --data")
+    parser.add_argument("--workers", type=int, default=None, help="processes for preparing the data")
+    parser.add_argument("--split", default="val", help="the split to evaluate (default val)")
+    parser.add_argument("--ten-crop", action="store_true", help="§4.1's ten views, softmax outputs averaged")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                        help="cpu or gpu (default: the GPU when one is usable)")
+    parser.add_argument("--gpus", type=int_list, default=(0, 1), metavar="I,J", help="the GPU of each tower")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="views per forward pass (default: the training batch size)")
+    parser.add_argument("--json", default=None, help="where to write the result (default: next to the checkpoint)")
+    parser.add_argument("--predictions", default=None, metavar="FILE.csv",
+                        help="write every image's five most probable classes and their probabilities")
+    parser.add_argument("--figures", action="store_true",
+                        help="draw Figure 3 (conv1 kernels) and Figure 4 (centre-crop predictions, fc7 "
+                             "neighbours) for this checkpoint into <run>/figures-<checkpoint>/")
+    parser.add_argument("--neighbour-pool", type=int, default=0,
+                        help="training images searched for Figure 4's neighbours (default 0 = all)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (DeviceError, DataError, CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def run(args):
+    path = args.checkpoint or latest_checkpoint()
+    ckpt = load(path)
+    config = ckpt.config
+    devices = tower_devices(args.device, config.towers, args.gpus)
+    print(describe_devices(args.device, devices))
+    data = args.data if args.data is not None else data_of_checkpoint(ckpt)
+    cache, info = open_data(data, config.image_size, args.cache, args.workers, args.progress)
+    if len(cache.classes) != config.num_classes:
+        raise CheckpointError(f"checkpoint {path} is of another configuration: it has {config.num_classes} "
+                              f"classes, the data {cache.path} has {len(cache.classes)}")
+    split = cache.split(args.split)
+    model = AlexNet(config, devices)
+    restore(ckpt, model)
+    epoch, _, step = ckpt.position
+    procedure, how = PROCEDURES[args.ten_crop]
+    batch_size = args.batch_size or config.batch_size
+    print(f"checkpoint: {path} (after {epoch} epoch{'s' * (epoch != 1)}, step {step})")
+    print(f"data: {cache!r}; split {args.split!r}, {len(split)} images")
+    print(f"procedure: {procedure}: {how}")
+    started = time.perf_counter()
+    keep = sample_indices(len(split), 5) if (args.figures and not args.ten_crop) else ()
+    result = evaluate_split(model, cache, args.split, config, devices[0], batch_size, ten_crop=args.ten_crop,
+                            keep=keep, progress=args.progress, desc=f"{args.split} {procedure}")
+    seconds = time.perf_counter() - started
+    K, n = config.num_classes, result["count"]
+    tag = f"[{args.split}, {procedure}]"
+    print(f"{tag} top-1 error {100 * result['top1']:.2f}% ({result['wrong1']} of {n} images wrong; "
+          f"accuracy {100 * (1 - result['top1']):.2f}%)")
+    print(f"{tag} top-5 error {100 * result['top5']:.2f}% ({result['wrong5']} of {n} images wrong; "
+          f"accuracy {100 * (1 - result['top5']):.2f}%)")
+    print(f"{tag} loss {result['loss']:.4f} (cross-entropy of the {procedure} prediction); chance: "
+          f"top-1 error {100 * (1 - 1 / K):.2f}%, top-5 error {100 * max(0.0, 1 - 5 / K):.2f}%, "
+          f"loss ln {K} = {math.log(K):.4f}")
+    record = {"split": args.split, "procedure": procedure, "views_per_image": 10 if args.ten_crop else 1,
+              "images": n, "top1_error": result["top1"], "top5_error": result["top5"],
+              "top1_wrong": result["wrong1"], "top5_wrong": result["wrong5"], "loss": result["loss"],
+              "chance_top1_error": 1 - 1 / K, "chance_top5_error": max(0.0, 1 - 5 / K),
+              "checkpoint": os.path.abspath(path), "epochs_trained": epoch, "step": step,
+              "data": info["cache"], "device": devices[0].name, "seconds": round(seconds, 2),
+              "tie_rule": "equal scores ranked by lower class index", "config": config.to_dict()}
+    stem = os.path.splitext(os.path.basename(path))[0]
+    out = args.json or os.path.join(os.path.dirname(os.path.abspath(path)),
+                                    f"eval-{stem}-{args.split}-{procedure}.json")
+    with open(out, "w") as f:
+        json.dump(record, f, indent=1)
+    print(f"wrote {out}")
+    if args.predictions:
+        write_predictions(args.predictions, split, result, cache.class_names, procedure)
+        print(f"wrote {args.predictions} ({n} rows: each image's five most probable classes, {procedure})")
+    if args.figures:
+        folder = os.path.join(os.path.dirname(os.path.abspath(path)), f"figures-{stem}")
+        os.makedirs(folder, exist_ok=True)
+        kernels = figures.conv1_kernels(kernel_weights(model), os.path.join(folder, "conv1_kernels.png"),
+                                        title=f"conv1 kernels after epoch {epoch} (Figure 3)")
+        left, right = draw_figure4(model, cache, config, devices[0], folder, batch_size,
+                                   pool=args.neighbour_pool, split=args.split, progress=args.progress,
+                                   result=None if args.ten_crop else result)
+        print(f"figures: {kernels}, {left}, {right}")
+    return 0
+
+
+def write_predictions(path, split, result, class_names, procedure):
+    """CSV: one row per image: its file, true class, and the five most probable with probabilities."""
+    k = result["top_classes"].shape[1]
+    header = ["index", "path", "procedure", "true_class", "true_name", "top1_correct", "top5_correct"]
+    for r in range(1, k + 1):
+        header += [f"class{r}", f"name{r}", f"prob{r}"]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for i, (cls, probs, label) in enumerate(zip(result["top_classes"], result["top_probs"], result["labels"])):
+            row = [i, split.relpaths[i], procedure, int(label), class_names[int(label)],
+                   int(cls[0] == label), int(label in cls[:5])]
+            for c, p in zip(cls, probs):
+                row += [int(c), class_names[int(c)], f"{float(p):.6f}"]
+            writer.writerow(row)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Draw the paper's figures for a checkpoint, as PNG files (Pillow only).
+
+    python figures.py                                   # the best checkpoint of the newest run
+    python figures.py --checkpoint runs/X/best.npz --data /data/imagenet --neighbour-pool 50000
+
+Writes into ``<run>/figures-<checkpoint>/`` (or ``--out``):
+    curves.png               loss and top-1 / top-5 error by epoch, learning-rate changes marked
+    conv1_kernels.png        Figure 3: the conv1 kernels, tower 0's block apart from tower 1's
+    figure4_predictions.png  Figure 4, left: validation images, their five most probable labels
+    figure4_neighbours.png   Figure 4, right: validation images and the six training images
+                             nearest in fc7 feature space (Euclidean)
+train.py draws the same into the run folder after each epoch (curves, kernels) and at the end.
+Exit status: 0, or 2 with one line ``error: ...``.
+"""
+import argparse
+import os
+import sys
+
+from alexnet_np import figures
+from alexnet_np.backend import DeviceError, tower_devices
+from alexnet_np.checkpoint import CheckpointError, load, restore
+from alexnet_np.data import DataError
+from alexnet_np.model import AlexNet
+from alexnet_np.trainer import (data_of_checkpoint, describe_devices, draw_figure4, kernel_weights,
+                                latest_checkpoint, open_data)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python figures.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", default=None, help="default: best.npz of the newest run under runs/")
+    parser.add_argument("--data", default=None, help="default: the data of the checkpoint's run")
+    parser.add_argument("--cache", default=None, help="where to prepare an ImageFolder --data")
+    parser.add_argument("--split", default="val", help="the images shown in Figure 4 (default val)")
+    parser.add_argument("--out", default=None, help="folder (default <run>/figures-<checkpoint name>)")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    parser.add_argument("--gpus", type=lambda t: tuple(int(v) for v in t.split(",")), default=(0, 1))
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the training batch size")
+    parser.add_argument("--neighbour-pool", type=int, default=0,
+                        help="how many training images (the first ones) to search for neighbours (default 0 = all)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        path = args.checkpoint or latest_checkpoint()
+        ckpt = load(path)
+        config = ckpt.config
+        devices = tower_devices(args.device, config.towers, args.gpus)
+        print(describe_devices(args.device, devices))
+        data = args.data if args.data is not None else data_of_checkpoint(ckpt)
+        cache, _ = open_data(data, config.image_size, args.cache, progress=args.progress)
+        if len(cache.classes) != config.num_classes:
+            raise CheckpointError(f"checkpoint {path} is of another configuration: it has {config.num_classes} "
+                                  f"classes, the data {cache.path} has {len(cache.classes)}")
+        model = AlexNet(config, devices)
+        restore(ckpt, model)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        out = args.out or os.path.join(os.path.dirname(os.path.abspath(path)), f"figures-{stem}")
+        os.makedirs(out, exist_ok=True)
+        epoch = ckpt.position[0]
+        paths = [
+            figures.training_curves(ckpt.meta.get("history", []), ckpt.meta.get("schedule", {}).get("changes", []),
+                                    os.path.join(out, "curves.png"), num_classes=config.num_classes,
+                                    title=f"{path}: training curves"),
+            figures.conv1_kernels(kernel_weights(model), os.path.join(out, "conv1_kernels.png"),
+                                  title=f"conv1 kernels after epoch {epoch} (Figure 3)"),
+        ]
+        paths += draw_figure4(model, cache, config, devices[0], out, args.batch_size or config.batch_size,
+                              pool=args.neighbour_pool, split=args.split, progress=args.progress)
+    except (DeviceError, DataError, CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
