@@ -28,19 +28,6 @@ from alexnet_np.data import DataError
 from alexnet_np.trainer import (BEST, CONFIG_FILE, LAST, RUNS, Options, Trainer, TrainingError,
                                 data_of_checkpoint, describe_devices, open_data)
 
-# The demo: DEMO with the changes that make it learn in about two minutes on a CPU
-# (validation top-1 error on the demo set's 300 images; chance is 90%):
-# - init_std 0.05: with the paper's 0.01, layers this narrow pass almost no signal (conv1-conv4
-#   gradients ~1e-7, fc7 nearly the same for every image): the loss sits at ln 10 and the
-#   validation error stayed at 90.0% for all 12 epochs of DEMO as it was; 0.03 still stalled
-#   (86-90% after 12 epochs), 0.1 blew up (loss 13 in epoch 1, then dead units, 90%).
-# - lrn_alpha_over_n (cuda-convnet's alpha / n, a 5x weaker normalisation at these activation
-#   scales): 30 epochs reach 13-20% instead of 61-65% with the printed formula.
-# - epochs 30 (about 85 s on two cores) and lr_patience 5 (the paper's value): DEMO's
-#   patience 2 let the noisy early validation error cut the rate after epoch 3.
-DEMO_OVERRIDES = {"init_std": 0.05, "lrn_alpha_over_n": True, "epochs": 30, "lr_patience": 5}
-
-
 def int_list(text):
     try:
         return tuple(int(v) for v in text.split(",") if v.strip())
@@ -157,7 +144,7 @@ def run(args):
                    for f in dataclasses.fields(Config) if getattr(config, f.name) != getattr(ckpt.config, f.name)]
     else:
         data = args.data
-        base = Config() if data is not None else DEMO.replace(**DEMO_OVERRIDES)
+        base = Config() if data is not None else DEMO
         source = "the paper's configuration" if data is not None else "the DEMO configuration"
         config = config_from_arguments(args, base)
         options = options_from(args, Options())
@@ -173,8 +160,8 @@ def run(args):
 
     if data is None and ckpt is None:
         print("no --data: training on the built-in demo data set (10 generated classes of shapes) "
-              "with the DEMO configuration (alexnet_np/config.py), small enough for a CPU, and "
-              + ", ".join(f"{k} = {v}" for k, v in DEMO_OVERRIDES.items()) + " (see train.py)")
+              "with the DEMO configuration (alexnet_np/config.py; why each value: the comment there), "
+              "small enough for a CPU")
     cache, info = open_data(data, config.image_size, args.cache, args.workers, options.progress)
     print(f"data: {cache!r}")
     fixes = {}

@@ -96,16 +96,26 @@ class Config:
 
 # A configuration small enough to train in about two minutes on a laptop CPU (the demo),
 # with the paper's structure: two towers, the same layers, kernel sizes and crossings.
+# Measured on the demo data set (validation top-1 error on 300 images; chance is 90%):
+# - init_std 0.05: with the paper's 0.01, layers this narrow pass almost no signal (conv1-conv4
+#   gradients ~1e-7, fc7 nearly the same for every image): the loss sits at ln 10 and the
+#   validation error stayed at 90% for 12 epochs; 0.03 still stalled (86-90%), 0.1 blew up
+#   (loss 13 in epoch 1, then dead units).
+# - lrn_alpha_over_n (cuda-convnet's alpha / n, a 5x weaker normalisation): 30 epochs reach
+#   13-20% instead of 61-65% with the printed formula.
+# - 30 epochs (about 85 s on two cores) with the paper's patience of 5 epochs.
 DEMO = Config(
     num_classes=10,
-    input_size=67,             # conv1 15x15, pool1 7x7, conv2-5 7x7 -> 3x3, pool5 1x1
+    input_size=67,             # conv1 15x15, pool1 7x7, conv2 7x7, pool2 3x3, conv3-5 3x3, pool5 1x1
     conv_channels=(32, 64, 96, 96, 64),
     fc_units=(256, 256),
+    lrn_alpha_over_n=True,
+    init_std=0.05,
     image_size=76,
     batch_size=64,
     lr=0.01,
-    epochs=12,
-    lr_patience=2,
+    epochs=30,
+    lr_patience=5,
 )
 
 
