@@ -19,11 +19,16 @@ the same keys; ``forward(x, train)`` keeps what backward needs as attributes;
 returns the gradient with respect to the input. Every layer runs unchanged on NumPy and
 CuPy: the array module comes from the layer's device.
 
-Buffers. The large layers (convolution, ReLU, LRN, pooling) write their outputs and
-input gradients into arrays they own (``self.buffer``) and reuse them at the next call,
-instead of allocating a fresh array each time: freshly allocated memory costs page faults
-and zeroing on every step (measured: a third of the time of LRN on the CPU). So an output
-is valid until the same layer runs again; copy it if you keep it longer.
+Memory. The large layers (convolution, ReLU, LRN, pooling) reuse their arrays from step
+to step instead of allocating fresh ones, which costs page faults and zeroing every step
+(measured: a third of LRN's time on the CPU). Two kinds:
+- ``self.buffer(name)``: the layer's own, for what backward needs (ReLU's output, LRN's
+  scale, the pooling winners and output). Valid until the layer runs again.
+- ``self.device.scratch(name)``: shared by every layer on the device, for arrays that the
+  next layer consumes at once and nobody keeps (a convolution's output before its ReLU,
+  input gradients on their way down). Valid until the next layer *of the same kind*
+  runs on that device. This keeps the memory of a training step near PyTorch's.
+Copy an output if you keep it longer (the model's logits and fc7 features are fresh).
 """
 
 
@@ -106,10 +111,14 @@ class Conv2D(Layer):
         y[f, n, oh, ow] = b[f] + sum_{c, i, j} W[f, c, i, j] * x_pad[c, n, s*oh + i, s*ow + j]
 
     params: W (F, C, KH, KW), b (F,).  x (C, N, H, W) -> y (F, N, OH, OW).
-    The unfolded input (col) is not kept between forward and backward: it would be the
-    largest array of the net (563 MB for conv1 at batch 128). Backward unfolds again into
-    the device's shared scratch buffer, which costs one copy and saves gigabytes.
+
+    The unfolded input (col) would be the largest array of the net (563 MB for conv1 at
+    batch 128), so it is built for a chunk of the batch at a time, in the device's shared
+    scratch memory, at most ``COL_ELEMENTS`` entries; and it is not kept between forward
+    and backward: backward unfolds again, which costs one copy and saves gigabytes.
     """
+
+    COL_ELEMENTS = 2 ** 25  # 128 MiB of float32: large enough for GEMMs at full speed
 
     def __init__(self, device, weight, bias, stride=1, pad=0, input_grad=True):
         super().__init__(device, W=weight, b=bias)
@@ -122,16 +131,25 @@ class Conv2D(Layer):
         return (conv_output_size(H, KH, self.stride, self.pad),
                 conv_output_size(W, KW, self.stride, self.pad))
 
+    def _chunks(self, x):
+        """[(n0, n1), ...]: slices of the batch whose unfolded input fits COL_ELEMENTS."""
+        _, C, KH, KW = self.params["W"].shape
+        N = x.shape[1]
+        OH, OW = self.output_shape(x.shape[2], x.shape[3])
+        per_image = C * KH * KW * OH * OW
+        step = max(1, min(N, self.COL_ELEMENTS // per_image))
+        return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
+
     def _unfold(self, x):
-        """x (C, N, H, W) -> col (C*KH*KW, N*OH*OW), in scratch memory."""
+        """x (C, n, H, W) -> col (C*KH*KW, n*OH*OW), in scratch memory."""
         F, C, KH, KW = self.params["W"].shape
-        _, N, H, W = x.shape
+        _, n, H, W = x.shape
         OH, OW = self.output_shape(H, W)
         if self.pad:
             x = pad_spatial(x, self.pad, self.device.scratch(
-                "pad", (C, N, H + 2 * self.pad, W + 2 * self.pad), x.dtype))  # (C, N, H+2p, W+2p)
-        col = self.device.scratch("col", (C, KH, KW, N, OH, OW), x.dtype)   # (C, KH, KW, N, OH, OW)
-        return im2col(x, KH, KW, self.stride, col), (N, OH, OW)
+                "pad", (C, n, H + 2 * self.pad, W + 2 * self.pad), x.dtype))  # (C, n, H+2p, W+2p)
+        col = self.device.scratch("col", (C, KH, KW, n, OH, OW), x.dtype)   # (C, KH, KW, n, OH, OW)
+        return im2col(x, KH, KW, self.stride, col)
 
     def forward(self, x, train=False):
         if x.shape[0] != self.params["W"].shape[1]:
@@ -140,34 +158,41 @@ class Conv2D(Layer):
         xp = self.device.xp
         W, b = self.params["W"], self.params["b"]
         F = W.shape[0]
-        col, (N, OH, OW) = self._unfold(x)                  # (C*KH*KW, N*OH*OW)
-        y = xp.matmul(W.reshape(F, -1), col, out=self.buffer("y", (F, N * OH * OW), x.dtype))  # (F, N*OH*OW)
-        y += b[:, None]
-        self.x = x                                          # (C, N, H, W)
-        return y.reshape(F, N, OH, OW)                      # (F, N, OH, OW)
+        N = x.shape[1]
+        OH, OW = self.output_shape(x.shape[2], x.shape[3])
+        y = self.device.scratch("conv_y", (F, N, OH, OW), x.dtype)   # (F, N, OH, OW)
+        for n0, n1 in self._chunks(x):
+            col = self._unfold(x[:, n0:n1])                           # (C*KH*KW, n*OH*OW)
+            xp.matmul(W.reshape(F, -1), col, out=y[:, n0:n1].reshape(F, -1))  # (F, n*OH*OW)
+        y += b[:, None, None, None]
+        self.x = x                                                    # (C, N, H, W)
+        return y
 
     def backward(self, dy):
         xp = self.device.xp
         W = self.params["W"]
         F, C, KH, KW = W.shape
-        dy2 = dy.reshape(F, -1)                             # (F, N*OH*OW)
-        self.grads["b"] += dy2.sum(axis=1)                  # (F,)
-        col, (N, OH, OW) = self._unfold(self.x)             # (C*KH*KW, N*OH*OW)
-        # dW = dy2 col^T, computed as (col dy2^T)^T: OpenBLAS runs this orientation up to
-        # 20x faster when N*OH*OW is long and F small (conv1: 48 x 387,200 x 363).
-        self.grads["W"] += xp.matmul(col, dy2.T).T.reshape(W.shape)  # (F, C, KH, KW)
+        _, N, H, Wd = self.x.shape
+        OH, OW = dy.shape[2], dy.shape[3]
+        p = self.pad
+        self.grads["b"] += dy.sum(axis=(1, 2, 3))                     # (F,)
+        if self.input_grad:
+            dx_pad = self.device.scratch("conv_dx_pad", (C, N, H + 2 * p, Wd + 2 * p), dy.dtype)
+            dx_pad.fill(0)                                            # (C, N, H+2p, W+2p)
+        for n0, n1 in self._chunks(self.x):
+            col = self._unfold(self.x[:, n0:n1])                      # (C*KH*KW, n*OH*OW)
+            dy2 = dy[:, n0:n1].reshape(F, -1)                         # (F, n*OH*OW)
+            # dW = dy2 col^T, computed as (col dy2^T)^T: OpenBLAS runs this orientation up
+            # to 20x faster when n*OH*OW is long and F small (conv1: 48 x 387,200 x 363).
+            self.grads["W"] += xp.matmul(col, dy2.T).T.reshape(W.shape)  # (F, C, KH, KW)
+            if self.input_grad:
+                dcol = xp.matmul(W.reshape(F, -1).T, dy2, out=col)    # reuses col's memory
+                col2im(dcol.reshape(C, KH, KW, n1 - n0, OH, OW), self.stride, dx_pad[:, n0:n1])
         if not self.input_grad:
             return None
-        # dcol reuses the col buffer: col is no longer needed.
-        dcol = xp.matmul(W.reshape(F, -1).T, dy2, out=col)  # (C*KH*KW, N*OH*OW)
-        _, _, H, Wd = self.x.shape
-        p = self.pad
-        dx_pad = self.buffer("dx_pad", (C, N, H + 2 * p, Wd + 2 * p), dy.dtype)  # (C, N, H+2p, W+2p)
-        dx_pad.fill(0)
-        col2im(dcol.reshape(C, KH, KW, N, OH, OW), self.stride, dx_pad)
         if not p:
             return dx_pad
-        dx = self.buffer("dx", (C, N, H, Wd), dy.dtype)        # (C, N, H, W)
+        dx = self.device.scratch("conv_dx", (C, N, H, Wd), dy.dtype)  # (C, N, H, W)
         dx[...] = dx_pad[:, :, p:H + p, p:Wd + p]
         return dx
 
@@ -185,7 +210,7 @@ class ReLU(Layer):
         return self.y
 
     def backward(self, dy):
-        return self.device.xp.multiply(dy, self.y > 0, out=self.buffer("dx", dy.shape, dy.dtype))
+        return self.device.xp.multiply(dy, self.y > 0, out=self.device.scratch("relu_dx", dy.shape, dy.dtype))
 
 
 class Dropout(Layer):
@@ -256,22 +281,22 @@ class LocalResponseNorm(Layer):
     def forward(self, x, train=False):
         xp = self.device.xp
         dtype = x.dtype.type
-        squares = xp.multiply(x, x, out=self.buffer("t", x.shape, x.dtype))    # (C, N, H, W): a^2
+        squares = xp.multiply(x, x, out=self.device.scratch("lrn_t", x.shape, x.dtype))  # (C, N, H, W): a^2
         scale = self.window_sum(squares, self.buffer("scale", x.shape, x.dtype))  # (C, N, H, W): S
         scale *= dtype(self.coef)
         scale += dtype(self.k)                                                   # s = k + coef * S
         scale_pow = xp.power(scale, dtype(-self.beta), out=self.buffer("scale_pow", x.shape, x.dtype))
         self.x, self.scale, self.scale_pow = x, scale, scale_pow                 # s^-beta
-        return xp.multiply(x, scale_pow, out=self.buffer("y", x.shape, x.dtype))  # b = a s^-beta
+        return xp.multiply(x, scale_pow, out=self.device.scratch("lrn_y", x.shape, x.dtype))  # b = a s^-beta
 
     def backward(self, dy):
         xp = self.device.xp
         dtype = dy.dtype.type
         # t[j] = dy[j] b[j] / s[j] = dy[j] a[j] s[j]^-beta / s[j]
-        t = xp.multiply(dy, self.x, out=self.buffer("t", dy.shape, dy.dtype))   # (C, N, H, W)
+        t = xp.multiply(dy, self.x, out=self.device.scratch("lrn_t", dy.shape, dy.dtype))  # (C, N, H, W)
         t *= self.scale_pow
         t /= self.scale
-        dx = self.window_sum(t, self.buffer("dx", dy.shape, dy.dtype))          # (C, N, H, W)
+        dx = self.window_sum(t, self.device.scratch("lrn_dx", dy.shape, dy.dtype))  # (C, N, H, W)
         dx *= self.x
         dx *= dtype(-2.0 * self.beta * self.coef)
         xp.multiply(dy, self.scale_pow, out=t)                                  # t is free again
@@ -306,13 +331,12 @@ class MaxPool(Layer):
         index[axis] = slice(k, k + self.stride * (count - 1) + 1, self.stride)
         return a[tuple(index)]
 
-    def _max_over_offsets(self, a, axis, count, stage):
-        """(max over the window's offsets along ``axis``, index of the first maximum)."""
+    def _max_over_offsets(self, a, axis, best, winner):
+        """Fill ``best`` with the max over the window's offsets along ``axis`` and ``winner``
+        with the offset of the first maximum; both have a's shape but ``count`` along axis."""
         xp = self.device.xp
-        first = self._offset(a, axis, 0, count)
-        best = self.buffer(stage + "_max", first.shape, a.dtype)  # a's shape, ``count`` along axis
-        best[...] = first
-        winner = self.buffer(stage + "_winner", first.shape, xp.uint8)  # offset index of the maximum
+        count = best.shape[axis]
+        best[...] = self._offset(a, axis, 0, count)
         winner.fill(0)
         for k in range(1, self.size):
             candidate = self._offset(a, axis, k, count)
@@ -322,27 +346,37 @@ class MaxPool(Layer):
             xp.maximum(best, candidate, out=best)
         return best, winner
 
-    def _to_winners(self, dy, winner, shape, axis, stage):
-        """The gradient of ``_max_over_offsets``: dy goes to the offset that won."""
+    def _to_winners(self, dy, winner, axis, dx, routed):
+        """The gradient of ``_max_over_offsets``: dy goes to the offset that won, in ``dx``.
+        ``routed``, dy's shape, is working memory (dy where offset k won, else 0)."""
         xp = self.device.xp
-        dx = self.buffer(stage + "_grad", shape, dy.dtype)
         dx.fill(0)
-        routed = self.buffer(stage + "_routed", dy.shape, dy.dtype)  # dy where offset k won, else 0
         for k in range(self.size):
             self._offset(dx, axis, k, dy.shape[axis])[...] += xp.multiply(dy, winner == k, out=routed)
         return dx
 
     def forward(self, x, train=False):
+        xp, scratch = self.device.xp, self.device.scratch
         C, N, H, W = x.shape
         OH, OW = self.output_size(H), self.output_size(W)
-        columns, self.column_winner = self._max_over_offsets(x, 3, OW, "columns")  # (C, N, H, OW)
-        y, self.row_winner = self._max_over_offsets(columns, 2, OH, "rows")        # (C, N, OH, OW)
-        self.x_shape, self.columns_shape = x.shape, columns.shape
+        columns = scratch("pool_columns", (C, N, H, OW), x.dtype)      # column maxima
+        self.column_winner = self.buffer("column_winner", (C, N, H, OW), xp.uint8)
+        y = self.buffer("y", (C, N, OH, OW), x.dtype)                   # row maxima of those
+        self.row_winner = self.buffer("row_winner", (C, N, OH, OW), xp.uint8)
+        self._max_over_offsets(x, 3, columns, self.column_winner)
+        self._max_over_offsets(columns, 2, y, self.row_winner)
+        self.x_shape = x.shape
         return y
 
     def backward(self, dy):
-        dcolumns = self._to_winners(dy, self.row_winner, self.columns_shape, 2, "rows")  # (C, N, H, OW)
-        return self._to_winners(dcolumns, self.column_winner, self.x_shape, 3, "columns")  # (C, N, H, W)
+        scratch = self.device.scratch
+        C, N, H, W = self.x_shape
+        OH, OW = dy.shape[2], dy.shape[3]
+        dcolumns = scratch("pool_dcolumns", (C, N, H, OW), dy.dtype)
+        self._to_winners(dy, self.row_winner, 2, dcolumns, scratch("pool_routed", dy.shape, dy.dtype))
+        dx = scratch("pool_dx", self.x_shape, dy.dtype)                 # (C, N, H, W)
+        self._to_winners(dcolumns, self.column_winner, 3, dx, scratch("pool_routed", dcolumns.shape, dy.dtype))
+        return dx
 
 
 # --------------------------------------------------------------------------- layout, fc, loss

@@ -104,7 +104,9 @@ class Tower:
         with self.device:
             for layer in reversed(stage):
                 dy = layer.backward(dy)
-        return dy
+            # conv3's input gradient lives in the device's scratch memory, which the other
+            # tower's stage (on the same device) reuses before the exchange reads it: copy.
+            return None if dy is None else dy.copy()
 
     def named_layers(self):
         """[(name, layer)] of the layers with parameters, named as in Figure 2."""

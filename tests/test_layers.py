@@ -283,3 +283,15 @@ def test_layers_keep_float32():
         dy = layer.backward(dy)
         assert dy.dtype == np.float32, type(layer).__name__
     assert conv.grads["W"].dtype == np.float32
+
+
+def test_conv_in_batch_chunks_matches_loops_and_gradients():
+    # A small col budget forces the unfold to go a few images at a time.
+    r = rng(16)
+    x = r.standard_normal((3, 5, 9, 8))
+    weight, bias = r.standard_normal((4, 3, 3, 2)), r.standard_normal(4)
+    conv = Conv2D(CPU, weight, bias, stride=1, pad=1)
+    conv.COL_ELEMENTS = 3 * 3 * 2 * 9 * 9 * 2          # two images per chunk: 3 chunks
+    assert len(conv._chunks(x)) == 3
+    assert_close(conv.forward(x), conv_reference(x, weight, bias, 1, 1), rtol=1e-10, what="chunked conv")
+    check_layer_gradients(conv, x)
