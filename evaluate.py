@@ -18,12 +18,11 @@ import os
 import sys
 import time
 
-from alexnet_np.backend import DeviceError, tower_devices
-from alexnet_np.checkpoint import CheckpointError, load, restore
+from alexnet_np.backend import DeviceError
+from alexnet_np.checkpoint import CheckpointError
 from alexnet_np.data import DataError
-from alexnet_np.model import AlexNet
-from alexnet_np.trainer import (data_of_checkpoint, describe_devices, draw_figure4, evaluate_split,
-                                kernel_weights, latest_checkpoint, open_data, sample_indices)
+from alexnet_np.trainer import (draw_figure4, evaluate_split, kernel_weights, open_trained_model,
+                                sample_indices)
 from alexnet_np import figures
 
 PROCEDURES = {
@@ -78,19 +77,10 @@ def main(argv=None):
 
 
 def run(args):
-    path = args.checkpoint or latest_checkpoint()
-    ckpt = load(path)
-    config = ckpt.config
-    devices = tower_devices(args.device, config.towers, args.gpus)
-    print(describe_devices(args.device, devices))
-    data = args.data if args.data is not None else data_of_checkpoint(ckpt)
-    cache, info = open_data(data, config.image_size, args.cache, args.workers, args.progress)
-    if len(cache.classes) != config.num_classes:
-        raise CheckpointError(f"checkpoint {path} is of another configuration: it has {config.num_classes} "
-                              f"classes, the data {cache.path} has {len(cache.classes)}")
+    path, ckpt, model, cache = open_trained_model(args.checkpoint, args.device, args.gpus, args.data,
+                                                  args.cache, args.workers, args.progress)
+    config, devices = ckpt.config, model.devices
     split = cache.split(args.split)
-    model = AlexNet(config, devices)
-    restore(ckpt, model)
     epoch, _, step = ckpt.position
     procedure, how = PROCEDURES[args.ten_crop]
     batch_size = args.batch_size or config.batch_size
@@ -116,7 +106,7 @@ def run(args):
               "top1_wrong": result["wrong1"], "top5_wrong": result["wrong5"], "loss": result["loss"],
               "chance_top1_error": 1 - 1 / K, "chance_top5_error": max(0.0, 1 - 5 / K),
               "checkpoint": os.path.abspath(path), "epochs_trained": epoch, "step": step,
-              "data": info["cache"], "device": devices[0].name, "seconds": round(seconds, 2),
+              "data": os.path.abspath(cache.path), "device": devices[0].name, "seconds": round(seconds, 2),
               "tie_rule": "equal scores ranked by lower class index", "config": config.to_dict()}
     stem = os.path.splitext(os.path.basename(path))[0]
     out = args.json or os.path.join(os.path.dirname(os.path.abspath(path)),

@@ -17,12 +17,10 @@ import os
 import sys
 
 from alexnet_np import figures
-from alexnet_np.backend import DeviceError, tower_devices
-from alexnet_np.checkpoint import CheckpointError, load, restore
+from alexnet_np.backend import DeviceError
+from alexnet_np.checkpoint import CheckpointError
 from alexnet_np.data import DataError
-from alexnet_np.model import AlexNet
-from alexnet_np.trainer import (data_of_checkpoint, describe_devices, draw_figure4, kernel_weights,
-                                latest_checkpoint, open_data)
+from alexnet_np.trainer import draw_figure4, kernel_weights, open_trained_model
 
 
 def build_parser():
@@ -44,18 +42,9 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        path = args.checkpoint or latest_checkpoint()
-        ckpt = load(path)
-        config = ckpt.config
-        devices = tower_devices(args.device, config.towers, args.gpus)
-        print(describe_devices(args.device, devices))
-        data = args.data if args.data is not None else data_of_checkpoint(ckpt)
-        cache, _ = open_data(data, config.image_size, args.cache, progress=args.progress)
-        if len(cache.classes) != config.num_classes:
-            raise CheckpointError(f"checkpoint {path} is of another configuration: it has {config.num_classes} "
-                                  f"classes, the data {cache.path} has {len(cache.classes)}")
-        model = AlexNet(config, devices)
-        restore(ckpt, model)
+        path, ckpt, model, cache = open_trained_model(args.checkpoint, args.device, args.gpus, args.data,
+                                                      args.cache, progress=args.progress)
+        config, devices = ckpt.config, model.devices
         stem = os.path.splitext(os.path.basename(path))[0]
         out = args.out or os.path.join(os.path.dirname(os.path.abspath(path)), f"figures-{stem}")
         os.makedirs(out, exist_ok=True)

@@ -34,7 +34,7 @@ import time
 import numpy as np
 
 from . import checkpoint, figures
-from .backend import move
+from .backend import move, tower_devices
 from .data import Cache, DataError, TrainLoader, eval_batches, is_cache
 from .metrics import TopKCounter, average_views, softmax, topk_classes
 from .model import AlexNet
@@ -132,6 +132,29 @@ def data_of_checkpoint(ckpt):
     if info.get("source"):
         return info["source"]
     raise DataError(f"checkpoint {ckpt.path} does not say which data it was trained on: give --data")
+
+
+def open_trained_model(path, device_kind, gpus, data, cache_dir=None, workers=None, progress=True):
+    """A checkpoint's model on its devices, with the data it is to be run on.
+
+    ``path`` None means the best checkpoint of the latest run; ``data`` None means the data
+    that run used. Returns ``(path, checkpoint, model, cache)``; refuses a checkpoint whose
+    class count differs from the data's.
+    """
+    path = path or latest_checkpoint()
+    ckpt = checkpoint.load(path)
+    config = ckpt.config
+    devices = tower_devices(device_kind, config.towers, gpus)
+    print(describe_devices(device_kind, devices))
+    cache, _ = open_data(data if data is not None else data_of_checkpoint(ckpt),
+                         config.image_size, cache_dir, workers, progress)
+    if len(cache.classes) != config.num_classes:
+        raise checkpoint.CheckpointError(
+            f"checkpoint {path} is of another configuration: it has {config.num_classes} "
+            f"classes, the data {cache.path} has {len(cache.classes)}")
+    model = AlexNet(config, devices)
+    checkpoint.restore(ckpt, model)
+    return path, ckpt, model, cache
 
 
 # --------------------------------------------------------------------------- evaluation
