@@ -17,7 +17,19 @@ crossing of a tower boundary is visible and can be counted in a test.
 Using a device as a context manager (``with device:``) makes it CuPy's current device,
 so that arrays made inside land on it (CuPy's guide: ``with cupy.cuda.Device(i)``).
 On the CPU the context does nothing.
+
+On the CPU each tower gets a ``Device`` of its own (the same memory, its own scratch), and
+``side_by_side`` runs the towers at once, one thread each, with single-threaded BLAS: the
+paper's model parallelism, on cores instead of GPUs. NumPy releases the GIL in its loops
+and BLAS calls, so im2col, LRN and pooling, single-threaded in NumPy, use every core
+(measured: a training step 1.4x faster on 2 cores than one tower after the other with
+2-thread BLAS). GPU towers run in turn: their kernels are queued asynchronously, so two
+GPUs work at once anyway.
 """
+import contextlib
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 
@@ -140,6 +152,36 @@ def move(x, device):
 CPU = Device  # the name users type
 
 
+class SideBySide:
+    """Runs one task per tower at once when the towers are on distinct CPU devices."""
+
+    def __init__(self, devices):
+        on_cpu = all(not isinstance(d, GPU) for d in devices)
+        self.parallel = on_cpu and len({id(d) for d in devices}) == len(devices) > 1
+        self.threads = ThreadPoolExecutor(len(devices), thread_name_prefix="tower") if self.parallel else None
+        self.blas = _single_threaded_blas() if self.parallel else None
+
+    def run(self, tasks):
+        """[task() for task in tasks], side by side where possible; exceptions propagate."""
+        if not self.parallel:
+            return [task() for task in tasks]
+        with self.blas():
+            # Each task runs in a copy of the caller's context, so that settings such as
+            # np.errstate (a context variable) hold in the threads too.
+            futures = [self.threads.submit(contextvars.copy_context().run, task) for task in tasks]
+            return [future.result() for future in futures]
+
+
+def _single_threaded_blas():
+    """A context that limits BLAS to one thread per call (threadpoolctl), or does nothing."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return contextlib.nullcontext
+    controller = ThreadpoolController()
+    return lambda: controller.limit(limits=1, user_api="blas")
+
+
 def _import_cupy():
     try:
         import cupy
@@ -177,7 +219,7 @@ def tower_devices(kind, towers=2, gpu_ids=(0, 1)):
     if kind == "auto":
         kind = "gpu" if gpu_available() else "cpu"
     if kind == "cpu":
-        return [Device()] * towers
+        return [Device() for _ in range(towers)]  # one per tower: same memory, own scratch
     if kind != "gpu":
         raise DeviceError(f"--device must be cpu, gpu or auto, not {kind!r}")
     cupy, count = _import_cupy()

@@ -114,11 +114,11 @@ class Conv2D(Layer):
 
     The unfolded input (col) would be the largest array of the net (563 MB for conv1 at
     batch 128), so it is built for a chunk of the batch at a time, in the device's shared
-    scratch memory, at most ``COL_ELEMENTS`` entries; and it is not kept between forward
+    scratch memory, at most ``COL_ELEMENTS`` entries (a chunk of at least one image); and it is not kept between forward
     and backward: backward unfolds again, which costs one copy and saves gigabytes.
     """
 
-    COL_ELEMENTS = 2 ** 25  # 128 MiB of float32: large enough for GEMMs at full speed
+    COL_ELEMENTS = 2 ** 24  # 64 MiB of float32: large enough for GEMMs at full speed
 
     def __init__(self, device, weight, bias, stride=1, pad=0, input_grad=True):
         super().__init__(device, W=weight, b=bias)
@@ -278,29 +278,42 @@ class LocalResponseNorm(Layer):
             total[:-d] += a[d:]   # channel i receives i + d
         return total
 
+    def scale(self, x, out):
+        """s = k + coef * (window sum of a^2), into ``out``; x, out (C, N, H, W)."""
+        squares = self.device.xp.multiply(x, x, out=self.device.scratch("lrn_b", x.shape, x.dtype))
+        scale = self.window_sum(squares, out)
+        scale *= x.dtype.type(self.coef)
+        scale += x.dtype.type(self.k)
+        return scale
+
     def forward(self, x, train=False):
+        # Only x is kept for backward, which computes the scale again: keeping s and
+        # s^-beta would cost two more arrays of x's size per LRN layer (in total 0.5 GB
+        # at batch 128), and recomputing is cheap next to the convolutions.
         xp = self.device.xp
-        dtype = x.dtype.type
-        squares = xp.multiply(x, x, out=self.device.scratch("lrn_t", x.shape, x.dtype))  # (C, N, H, W): a^2
-        scale = self.window_sum(squares, self.buffer("scale", x.shape, x.dtype))  # (C, N, H, W): S
-        scale *= dtype(self.coef)
-        scale += dtype(self.k)                                                   # s = k + coef * S
-        scale_pow = xp.power(scale, dtype(-self.beta), out=self.buffer("scale_pow", x.shape, x.dtype))
-        self.x, self.scale, self.scale_pow = x, scale, scale_pow                 # s^-beta
-        return xp.multiply(x, scale_pow, out=self.device.scratch("lrn_y", x.shape, x.dtype))  # b = a s^-beta
+        scale = self.scale(x, self.device.scratch("lrn_a", x.shape, x.dtype))  # (C, N, H, W): s
+        y = xp.power(scale, x.dtype.type(-self.beta), out=self.device.scratch("lrn_b", x.shape, x.dtype))
+        y *= x                                                      # b = a s^-beta
+        self.x = x                                                  # (C, N, H, W)
+        return y
 
     def backward(self, dy):
         xp = self.device.xp
         dtype = dy.dtype.type
-        # t[j] = dy[j] b[j] / s[j] = dy[j] a[j] s[j]^-beta / s[j]
-        t = xp.multiply(dy, self.x, out=self.device.scratch("lrn_t", dy.shape, dy.dtype))  # (C, N, H, W)
-        t *= self.scale_pow
-        t /= self.scale
-        dx = self.window_sum(t, self.device.scratch("lrn_dx", dy.shape, dy.dtype))  # (C, N, H, W)
-        dx *= self.x
+        x = self.x
+        scale = self.scale(x, self.device.scratch("lrn_a", x.shape, x.dtype))   # s
+        scale_pow = xp.power(scale, dtype(-self.beta),
+                             out=self.device.scratch("lrn_b", x.shape, x.dtype))  # s^-beta
+        direct = xp.multiply(dy, scale_pow, out=self.device.scratch("lrn_c", x.shape, x.dtype))
+        # t[j] = dy[j] b[j] / s[j] = dy[j] a[j] s[j]^-beta / s[j], in s^-beta's memory
+        t = scale_pow
+        t *= dy
+        t *= x
+        t /= scale
+        dx = self.window_sum(t, scale)     # s is no longer needed: its memory takes dx
+        dx *= x
         dx *= dtype(-2.0 * self.beta * self.coef)
-        xp.multiply(dy, self.scale_pow, out=t)                                  # t is free again
-        dx += t
+        dx += direct                       # dy[i] s[i]^-beta
         return dx
 
 

@@ -19,7 +19,7 @@ backward pass is the same list read in reverse.
 """
 import numpy as np
 
-from .backend import Device, move
+from .backend import Device, SideBySide, move
 from .layers import (Conv2D, Dropout, Flatten, Linear, LocalResponseNorm,
                      MaxPool, ReLU, SoftmaxCrossEntropy, conv_output_size)
 
@@ -167,10 +167,11 @@ class AlexNet:
 
     def __init__(self, config, devices=None):
         if devices is None:
-            devices = [Device()] * config.towers
+            devices = [Device() for _ in range(config.towers)]
         if len(devices) != config.towers:
             raise ValueError(f"{config.towers} towers need {config.towers} devices, got {len(devices)}")
         self.config, self.devices = config, list(devices)
+        self.side_by_side = SideBySide(self.devices)   # towers at once where they can be
         self.sizes = layer_sizes(config)
         rng = np.random.default_rng(config.seed)  # initialisation only
         self.towers = [Tower(config, g, d, rng) for g, d in enumerate(devices)]
@@ -192,14 +193,18 @@ class AlexNet:
         S = self.config.input_size
         if (C, H, W) != (3, S, S):
             raise ValueError(f"images must be (N, 3, {S}, {S}), got {tuple(images.shape)}")
-        t = self.towers
-        x = [tower.forward(tower.conv1_to_pool2, tower.take_images(images), train) for tower in t]
+        x = []                                                       # the image, to each tower
+        for tower in self.towers:
+            # CPU towers share memory: the second reuses the first one's (read-only) copy.
+            held = [xg for xg in x if tower.device.holds(xg)]
+            x.append(held[0] if held else tower.take_images(images))  # (3, N, S, S)
+        x = self.towers_forward("conv1_to_pool2", x, train)
         x = self.exchange3.forward(x)                                # conv3 sees both towers
-        x = [tower.forward(tower.conv3_to_pool5, xg, train) for tower, xg in zip(t, x)]
+        x = self.towers_forward("conv3_to_pool5", x, train)
         x = self.exchange6.forward(x)                                # fc6 sees all of pool5
-        x = [tower.forward(tower.fc6_stage, xg, train) for tower, xg in zip(t, x)]
+        x = self.towers_forward("fc6_stage", x, train)
         x = self.exchange7.forward(x)                                # fc7 sees all of fc6
-        x = [tower.forward(tower.fc7_stage, xg, train) for tower, xg in zip(t, x)]
+        x = self.towers_forward("fc7_stage", x, train)
         (self.fc7_features,) = self.gather8.forward(x)               # (N, 4096): Figure 4's features
         with self.fc8.device:
             return self.fc8.forward(self.fc7_features, train)         # (N, K)
@@ -213,18 +218,26 @@ class AlexNet:
 
     def backward(self):
         """Gradients of the last ``forward_loss`` into every layer's ``grads`` (added)."""
-        t = self.towers
         with self.fc8.device:
             d = self.fc8.backward(self.loss_layer.backward())
         d = self.gather8.backward([d])
-        d = [tower.backward(tower.fc7_stage, dg) for tower, dg in zip(t, d)]
+        d = self.towers_backward("fc7_stage", d)
         d = self.exchange7.backward(d)
-        d = [tower.backward(tower.fc6_stage, dg) for tower, dg in zip(t, d)]
+        d = self.towers_backward("fc6_stage", d)
         d = self.exchange6.backward(d)
-        d = [tower.backward(tower.conv3_to_pool5, dg) for tower, dg in zip(t, d)]
+        d = self.towers_backward("conv3_to_pool5", d)
         d = self.exchange3.backward(d)
-        for tower, dg in zip(t, d):
-            tower.backward(tower.conv1_to_pool2, dg)   # conv1 returns no image gradient
+        self.towers_backward("conv1_to_pool2", d)   # conv1 returns no image gradient
+
+    def towers_forward(self, stage, xs, train):
+        """Stage ``stage`` of every tower on its input, the towers side by side."""
+        return self.side_by_side.run([lambda tower=tower, x=x: tower.forward(getattr(tower, stage), x, train)
+                                      for tower, x in zip(self.towers, xs)])
+
+    def towers_backward(self, stage, dys):
+        """The backward of ``towers_forward``: the stage's layers in reverse, per tower."""
+        return self.side_by_side.run([lambda tower=tower, dy=dy: tower.backward(getattr(tower, stage), dy)
+                                      for tower, dy in zip(self.towers, dys)])
 
     # ---------------------------------------------------------------- parameters
     def named_layers(self):

@@ -11,6 +11,8 @@ parameter's own device.
 """
 import numpy as np
 
+from .backend import SideBySide
+
 
 class SGD:
     """Holds the momentum buffers ("velocity") of the parameters ``[(name, w, dw, device)]``."""
@@ -20,6 +22,7 @@ class SGD:
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.decay_biases = decay_biases
         self.velocity = {}
+        self.side_by_side = None   # made at the first step
         for name, w, _, device in self.parameters:
             with device:
                 self.velocity[name] = device.xp.zeros_like(w)
@@ -30,8 +33,19 @@ class SGD:
         return self.weight_decay if (self.decay_biases or not is_bias) else 0.0
 
     def step(self):
-        """One update of every parameter from its gradient (§5's two lines)."""
-        for name, w, dw, device in self.parameters:
+        """One update of every parameter from its gradient (§5's two lines).
+
+        The parameters of each device are updated together; CPU towers side by side."""
+        devices = list({id(device): device for _, _, _, device in self.parameters}.values())
+        if self.side_by_side is None:
+            self.side_by_side = SideBySide(devices)
+        self.side_by_side.run([lambda device=device: self.update(device) for device in devices])
+
+    def update(self, device):
+        """Update the parameters that live on ``device``."""
+        for name, w, dw, owner in self.parameters:
+            if owner is not device:
+                continue
             dtype = w.dtype.type
             v = self.velocity[name]
             with device:

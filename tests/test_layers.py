@@ -29,6 +29,7 @@ def check_layer_gradients(layer, x, seed=1, train=False, **forward_kw):
     layer.zero_grads()
     dx = layer.backward(dout)
     if dx is not None:
+        dx = dx.copy()   # it may live in scratch memory that the forwards below reuse
         assert_close(dx, numerical_gradient(loss, x), rtol=1e-6, atol=1e-8, what="dx", scale_atol=True)
     for name, p in layer.params.items():
         assert_close(layer.grads[name], numerical_gradient(loss, p), rtol=1e-6, atol=1e-8, what=name,

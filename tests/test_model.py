@@ -224,9 +224,17 @@ def test_sgd_state_restores_exactly():
 
 # --------------------------------------------------------------------------- devices
 
-def test_cpu_towers_share_one_device():
+def test_cpu_towers_get_a_device_each_and_run_side_by_side():
     d = backend.tower_devices("cpu")
-    assert len(d) == 2 and d[0] is d[1] and d[0].xp is np
+    assert len(d) == 2 and d[0] is not d[1] and d[0].xp is np
+    x = np.ones(3)
+    assert backend.move(x, d[1]) is x          # the same memory: crossing is free
+    assert backend.SideBySide(d).parallel
+    assert not backend.SideBySide([d[0], d[0]]).parallel
+    net = AlexNet(SMALL, d)
+    images, labels = batch(SMALL)
+    net.forward_loss(images, labels)
+    assert net.crossings() == {"conv3": 0, "fc6": 0, "fc7": 0, "fc8": 0}
 
 
 def test_asking_for_a_gpu_without_one_is_a_one_line_error():
