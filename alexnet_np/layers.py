@@ -137,8 +137,9 @@ class Conv2D(Layer):
         N = x.shape[1]
         OH, OW = self.output_shape(x.shape[2], x.shape[3])
         per_image = C * KH * KW * OH * OW
-        step = max(1, min(N, self.COL_ELEMENTS // per_image))
-        return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
+        count = -(-N // max(1, self.COL_ELEMENTS // per_image))   # chunks needed, rounded up
+        bounds = [N * k // count for k in range(count + 1)]        # as equal as can be
+        return list(zip(bounds, bounds[1:]))
 
     def _unfold(self, x):
         """x (C, n, H, W) -> col (C*KH*KW, n*OH*OW), in scratch memory."""
