@@ -26,7 +26,9 @@ Memory: one child with only our net, one with only PyTorch's (its own initialisa
 weights do not change memory). On the CPU time is ``time.perf_counter``; on the GPU, CUDA
 events (cupy.cuda.Event, torch.cuda.Event).
 
-The per-layer breakdown times each layer call from the outside: ours by wrapping the
+The per-layer breakdown runs our towers one after the other (in a training step they run
+side by side on the CPU's cores), so that its rows add up; it times each layer call from
+the outside: ours by wrapping the
 ``forward``/``backward`` of the layer *instances* this script creates (the package is not
 changed); PyTorch's by running each layer on a detached view of its input (a leaf that
 requires grad) and then calling ``backward`` layer by layer in reverse. PyTorch's sum of
@@ -53,7 +55,7 @@ import time
 
 import numpy as np
 
-from alexnet_np.backend import DeviceError, move, tower_devices
+from alexnet_np.backend import DeviceError, SideBySide, move, tower_devices
 from alexnet_np.config import Config
 
 FLOORS = {"train": 0.8, "infer": 0.7, "memory": 1.2}   # the floors (ours / PyTorch)
@@ -398,6 +400,10 @@ def child_layers(spec):
     ours = Ours(config, spec["device"], images, labels)
     records = []
     net, clock = ours.net, ours.clock
+    # The rows are timed with the towers one after the other: side by side on the CPU's
+    # cores, each layer's time would include the other tower's competition for them.
+    net.side_by_side.parallel = False
+    ours.opt.side_by_side = SideBySide(ours.devices[:1])
     order = []   # row names in forward order
     for g, tower in enumerate(net.towers):
         stage_names = our_layer_names(tower)
