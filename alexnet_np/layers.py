@@ -164,7 +164,10 @@ class Conv2D(Layer):
         y = self.device.scratch("conv_y", (F, N, OH, OW), x.dtype)   # (F, N, OH, OW)
         for n0, n1 in self._chunks(x):
             col = self._unfold(x[:, n0:n1])                           # (C*KH*KW, n*OH*OW)
-            xp.matmul(W.reshape(F, -1), col, out=y[:, n0:n1].reshape(F, -1))  # (F, n*OH*OW)
+            # The GEMM writes a contiguous block (CuPy's matmul requires it), copied into y.
+            y_chunk = xp.matmul(W.reshape(F, -1), col, out=self.device.scratch(
+                "conv_y_chunk", (F, (n1 - n0) * OH * OW), x.dtype))  # (F, n*OH*OW)
+            y[:, n0:n1] = y_chunk.reshape(F, n1 - n0, OH, OW)
         y += b[:, None, None, None]
         self.x = x                                                    # (C, N, H, W)
         return y
