@@ -22,8 +22,8 @@ CuPy: the array module comes from the layer's device.
 Memory. The large layers (convolution, ReLU, LRN, pooling) reuse their arrays from step
 to step instead of allocating fresh ones, which costs page faults and zeroing every step
 (measured: a third of LRN's time on the CPU). Two kinds:
-- ``self.buffer(name)``: the layer's own, for what backward needs (ReLU's output, LRN's
-  scale, the pooling winners and output). Valid until the layer runs again.
+- ``self.buffer(name)``: the layer's own, for what backward needs (ReLU's output, the
+  pooling winners and output). Valid until the layer runs again.
 - ``self.device.scratch(name)``: shared by every layer on the device, for arrays that the
   next layer consumes at once and nobody keeps (a convolution's output before its ReLU,
   input gradients on their way down). Valid until the next layer *of the same kind*
@@ -33,7 +33,7 @@ Copy an output if you keep it longer (the model's logits and fc7 features are fr
 
 
 class Layer:
-    """Parameter bookkeeping shared by every layer; nothing else."""
+    """What every layer shares: its parameters and their gradients, and reusable buffers."""
 
     def __init__(self, device, **params):
         self.device = device
