@@ -1,0 +1,98 @@
+"""The same layers and model on the GPU(s) with CuPy, against NumPy (STYLE 10).
+
+Skipped where CuPy or a usable GPU is absent (the CI machine, a laptop). On a machine with
+two GPUs the towers go to GPU 0 and 1 and the crossings are counted; with one, both towers
+share it. CuPy's warning about a kernel reading another GPU's memory (a forgotten explicit
+copy: peer access enabled behind our back) is turned into an error.
+"""
+import warnings
+
+import numpy as np
+import pytest
+
+from alexnet_np import backend
+from alexnet_np.backend import Device
+from alexnet_np.config import Config
+from alexnet_np.layers import Conv2D, LocalResponseNorm, MaxPool
+from alexnet_np.model import AlexNet
+from alexnet_np.optim import SGD
+from gradcheck import assert_close
+
+pytestmark = pytest.mark.skipif(not backend.gpu_available(), reason="no usable GPU (CuPy)")
+
+SMALL = Config(num_classes=5, input_size=67, conv_channels=(4, 8, 8, 8, 6), fc_units=(8, 6),
+               lrn_alpha=0.3, init_std=0.1, dtype="float64", seed=3)
+
+
+@pytest.fixture(autouse=True)
+def peer_reads_are_errors():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*peer.*")
+        yield
+
+
+def batch(n=3, seed=0):
+    r = np.random.default_rng(seed)
+    return (r.standard_normal((n, 3, SMALL.input_size, SMALL.input_size)),
+            r.integers(0, SMALL.num_classes, n))
+
+
+def one_step(devices, steps=1):
+    """Loss, logits and every gradient (on the host) after ``steps`` SGD steps; no dropout."""
+    net = AlexNet(SMALL, devices)
+    images, labels = batch()
+    opt = SGD(net.parameters(), lr=0.01)
+    for _ in range(steps):
+        loss = float(net.forward_loss(images, labels, train=False))
+        net.zero_grads()
+        net.backward()
+        opt.step()
+    host = devices[0].to_host
+    grads = {name: np.asarray(device.to_host(dw)) for name, _, dw, device in net.parameters()}
+    return loss, np.asarray(host(net.logits)), grads, net
+
+
+def test_model_on_the_gpus_matches_numpy():
+    gpus = backend.tower_devices("gpu", SMALL.towers)
+    loss_gpu, logits_gpu, grads_gpu, net = one_step(gpus, steps=2)
+    loss_cpu, logits_cpu, grads_cpu, _ = one_step([Device(), Device()], steps=2)
+    assert loss_gpu == pytest.approx(loss_cpu, rel=1e-10)
+    assert_close(logits_gpu, logits_cpu, rtol=1e-9, atol=1e-12, what="logits")
+    for name in grads_cpu:
+        assert_close(grads_gpu[name], grads_cpu[name], rtol=1e-8, atol=1e-12, what=name, scale_atol=True)
+    if gpus[0] is not gpus[1]:   # two GPUs: data crossed exactly where Figure 2 says, both ways
+        assert net.crossings() == {"conv3": 8, "fc6": 8, "fc7": 8, "fc8": 4}   # two steps
+    else:
+        assert net.crossings() == {"conv3": 0, "fc6": 0, "fc7": 0, "fc8": 0}
+
+
+def test_training_mode_runs_on_the_gpus_in_float32():
+    gpus = backend.tower_devices("gpu", SMALL.towers)
+    net = AlexNet(SMALL.replace(dtype="float32"), gpus)
+    images, labels = batch(n=4)
+    loss = net.forward_loss(images, labels, train=True)   # dropout masks from CuPy's generator
+    net.zero_grads()
+    net.backward()
+    SGD(net.parameters()).step()
+    assert np.isfinite(float(loss)) and net.logits.dtype == np.float32
+
+
+@pytest.mark.parametrize("make", [
+    lambda d, r: Conv2D(d, r.standard_normal((5, 3, 3, 3)), r.standard_normal(5), stride=2, pad=1),
+    lambda d, r: LocalResponseNorm(d, size=5, k=1.0, alpha=2.0, beta=0.75),
+    lambda d, r: MaxPool(d, 3, 2),
+], ids=["conv", "lrn", "maxpool"])
+def test_layers_on_a_gpu_match_numpy(make):
+    gpu = backend.tower_devices("gpu", 1)[0]
+    x = np.random.default_rng(1).standard_normal((3, 2, 9, 9))   # (C, N, H, W)
+    results = []
+    for device in (gpu, Device()):
+        layer = make(device, np.random.default_rng(2))
+        with device:
+            y = layer.forward(device.receive(x), True)
+            dy = device.receive(np.random.default_rng(3).standard_normal(tuple(y.shape)))
+            dx = layer.backward(dy)
+            results.append([np.asarray(device.to_host(a)).copy() for a in (y, dx)]
+                           + [np.asarray(device.to_host(g)).copy() for g in layer.grads.values()])
+    for gpu_array, cpu_array in zip(*results):
+        assert_close(gpu_array, cpu_array, rtol=1e-10, atol=1e-12, what="gpu vs numpy")
