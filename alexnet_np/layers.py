@@ -40,6 +40,7 @@ class Layer:
         self.params = {name: device.receive(value) for name, value in params.items()}
         with device:
             self.grads = {name: device.xp.zeros_like(p) for name, p in self.params.items()}
+        self._buffers = {}  # name -> array, see ``buffer``
 
     def zero_grads(self):
         for g in self.grads.values():
@@ -47,11 +48,10 @@ class Layer:
 
     def buffer(self, name, shape, dtype):
         """An array of this layer's, reused from call to call; contents undefined."""
-        buffers = self.__dict__.setdefault("_buffers", {})
-        array = buffers.get(name)
+        array = self._buffers.get(name)
         if array is None or array.shape != tuple(shape) or array.dtype != dtype:
             with self.device:
-                array = buffers[name] = self.device.xp.empty(shape, dtype=dtype)
+                array = self._buffers[name] = self.device.xp.empty(shape, dtype=dtype)
         return array
 
 

@@ -22,10 +22,11 @@ class SGD:
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.decay_biases = decay_biases
         self.velocity = {}
-        self.side_by_side = None   # made at the first step
         for name, w, _, device in self.parameters:
             with device:
                 self.velocity[name] = device.xp.zeros_like(w)
+        self.devices = list({id(device): device for _, _, _, device in self.parameters}.values())
+        self.side_by_side = SideBySide(self.devices)
 
     def decay_of(self, name):
         """The weight decay applied to the parameter ``name`` (biases end in ".b")."""
@@ -36,10 +37,7 @@ class SGD:
         """One update of every parameter from its gradient (§5's two lines).
 
         The parameters of each device are updated together; CPU towers side by side."""
-        devices = list({id(device): device for _, _, _, device in self.parameters}.values())
-        if self.side_by_side is None:
-            self.side_by_side = SideBySide(devices)
-        self.side_by_side.run([lambda device=device: self.update(device) for device in devices])
+        self.side_by_side.run([lambda device=device: self.update(device) for device in self.devices])
 
     def update(self, device):
         """Update the parameters that live on ``device``."""
