@@ -18,8 +18,11 @@ import os
 import sys
 import time
 
+from alexnet_np.accepts import NON_NEGATIVE_INT, POSITIVE_INT, Choice, Several
 from alexnet_np.backend import DeviceError
 from alexnet_np.checkpoint import CheckpointError
+from alexnet_np.cli import Parser, existing_file, fail, folder_to_write, output_file
+from alexnet_np.config import ConfigError
 from alexnet_np.data import DataError
 from alexnet_np.trainer import (draw_figure4, evaluate_split, kernel_weights, open_trained_model,
                                 sample_indices)
@@ -32,33 +35,29 @@ PROCEDURES = {
 }
 
 
-def int_list(text):
-    return tuple(int(v) for v in text.split(","))
-
-
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python evaluate.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=None,
+    parser = Parser(prog="python evaluate.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=existing_file, default=None,
                         help="a checkpoint file (default: best.npz of the newest run under runs/)")
     parser.add_argument("--data", default=None,
                         help="an ImageFolder root or a prepared cache (default: the data of the checkpoint's run)")
-    parser.add_argument("--cache", default=None, help="where to prepare an ImageFolder --data")
-    parser.add_argument("--workers", type=int, default=None, help="processes for preparing the data")
+    parser.add_argument("--cache", type=folder_to_write, default=None, help="where to prepare an ImageFolder --data")
+    parser.add_argument("--workers", type=POSITIVE_INT, default=None, help="processes for preparing the data")
     parser.add_argument("--split", default="val", help="the split to evaluate (default val)")
     parser.add_argument("--ten-crop", action="store_true", help="§4.1's ten views, softmax outputs averaged")
-    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+    parser.add_argument("--device", type=Choice("auto", "cpu", "gpu"), default="auto", metavar="{auto,cpu,gpu}",
                         help="cpu or gpu (default: the GPU when one is usable)")
-    parser.add_argument("--gpus", type=int_list, default=(0, 1), metavar="I,J", help="the GPU of each tower")
-    parser.add_argument("--batch-size", type=int, default=None,
+    parser.add_argument("--gpus", type=Several(NON_NEGATIVE_INT), default=None, metavar="I,J",
+                        help="the GPU of each tower (default 0,1; with one GPU both towers share it)")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=None,
                         help="views per forward pass (default: the training batch size)")
-    parser.add_argument("--json", default=None, help="where to write the result (default: next to the checkpoint)")
-    parser.add_argument("--predictions", default=None, metavar="FILE.csv",
+    parser.add_argument("--json", type=output_file, default=None, help="where to write the result (default: next to the checkpoint)")
+    parser.add_argument("--predictions", type=output_file, default=None, metavar="FILE.csv",
                         help="write every image's five most probable classes and their probabilities")
     parser.add_argument("--figures", action="store_true",
                         help="draw Figure 3 (conv1 kernels) and Figure 4 (centre-crop predictions, fc7 "
                              "neighbours) for this checkpoint into <run>/figures-<checkpoint>/")
-    parser.add_argument("--neighbour-pool", type=int, default=0,
+    parser.add_argument("--neighbour-pool", type=NON_NEGATIVE_INT, default=0,
                         help="training images searched for Figure 4's neighbours (default 0 = all)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
     return parser
@@ -68,9 +67,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (DeviceError, DataError, CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (ConfigError, DeviceError, DataError, CheckpointError) as error:
+        return fail(error)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -80,6 +78,8 @@ def run(args):
     path, ckpt, model, cache = open_trained_model(args.checkpoint, args.device, args.gpus, args.data,
                                                   args.cache, args.workers, args.progress)
     config, devices = ckpt.config, model.devices
+    if args.split not in cache.splits:
+        raise DataError(f"--split {args.split}: one of the splits of {cache.path}: {', '.join(cache.splits)}")
     split = cache.split(args.split)
     epoch, _, step = ckpt.position
     procedure, how = PROCEDURES[args.ten_crop]

@@ -21,55 +21,52 @@ import os
 import sys
 import time
 
+from alexnet_np.accepts import NON_NEGATIVE_INT, POSITIVE_INT, Choice, Several
 from alexnet_np.backend import DeviceError, tower_devices
 from alexnet_np.checkpoint import CheckpointError, check_architecture, load
-from alexnet_np.config import DEMO, Config, add_config_arguments, config_from_arguments
+from alexnet_np.cli import Parser, existing_path, fail, folder_to_write
+from alexnet_np.config import DEMO, Config, ConfigError, add_config_arguments, config_from_arguments
 from alexnet_np.data import DataError
+from alexnet_np.model import check_input_size
 from alexnet_np.trainer import (BEST, CONFIG_FILE, LAST, RUNS, Options, Trainer, TrainingError,
                                 data_of_checkpoint, describe_devices, open_data)
 
-def int_list(text):
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of integers, got {text!r}") from None
-
-
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python train.py", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Without --data: the built-in demo data set (10 generated classes) and the DEMO configuration.")
     run = parser.add_argument_group("run")
-    run.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+    run.add_argument("--device", type=Choice("auto", "cpu", "gpu"), default="auto", metavar="{auto,cpu,gpu}",
                      help="cpu (NumPy) or gpu (CuPy); default: the GPU when one is usable, else the CPU")
-    run.add_argument("--gpus", type=int_list, default=None, metavar="I,J",
+    run.add_argument("--gpus", type=Several(NON_NEGATIVE_INT), default=None, metavar="I,J",
                      help="the GPU of each tower (default 0,1; with one GPU both towers share it)")
     run.add_argument("--data", default=None,
                      help="an ImageFolder root (train/<class>/<image>, val/...) or a prepared cache "
                           "(default: the built-in demo data set)")
-    run.add_argument("--cache", default=None,
+    run.add_argument("--cache", type=folder_to_write, default=None,
                      help="where to prepare an ImageFolder --data (default data_cache/<name>-<image size>)")
-    run.add_argument("--workers", type=int, default=None, help="processes for preparing the data (default: all cores)")
-    run.add_argument("--out", default=None, help=f"run folder (default {RUNS}/<date-time>; with --resume, the run's)")
-    run.add_argument("--resume", default=None, metavar="RUN_OR_CHECKPOINT",
+    run.add_argument("--workers", type=POSITIVE_INT, default=None, help="processes for preparing the data (default: all cores)")
+    run.add_argument("--out", type=folder_to_write, default=None, help=f"run folder (default {RUNS}/<date-time>; with --resume, the run's)")
+    run.add_argument("--resume", type=existing_path, default=None, metavar="RUN_OR_CHECKPOINT",
                      help=f"continue a run: its folder (uses {LAST}) or a checkpoint file")
     o = Options()
-    run.add_argument("--log-every", type=int, default=None, help=f"steps between log lines (default {o.log_every})")
-    run.add_argument("--checkpoint-every", type=int, default=None,
+    run.add_argument("--log-every", type=POSITIVE_INT, default=None, help=f"steps between log lines (default {o.log_every})")
+    run.add_argument("--checkpoint-every", type=NON_NEGATIVE_INT, default=None,
                      help=f"steps between mid-epoch checkpoints, 0 = epoch ends only (default {o.checkpoint_every})")
     run.add_argument("--keep-epochs", action=argparse.BooleanOptionalAction, default=None,
                      help="keep a checkpoint of every epoch (epoch-NNN.npz) besides last and best")
-    run.add_argument("--lr-steps", type=int_list, default=None, metavar="E,E,...",
+    run.add_argument("--lr-steps", type=Several(POSITIVE_INT), default=None, metavar="E,E,...",
                      help="a fixed schedule instead of §5's plateau rule: divide the rate by 10 after these epochs")
-    run.add_argument("--max-steps", type=int, default=None,
-                     help="stop after this many steps in all, with a checkpoint (default: no limit)")
-    run.add_argument("--stall-steps", type=int, default=None,
-                     help="report a loss stuck at ln K after this many steps (default: max(200, one epoch))")
-    run.add_argument("--eval-batch-size", type=int, default=None, help="validation batch (default: --batch-size)")
-    run.add_argument("--neighbour-pool", type=int, default=None,
+    run.add_argument("--max-steps", type=NON_NEGATIVE_INT, default=None,
+                     help="stop after this many steps in all, with a checkpoint (default, or 0: no limit)")
+    run.add_argument("--stall-steps", type=NON_NEGATIVE_INT, default=None,
+                     help="report a loss stuck at ln K after this many steps (default, or 0: max(200, one epoch))")
+    run.add_argument("--eval-batch-size", type=NON_NEGATIVE_INT, default=None,
+                     help="validation batch (default, or 0: --batch-size)")
+    run.add_argument("--neighbour-pool", type=NON_NEGATIVE_INT, default=None,
                      help="training images searched for Figure 4's neighbours (default 0 = all)")
-    run.add_argument("--threads", type=int, default=None, help=f"data threads (default {o.threads})")
+    run.add_argument("--threads", type=NON_NEGATIVE_INT, default=None,
+                     help=f"data threads, 0 = none: batches made when needed (default {o.threads})")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="progress bars (default on)")
     run.add_argument("--figures", action=argparse.BooleanOptionalAction, default=None,
@@ -111,16 +108,11 @@ def resume_point(path):
     return path
 
 
-def fail(message):
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (DeviceError, DataError, CheckpointError, TrainingError) as error:
+    except (ConfigError, DeviceError, DataError, CheckpointError, TrainingError) as error:
         return fail(error)
     except ValueError as error:  # an impossible configuration (sizes that do not fit, ...)
         return fail(error)
@@ -154,8 +146,9 @@ def run(args):
                                   "or choose another --out")
         changed = []
 
+    check_input_size(config)
     # The device first: a wrong --device should fail before any data is prepared.
-    devices = tower_devices(args.device, config.towers, args.gpus or (0, 1))
+    devices = tower_devices(args.device, config.towers, args.gpus)
     print(describe_devices(args.device, devices))
 
     if data is None and ckpt is None:
@@ -166,6 +159,9 @@ def run(args):
     print(f"data: {cache!r}")
     fixes = {}
     if cache.image_size != config.image_size:
+        if cache.image_size < config.input_size:
+            raise DataError(f"the data {cache.path} holds {cache.image_size}x{cache.image_size} images, "
+                            f"smaller than the crops of --input-size {config.input_size}")
         fixes["image_size"] = cache.image_size
     if len(cache.classes) != config.num_classes:
         if args.num_classes is not None or ckpt is not None:
@@ -177,6 +173,9 @@ def run(args):
         print("from the data: " + ", ".join(f"{k} = {v}" for k, v in fixes.items()))
     if "val" not in cache.splits:
         raise DataError(f"the data {cache.path} has no val split: the schedule (§5) needs one")
+    if len(cache.split("train")) < config.batch_size:
+        raise ConfigError("batch_size", config.batch_size, f"at most the {len(cache.split('train'))} "
+                          f"training images of {cache.path}")
 
     print(f"configuration: {source} with the options given (where a value differs from the paper's, "
           "the paper's follows in brackets):")

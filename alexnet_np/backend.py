@@ -201,15 +201,20 @@ def gpu_available():
     return True
 
 
-def tower_devices(kind, towers=2, gpu_ids=(0, 1)):
+def tower_devices(kind, towers=2, gpu_ids=None):
     """The device of each tower, as the paper places them.
 
     ``kind`` is ``"cpu"``, ``"gpu"`` or ``"auto"`` (the GPU when one is usable).
     On the CPU each tower gets a device of its own (the same memory; the towers run side
     by side on the cores, see ``SideBySide``). On GPUs tower ``g`` goes to GPU
-    ``gpu_ids[g]``; with a single GPU all towers share it. Returns a list, one
-    device per tower (the same object where towers share a device).
+    ``gpu_ids[g]`` (``--gpus``: one id per tower, or one for all; default 0, 1, 0, 1...);
+    with a single GPU all towers share it. Returns a list, one device per tower (the
+    same object where towers share a device).
     """
+    if gpu_ids is not None and len(gpu_ids) not in (1, towers):
+        raise DeviceError(f"--gpus {','.join(map(str, gpu_ids))}: one GPU id per tower "
+                          f"({towers} towers), or one for all")
+    gpu_ids = gpu_ids or (0, 1)
     if kind == "auto":
         kind = "gpu" if gpu_available() else "cpu"
     if kind == "cpu":

@@ -9,46 +9,74 @@ fields differ is refused.
 Choices the paper leaves open (PAPER.md, last section) are fields here, each named:
 ``input_size``, ``lrn_alpha_over_n`` and ``lrn_k``, ``dropout_inverted``,
 ``decay_biases``, ``lighting_std`` (units: see ``alexnet_np.data``), ``mean``.
+
+Every field says what it accepts: ``name: type = option(default, ACCEPTS)  # §: why``, with
+ACCEPTS a record from ``alexnet_np.accepts`` (POSITIVE_INT, PROBABILITY, Choice("a", "b"), ...).
+One check, ``__post_init__``, tests every field against it and the relations between fields
+(``check_relations``), whoever builds the record (command line, checkpoint, code), and
+refuses with ``ConfigError``: one line, ``--option value: what is allowed``.
 """
 import argparse
 import dataclasses
 import json
 
+from .accepts import (FLAG, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, PROBABILITY,
+                      Choice, Flag, Number, Several, show)
+
+
+class ConfigError(ValueError):
+    """A value a Config field does not accept; ``str()`` is one line: ``--option value: what is allowed``."""
+
+    def __init__(self, field, value, allowed):
+        self.field, self.value, self.allowed = field, value, allowed
+        super().__init__(f"{flag(field)} {show(value)}: {allowed}")
+
+
+def flag(name):
+    """The command-line option of a field: ``lrn_alpha_over_n`` -> ``--lrn-alpha-over-n``."""
+    return "--" + name.replace("_", "-")
+
+
+def option(default, accepts, also=""):
+    """A Config field: its default and what it accepts (an ``accepts`` record); ``also``
+    names, for the help, what it must satisfy besides (a relation checked in Config)."""
+    return dataclasses.field(default=default, metadata={"accepts": accepts, "also": also and f"; {also}"})
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     # --- Architecture (§3, Figure 2). Channel and unit counts are of both towers together.
-    num_classes: int = 1000                                # §2: ILSVRC's 1000 classes
-    input_size: int = 227                                  # §3: "224" printed; 227 makes 11x11/4 give 55 exactly (as Caffe)
-    towers: int = 2                                        # §3.2: two GPUs, half of each layer's kernels on each
-    conv_channels: tuple = (96, 256, 384, 384, 256)        # Figure 2: conv1..conv5
-    fc_units: tuple = (4096, 4096)                         # Figure 2: fc6, fc7 (fc8 = num_classes)
-    lrn_size: int = 5                                      # §3.3: n
-    lrn_k: float = 2.0                                     # §3.3: k (Caffe's default is 1)
-    lrn_alpha: float = 1e-4                                # §3.3: alpha
-    lrn_beta: float = 0.75                                 # §3.3: beta
-    lrn_alpha_over_n: bool = False                         # False: the printed formula (coefficient alpha on the sum);
-                                                           # True: cuda-convnet/Caffe/PyTorch (coefficient alpha / n)
-    dropout: float = 0.5                                   # §4.2: probability of dropping an fc6/fc7 unit
-    dropout_inverted: bool = False                         # False: as §4.2, outputs x (1 - p) at test time;
-                                                           # True: outputs x 1/(1 - p) at training time instead
-    init_std: float = 0.01                                 # §5: weights ~ N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7
-    dtype: str = "float32"                                 # float64 for gradient checks
+    num_classes: int = option(1000, Number(int, low=2))              # §2: ILSVRC's 1000 classes
+    input_size: int = option(227, POSITIVE_INT, "must fit the layers exactly, e.g. 67, 195, 227")  # §3: "224" printed; 227 makes 11x11/4 give 55 exactly (as Caffe)
+    towers: int = option(2, POSITIVE_INT)                            # §3.2: two GPUs, half of each layer's kernels on each
+    conv_channels: tuple = option((96, 256, 384, 384, 256), Several(POSITIVE_INT, 5), "each divisible by --towers")  # Figure 2: conv1..conv5
+    fc_units: tuple = option((4096, 4096), Several(POSITIVE_INT, 2), "each divisible by --towers")  # Figure 2: fc6, fc7 (fc8 = num_classes)
+    lrn_size: int = option(5, Number(int, low=1, odd=True))          # §3.3: n (a window centred on the channel)
+    lrn_k: float = option(2.0, POSITIVE)                             # §3.3: k (Caffe's default is 1)
+    lrn_alpha: float = option(1e-4, NON_NEGATIVE)                    # §3.3: alpha
+    lrn_beta: float = option(0.75, NON_NEGATIVE)                     # §3.3: beta
+    lrn_alpha_over_n: bool = option(False, FLAG)                     # False: the printed formula (coefficient alpha on the sum);
+                                                                     # True: cuda-convnet/Caffe/PyTorch (coefficient alpha / n)
+    dropout: float = option(0.5, PROBABILITY)                        # §4.2: probability of dropping an fc6/fc7 unit
+    dropout_inverted: bool = option(False, FLAG)                     # False: as §4.2, outputs x (1 - p) at test time;
+                                                                     # True: outputs x 1/(1 - p) at training time instead
+    init_std: float = option(0.01, POSITIVE)                         # §5: weights ~ N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7
+    dtype: str = option("float32", Choice("float32", "float64"))     # float64 for gradient checks
     # --- Learning (§5)
-    batch_size: int = 128                                  # §5
-    lr: float = 0.01                                       # §5: initial learning rate, one for all layers
-    momentum: float = 0.9                                  # §5
-    weight_decay: float = 0.0005                           # §5: multiplied by the learning rate in the update
-    decay_biases: bool = False                             # open: §5's rule names "w"; cuda-convnet decayed weights only
-    epochs: int = 90                                       # §5: "roughly 90 cycles"
-    lr_patience: int = 5                                   # §5: "when the validation error stopped improving" (epochs)
-    lr_drops: int = 3                                      # §5: "reduced three times prior to termination"
+    batch_size: int = option(128, POSITIVE_INT)                      # §5
+    lr: float = option(0.01, POSITIVE)                               # §5: initial learning rate, one for all layers
+    momentum: float = option(0.9, Number(float, low=0, high=1, high_open=True))  # §5
+    weight_decay: float = option(0.0005, NON_NEGATIVE)               # §5: multiplied by the learning rate in the update
+    decay_biases: bool = option(False, FLAG)                         # open: §5's rule names "w"; cuda-convnet decayed weights only
+    epochs: int = option(90, POSITIVE_INT)                           # §5: "roughly 90 cycles"
+    lr_patience: int = option(5, POSITIVE_INT)                       # §5: "when the validation error stopped improving" (epochs)
+    lr_drops: int = option(3, NON_NEGATIVE_INT)                      # §5: "reduced three times prior to termination"
     # --- Data and augmentation (§2, §4.1)
-    image_size: int = 256                                  # §2: shorter side to 256, central 256x256 crop
-    flip: bool = True                                      # §4.1: horizontal reflections
-    lighting_std: float = 0.1                              # §4.1: a_i ~ N(0, 0.1), in units of sqrt(eigenvalue) of 0-255 pixels
-    mean: str = "pixel"                                    # §2: per-pixel mean image ("pixel") or per-channel ("channel")
-    seed: int = 0                                          # every generator is derived from this
+    image_size: int = option(256, POSITIVE_INT, "at least --input-size")  # §2: shorter side to 256, central 256x256 crop
+    flip: bool = option(True, FLAG)                                  # §4.1: horizontal reflections
+    lighting_std: float = option(0.1, NON_NEGATIVE)                  # §4.1: a_i ~ N(0, 0.1), in units of sqrt(eigenvalue) of 0-255 pixels
+    mean: str = option("pixel", Choice("pixel", "channel"))          # §2: per-pixel mean image ("pixel") or per-channel ("channel")
+    seed: int = option(0, NON_NEGATIVE_INT)                          # every generator is derived from this
 
     ARCHITECTURE = (
         "num_classes", "input_size", "towers", "conv_channels", "fc_units",
@@ -57,15 +85,25 @@ class Config:
     )
 
     def __post_init__(self):
-        # JSON turns tuples into lists: normalise so that equality works after a round trip.
-        object.__setattr__(self, "conv_channels", tuple(self.conv_channels))
-        object.__setattr__(self, "fc_units", tuple(self.fc_units))
-        for name, count in [("conv_channels", self.conv_channels), ("fc_units", self.fc_units)]:
-            for c in count:
-                if c % self.towers:
-                    raise ValueError(f"{name}={count}: every count must divide by towers={self.towers}")
-        if len(self.conv_channels) != 5 or len(self.fc_units) != 2:
-            raise ValueError("the network has five conv layers and two hidden fc layers (Figure 2)")
+        """The one check, whoever builds the record (command line, checkpoint, code)."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, list):  # JSON turns tuples into lists: equality after a round trip
+                object.__setattr__(self, field.name, tuple(value))
+            accepts = field.metadata["accepts"]
+            if not accepts.allows(value):
+                raise ConfigError(field.name, value, accepts.describe())
+        self.check_relations()
+
+    def check_relations(self):
+        """What one field asks of another."""
+        for name in ("conv_channels", "fc_units"):   # §3.2: each tower holds 1/towers of every layer
+            if any(count % self.towers for count in getattr(self, name)):
+                raise ConfigError(name, getattr(self, name), f"every count must divide by the towers "
+                                  f"(--towers {self.towers})")
+        if self.image_size < self.input_size:        # §4.1: crops are cut from the stored images
+            raise ConfigError("image_size", self.image_size, f"at least --input-size {self.input_size} "
+                              "(the crops are cut from the stored images)")
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -124,24 +162,20 @@ DEMO = Config(
 def add_config_arguments(parser, defaults=None):
     """One option per Config field (``--input-size``, ``--lrn-alpha-over-n`` / ``--no-...``).
 
-    Every option defaults to None ("not given"), so that ``config_from_arguments`` can
-    tell what the user set from what the base configuration supplies.
+    Each option parses and checks its value with the field's ``accepts`` record (its help,
+    made by ``cli.Parser``, says what that accepts). Every option defaults to None ("not given"), so that
+    ``config_from_arguments`` can tell what the user set from what the base supplies.
     """
     defaults = defaults or Config()
     group = parser.add_argument_group("configuration (defaults: the paper's values, §-numbers in config.py)")
     for field in dataclasses.fields(Config):
-        flag = "--" + field.name.replace("_", "-")
-        value = getattr(defaults, field.name)
-        if isinstance(value, bool):
-            group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
+        accepts, value = field.metadata["accepts"], getattr(defaults, field.name)
+        if isinstance(accepts, Flag):
+            group.add_argument(flag(field.name), dest=field.name, action=argparse.BooleanOptionalAction,
                                default=None, help=f"(default {value})")
-        elif isinstance(value, tuple):
-            group.add_argument(flag, dest=field.name, default=None, metavar="N,N,...",
-                               type=lambda text: tuple(int(v) for v in text.split(",")),
-                               help=f"(default {','.join(map(str, value))})")
         else:
-            group.add_argument(flag, dest=field.name, type=type(value), default=None,
-                               help=f"(default {value})")
+            group.add_argument(flag(field.name), dest=field.name, type=accepts, default=None,
+                               metavar=accepts.metavar(), help=f"(default {show(value)}{field.metadata['also']})")
     return group
 
 

@@ -20,6 +20,7 @@ backward pass is the same list read in reverse.
 import numpy as np
 
 from .backend import Device, SideBySide, move
+from .config import ConfigError
 from .layers import (Conv2D, Dropout, Flatten, Linear, LocalResponseNorm,
                      MaxPool, ReLU, SoftmaxCrossEntropy, conv_output_size)
 
@@ -277,3 +278,25 @@ class AlexNet:
         """{exchange name: arrays that changed device so far}, forward and backward together."""
         return {name: ex.crossings for name, ex in
                 zip(("conv3", "fc6", "fc7", "fc8"), self.exchanges)}
+
+
+def check_input_size(config, search=1024):
+    """Refuse, before anything is built, an input size the layers do not divide exactly.
+
+    Raises ``ConfigError`` naming ``--input-size`` and the nearest sizes that fit (found
+    with ``layer_sizes`` itself, so the rule follows the layers' kernels and strides).
+    """
+    def fits(size):
+        try:
+            layer_sizes(config.replace(input_size=size, image_size=max(size, config.image_size)))
+            return True
+        except ValueError:
+            return False
+
+    S = config.input_size
+    if fits(S):
+        return
+    below = next((s for s in range(S - 1, max(0, S - search), -1) if fits(s)), None)
+    above = next((s for s in range(S + 1, S + search) if fits(s)), None)
+    nearest = " and ".join(str(s) for s in (below, above) if s is not None) or "none nearby"
+    raise ConfigError("input_size", S, f"a size the layers of Figure 2 divide exactly (the nearest: {nearest})")

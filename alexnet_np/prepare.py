@@ -40,7 +40,6 @@ done, rows written, skipped files, running sums for the mean and PCA in float64)
 atomically; a rerun resumes there, and gives the same bytes as an uninterrupted run.
 ``meta.json`` is written last: until then the folder is not a cache (``data.is_cache``).
 """
-import argparse
 import collections
 import hashlib
 import json
@@ -54,6 +53,8 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from . import data
+from .accepts import POSITIVE, POSITIVE_INT
+from .cli import Parser, existing_file, folder_to_write
 
 RECIPE = {"version": 1, "filter": "lanczos", "draft_factor": 2}  # changes here invalidate partial work
 CHUNK = 8              # files per task sent to a worker
@@ -559,21 +560,21 @@ def _write_meta(src, dst, splits, classes, names, listings, done, keys, image_si
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m alexnet_np.prepare",
         description="Preprocess an ImageFolder data set (train/<class>/<image>, val/...) into a cache "
                     "of 256x256 RGB images, with the training mean image and RGB PCA (AlexNet §2).")
     parser.add_argument("src", help="the data set root, holding train/ and optionally val/")
-    parser.add_argument("dst", help="the cache folder to write (resumed if a run was interrupted)")
-    parser.add_argument("--image-size", type=int, default=256, help="stored side R (default 256, §2)")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    parser.add_argument("dst", type=folder_to_write, help="the cache folder to write (resumed if a run was interrupted)")
+    parser.add_argument("--image-size", type=POSITIVE_INT, default=256, help="stored side R (default 256, §2)")
+    parser.add_argument("--workers", type=POSITIVE_INT, default=None, help="processes (default: all cores)")
     parser.add_argument("--splits", nargs="+", default=None,
                         help="split folders, the first giving classes, mean and PCA (default: train [val])")
-    parser.add_argument("--class-names", default=None, help="class names file (default: found in SRC)")
-    parser.add_argument("--classes", default=None,
+    parser.add_argument("--class-names", type=existing_file, default=None, help="class names file (default: found in SRC)")
+    parser.add_argument("--classes", type=existing_file, default=None,
                         help="file fixing the class list and order, first word of each line "
                              "(e.g. synset_words.txt for ImageNet subsets; default: the train folders)")
-    parser.add_argument("--checkpoint-seconds", type=float, default=10.0,
+    parser.add_argument("--checkpoint-seconds", type=POSITIVE, default=10.0,
                         help="how often progress is saved for a resume (default 10)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
     args = parser.parse_args(argv)

@@ -5,10 +5,9 @@ For each layer: output shape (both towers), neurons, parameters, multiply-adds p
 can be given on the command line (``--input-size 67 --conv-channels 32,64,96,96,64 ...``).
 Computed from the configuration alone: nothing is allocated.
 """
-import argparse
-
+from .cli import Parser
 from .config import Config, add_config_arguments, config_from_arguments
-from .model import layer_sizes
+from .model import check_input_size, layer_sizes
 
 # §3: "the number of neurons in the network's remaining layers is given by
 # 253,440-186,624-64,896-64,896-43,264-4096-4096-1000" (counted at the conv outputs).
@@ -106,12 +105,12 @@ def format_summary(config):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = Parser(prog="python -m alexnet_np.summary", description=__doc__.splitlines()[0])
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     try:
         config = config_from_arguments(args)
+        check_input_size(config)
         print(format_summary(config))
     except ValueError as error:
         parser.exit(2, f"error: {error}\n")

@@ -51,8 +51,10 @@ def test_missing_data_folder(tmp_path, capsys):
     assert train.main(["--data", str(tmp_path / "nowhere"), "--out", out, "--device", "cpu"]) == 2
     one_error_line(capsys, "nowhere", "no such folder")
     assert not os.path.exists(out)
-    assert evaluate.main(["--checkpoint", str(tmp_path / "none.npz"), "--device", "cpu"]) == 2
-    one_error_line(capsys, "none.npz", "no such file")
+    with pytest.raises(SystemExit) as stopped:   # refused by the parser, before anything runs
+        evaluate.main(["--checkpoint", str(tmp_path / "none.npz"), "--device", "cpu"])
+    assert stopped.value.code == 2
+    one_error_line(capsys, "--checkpoint", "none.npz", "no such file")
 
 
 def test_not_an_image_folder(tmp_path, capsys):
