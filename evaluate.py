@@ -45,7 +45,7 @@ def build_parser():
     parser.add_argument("--workers", type=POSITIVE_INT, default=None, help="processes for preparing the data")
     parser.add_argument("--split", default="val", help="the split to evaluate (default val)")
     parser.add_argument("--ten-crop", action="store_true", help="§4.1's ten views, softmax outputs averaged")
-    parser.add_argument("--device", type=Choice("auto", "cpu", "gpu"), default="auto", metavar="{auto,cpu,gpu}",
+    parser.add_argument("--device", type=Choice("auto", "cpu", "gpu"), default="auto",
                         help="cpu or gpu (default: the GPU when one is usable)")
     parser.add_argument("--gpus", type=Several(NON_NEGATIVE_INT), default=None, metavar="I,J",
                         help="the GPU of each tower (default 0,1; with one GPU both towers share it)")

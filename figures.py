@@ -17,23 +17,27 @@ import os
 import sys
 
 from alexnet_np import figures
+from alexnet_np.accepts import NON_NEGATIVE_INT, POSITIVE_INT, Choice, Several
 from alexnet_np.backend import DeviceError
 from alexnet_np.checkpoint import CheckpointError
+from alexnet_np.cli import Parser, existing_file, fail, folder_to_write
+from alexnet_np.config import ConfigError
 from alexnet_np.data import DataError
 from alexnet_np.trainer import draw_figure4, kernel_weights, open_trained_model
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python figures.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", default=None, help="default: best.npz of the newest run under runs/")
+    parser = Parser(prog="python figures.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=existing_file, default=None, help="default: best.npz of the newest run under runs/")
     parser.add_argument("--data", default=None, help="default: the data of the checkpoint's run")
-    parser.add_argument("--cache", default=None, help="where to prepare an ImageFolder --data")
+    parser.add_argument("--cache", type=folder_to_write, default=None, help="where to prepare an ImageFolder --data")
     parser.add_argument("--split", default="val", help="the images shown in Figure 4 (default val)")
-    parser.add_argument("--out", default=None, help="folder (default <run>/figures-<checkpoint name>)")
-    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
-    parser.add_argument("--gpus", type=lambda t: tuple(int(v) for v in t.split(",")), default=(0, 1))
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the training batch size")
-    parser.add_argument("--neighbour-pool", type=int, default=0,
+    parser.add_argument("--out", type=folder_to_write, default=None, help="folder (default <run>/figures-<checkpoint name>)")
+    parser.add_argument("--device", type=Choice("auto", "cpu", "gpu"), default="auto",
+                        help="cpu or gpu (default: the GPU when one is usable)")
+    parser.add_argument("--gpus", type=Several(NON_NEGATIVE_INT), default=None, help="the GPU of each tower (default 0,1)")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=None, help="default: the training batch size")
+    parser.add_argument("--neighbour-pool", type=NON_NEGATIVE_INT, default=0,
                         help="how many training images (the first ones) to search for neighbours (default 0 = all)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     return parser
@@ -45,6 +49,8 @@ def main(argv=None):
         path, ckpt, model, cache = open_trained_model(args.checkpoint, args.device, args.gpus, args.data,
                                                       args.cache, progress=args.progress)
         config, devices = ckpt.config, model.devices
+        if args.split not in cache.splits:
+            raise DataError(f"--split {args.split}: one of the splits of {cache.path}: {', '.join(cache.splits)}")
         stem = os.path.splitext(os.path.basename(path))[0]
         out = args.out or os.path.join(os.path.dirname(os.path.abspath(path)), f"figures-{stem}")
         os.makedirs(out, exist_ok=True)
@@ -58,9 +64,8 @@ def main(argv=None):
         ]
         paths += draw_figure4(model, cache, config, devices[0], out, args.batch_size or config.batch_size,
                               pool=args.neighbour_pool, split=args.split, progress=args.progress)
-    except (DeviceError, DataError, CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (ConfigError, DeviceError, DataError, CheckpointError) as error:
+        return fail(error)
     for p in paths:
         print(f"wrote {p}")
     return 0

@@ -36,7 +36,7 @@ def build_parser():
         prog="python train.py", description=__doc__.split("\n\n")[0],
         epilog="Without --data: the built-in demo data set (10 generated classes) and the DEMO configuration.")
     run = parser.add_argument_group("run")
-    run.add_argument("--device", type=Choice("auto", "cpu", "gpu"), default="auto", metavar="{auto,cpu,gpu}",
+    run.add_argument("--device", type=Choice("auto", "cpu", "gpu"), default="auto",
                      help="cpu (NumPy) or gpu (CuPy); default: the GPU when one is usable, else the CPU")
     run.add_argument("--gpus", type=Several(NON_NEGATIVE_INT), default=None, metavar="I,J",
                      help="the GPU of each tower (default 0,1; with one GPU both towers share it)")

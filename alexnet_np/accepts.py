@@ -42,7 +42,7 @@ class Accepts:
         except ValueError:
             value = None
         if value is None or not self.allows(value):
-            raise argparse.ArgumentTypeError(f"{text}: {self.describe()}")
+            raise argparse.ArgumentTypeError(f"{text if text.strip() else repr(text)}: {self.describe()}")
         return value
 
 
@@ -50,7 +50,7 @@ class Number(Accepts):
     """A whole (``int``) or real (``float``) number between ``low`` and ``high``.
 
     Either end may be None (unbounded), open (``low_open``: > low) or closed (>= low).
-    ``name`` replaces "a whole number" / "a finite number" in the description ("a
+    ``name`` replaces "a whole number" / "a (finite) number" in the description ("a
     probability"); ``odd`` asks for an odd whole number.
     """
 
@@ -58,7 +58,8 @@ class Number(Accepts):
         assert kind in (int, float) and (kind is int or not odd)
         self.kind, self.low, self.high = kind, low, high
         self.low_open, self.high_open, self.odd = low_open, high_open, odd
-        self.name = name or ("an odd whole number" if odd else "a whole number" if kind is int else "a finite number")
+        self.name = name or ("an odd whole number" if odd else "a whole number" if kind is int
+                             else "a number" if low is not None and high is not None else "a finite number")
 
     def describe(self):
         low, high = self.low, self.high
@@ -135,7 +136,7 @@ class Several(Accepts):
 
     def describe(self):
         many = str(self.count) if self.count is not None else f"{self.at_least} or more"
-        return f"{many} comma-separated values, each {self.each.describe()}"
+        return f"{many} values separated by commas, each {self.each.describe()}"
 
     def allows(self, value):
         if not isinstance(value, (tuple, list)):
@@ -168,4 +169,3 @@ POSITIVE = Number(float, low=0, low_open=True)      # rates, scales
 NON_NEGATIVE = Number(float, low=0)                 # where 0 switches a term off
 FLAG = Flag()
 PROBABILITY = Number(float, low=0, high=1, high_open=True, name="a probability")
-FRACTION = Number(float, low=0, high=1, high_open=True, name="a number")

@@ -213,7 +213,7 @@ def tower_devices(kind, towers=2, gpu_ids=None):
     """
     if gpu_ids is not None and len(gpu_ids) not in (1, towers):
         raise DeviceError(f"--gpus {','.join(map(str, gpu_ids))}: one GPU id per tower "
-                          f"({towers} towers), or one for all")
+                          f"({towers} tower{'s' * (towers != 1)}), or one for all")
     gpu_ids = gpu_ids or (0, 1)
     if kind == "auto":
         kind = "gpu" if gpu_available() else "cpu"

@@ -18,13 +18,19 @@ from .accepts import Accepts
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Help as written, each checked option followed by what it accepts: ``[a whole number >= 1]``."""
+    """Help as written, each checked option followed by what it accepts (``--lr X ... [a finite
+    number > 0]``). The methods are the hooks argparse's own formatter classes override."""
 
-    def _get_help_string(self, action):   # the hook argparse's own formatters override
+    def _get_help_string(self, action):
         text = super()._get_help_string(action) or ""
         if isinstance(action.type, Accepts):
             text = f"{text} [{action.type.describe()}]".strip()
         return text
+
+    def _get_default_metavar_for_optional(self, action):
+        if isinstance(action.type, Accepts):
+            return action.type.metavar()
+        return super()._get_default_metavar_for_optional(action)
 
 
 class Parser(argparse.ArgumentParser):

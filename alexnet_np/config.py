@@ -175,7 +175,7 @@ def add_config_arguments(parser, defaults=None):
                                default=None, help=f"(default {value})")
         else:
             group.add_argument(flag(field.name), dest=field.name, type=accepts, default=None,
-                               metavar=accepts.metavar(), help=f"(default {show(value)}{field.metadata['also']})")
+                               help=f"(default {show(value)}{field.metadata['also']})")
     return group
 
 

@@ -559,7 +559,7 @@ def _write_meta(src, dst, splits, classes, names, listings, done, keys, image_si
             os.remove(os.path.join(dst, name))
 
 
-def main(argv=None):
+def build_parser():
     parser = Parser(
         prog="python -m alexnet_np.prepare",
         description="Preprocess an ImageFolder data set (train/<class>/<image>, val/...) into a cache "
@@ -577,7 +577,11 @@ def main(argv=None):
     parser.add_argument("--checkpoint-seconds", type=POSITIVE, default=10.0,
                         help="how often progress is saved for a resume (default 10)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     try:
         prepare(args.src, args.dst, args.image_size, args.workers, not args.no_progress,
                 args.splits, args.class_names, args.checkpoint_seconds, classes=args.classes)
