@@ -167,6 +167,8 @@ def run(args):
         if args.num_classes is not None or ckpt is not None:
             raise DataError(f"the data has {len(cache.classes)} classes but the configuration "
                             f"{'of the checkpoint ' if ckpt else ''}asks for {config.num_classes}")
+        if len(cache.classes) < 2:
+            raise DataError(f"the data {cache.path} has {len(cache.classes)} class: a classifier needs at least 2")
         fixes["num_classes"] = len(cache.classes)
     if fixes:
         config = config.replace(**fixes)

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -213,6 +214,13 @@ def test_values_checked_at_run_time(tiny_run, empty_cwd, capsys):
     assert "--data" in line and "no such folder" in line
     line = refused(train, ["--data", cache, *TINY_ARGS, "--batch-size", "61"], capsys)
     assert "--batch-size 61: at most the 60 training images" in line
+    one_class = os.path.join(tiny_run["root"], "one-class")
+    for split in ("train", "val"):
+        shutil.copytree(os.path.join(tiny_run["root"], "images", split, "red"), os.path.join(one_class, split, "red"))
+    one_cache = prepare.prepare(one_class, one_class + "-cache", image_size=76, workers=1, progress=False,
+                                print_fn=lambda *a: None)
+    line = refused(train, ["--data", one_cache, *TINY_ARGS], capsys)
+    assert "has 1 class" in line and "at least 2" in line
     line = refused(evaluate, ["--checkpoint", ckpt, "--data", os.path.join(empty_cwd, "nowhere")], capsys)
     assert "--data" in line and "no such folder" in line
     line = refused(evaluate, ["--checkpoint", ckpt, "--split", "test", "--device", "cpu", "--no-progress"], capsys)
