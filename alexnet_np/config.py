@@ -47,10 +47,13 @@ def option(default, accepts, also=""):
 class Config:
     # --- Architecture (§3, Figure 2). Channel and unit counts are of both towers together.
     num_classes: int = option(1000, Number(int, low=2))              # §2: ILSVRC's 1000 classes
-    input_size: int = option(227, POSITIVE_INT, "must fit the layers exactly, e.g. 67, 195, 227")  # §3: "224" printed; 227 makes 11x11/4 give 55 exactly (as Caffe)
+    input_size: int = option(227, POSITIVE_INT,                      # §3: "224" printed; 227 makes 11x11/4 give 55 exactly (as Caffe)
+                             "must fit the layers exactly, e.g. 67, 195, 227")
     towers: int = option(2, POSITIVE_INT)                            # §3.2: two GPUs, half of each layer's kernels on each
-    conv_channels: tuple = option((96, 256, 384, 384, 256), Several(POSITIVE_INT, 5), "each divisible by --towers")  # Figure 2: conv1..conv5
-    fc_units: tuple = option((4096, 4096), Several(POSITIVE_INT, 2), "each divisible by --towers")  # Figure 2: fc6, fc7 (fc8 = num_classes)
+    conv_channels: tuple = option((96, 256, 384, 384, 256),          # Figure 2: conv1..conv5
+                                  Several(POSITIVE_INT, 5), "each divisible by --towers")
+    fc_units: tuple = option((4096, 4096),                           # Figure 2: fc6, fc7 (fc8 = num_classes)
+                             Several(POSITIVE_INT, 2), "each divisible by --towers")
     lrn_size: int = option(5, Number(int, low=1, odd=True))          # §3.3: n (a window centred on the channel)
     lrn_k: float = option(2.0, POSITIVE)                             # §3.3: k (Caffe's default is 1)
     lrn_alpha: float = option(1e-4, NON_NEGATIVE)                    # §3.3: alpha
@@ -72,7 +75,7 @@ class Config:
     lr_patience: int = option(5, POSITIVE_INT)                       # §5: "when the validation error stopped improving" (epochs)
     lr_drops: int = option(3, NON_NEGATIVE_INT)                      # §5: "reduced three times prior to termination"
     # --- Data and augmentation (§2, §4.1)
-    image_size: int = option(256, POSITIVE_INT, "at least --input-size")  # §2: shorter side to 256, central 256x256 crop
+    image_size: int = option(256, POSITIVE_INT, "at least --input-size")   # §2: shorter side to 256, central 256x256 crop
     flip: bool = option(True, FLAG)                                  # §4.1: horizontal reflections
     lighting_std: float = option(0.1, NON_NEGATIVE)                  # §4.1: a_i ~ N(0, 0.1), in units of sqrt(eigenvalue) of 0-255 pixels
     mean: str = option("pixel", Choice("pixel", "channel"))          # §2: per-pixel mean image ("pixel") or per-channel ("channel")
@@ -90,7 +93,8 @@ class Config:
             value = getattr(self, field.name)
             if isinstance(value, list):  # JSON turns tuples into lists: equality after a round trip
                 object.__setattr__(self, field.name, tuple(value))
-            accepts = field.metadata["accepts"]
+            accepts = field.metadata.get("accepts")
+            assert accepts is not None, f"Config.{field.name}: declare what it accepts, = option(default, ACCEPTS)"
             if not accepts.allows(value):
                 raise ConfigError(field.name, value, accepts.describe())
         self.check_relations()
