@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-from alexnet_np.accepts import NON_NEGATIVE_INT, POSITIVE_INT, Choice, Several
+from alexnet_np.accepts import NON_NEGATIVE_INT, POSITIVE_INT, WORKERS, Choice, Several
 from alexnet_np.backend import DeviceError
 from alexnet_np.checkpoint import CheckpointError
 from alexnet_np.cli import Parser, existing_file, fail, folder_to_write, output_file
@@ -42,7 +42,7 @@ def build_parser():
     parser.add_argument("--data", default=None,
                         help="an ImageFolder root or a prepared cache (default: the data of the checkpoint's run)")
     parser.add_argument("--cache", type=folder_to_write, default=None, help="where to prepare an ImageFolder --data")
-    parser.add_argument("--workers", type=POSITIVE_INT, default=None, help="processes for preparing the data")
+    parser.add_argument("--workers", type=WORKERS, default=None, help="processes for preparing the data")
     parser.add_argument("--split", default="val", help="the split to evaluate (default val)")
     parser.add_argument("--ten-crop", action="store_true", help="§4.1's ten views, softmax outputs averaged")
     parser.add_argument("--device", type=Choice("auto", "cpu", "gpu"), default="auto",

@@ -21,7 +21,7 @@ import os
 import sys
 import time
 
-from alexnet_np.accepts import NON_NEGATIVE_INT, POSITIVE_INT, Choice, Several
+from alexnet_np.accepts import NON_NEGATIVE_INT, POSITIVE_INT, WORKERS, Choice, Several
 from alexnet_np.backend import DeviceError, tower_devices
 from alexnet_np.checkpoint import CheckpointError, check_architecture, load
 from alexnet_np.cli import Parser, existing_path, fail, folder_to_write
@@ -45,7 +45,7 @@ def build_parser():
                           "(default: the built-in demo data set)")
     run.add_argument("--cache", type=folder_to_write, default=None,
                      help="where to prepare an ImageFolder --data (default data_cache/<name>-<image size>)")
-    run.add_argument("--workers", type=POSITIVE_INT, default=None, help="processes for preparing the data (default: all cores)")
+    run.add_argument("--workers", type=WORKERS, default=None, help="processes for preparing the data (default: all cores)")
     run.add_argument("--out", type=folder_to_write, default=None, help=f"run folder (default {RUNS}/<date-time>; with --resume, the run's)")
     run.add_argument("--resume", type=existing_path, default=None, metavar="RUN_OR_CHECKPOINT",
                      help=f"continue a run: its folder (uses {LAST}) or a checkpoint file")

@@ -168,4 +168,5 @@ NON_NEGATIVE_INT = Number(int, low=0)               # where 0 means "none" or "a
 POSITIVE = Number(float, low=0, low_open=True)      # rates, scales
 NON_NEGATIVE = Number(float, low=0)                 # where 0 switches a term off
 FLAG = Flag()
+WORKERS = Number(int, low=1, high=256)              # processes, all started at once: more is a typo
 PROBABILITY = Number(float, low=0, high=1, high_open=True, name="a probability")

@@ -53,7 +53,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from . import data
-from .accepts import POSITIVE, POSITIVE_INT
+from .accepts import POSITIVE, POSITIVE_INT, WORKERS
 from .cli import Parser, existing_file, folder_to_write
 
 RECIPE = {"version": 1, "filter": "lanczos", "draft_factor": 2}  # changes here invalidate partial work
@@ -567,7 +567,7 @@ def build_parser():
     parser.add_argument("src", help="the data set root, holding train/ and optionally val/")
     parser.add_argument("dst", type=folder_to_write, help="the cache folder to write (resumed if a run was interrupted)")
     parser.add_argument("--image-size", type=POSITIVE_INT, default=256, help="stored side R (default 256, §2)")
-    parser.add_argument("--workers", type=POSITIVE_INT, default=None, help="processes (default: all cores)")
+    parser.add_argument("--workers", type=WORKERS, default=None, help="processes (default: all cores)")
     parser.add_argument("--splits", nargs="+", default=None,
                         help="split folders, the first giving classes, mean and PCA (default: train [val])")
     parser.add_argument("--class-names", type=existing_file, default=None, help="class names file (default: found in SRC)")

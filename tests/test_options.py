@@ -28,7 +28,7 @@ from alexnet_np import accepts, cli, prepare
 from alexnet_np.checkpoint import write_atomic
 from alexnet_np.config import DEMO, Config, ConfigError, flag
 
-from test_train_errors import one_error_line, snapshot
+from test_train_errors import snapshot
 from test_train_helpers import TINY_ARGS, make_tiny_cache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
