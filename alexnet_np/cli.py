@@ -46,7 +46,7 @@ class Parser(argparse.ArgumentParser):
         match = re.fullmatch(r"argument ([^/:\s]+)(?:/\S+)?: (.*)", message, flags=re.S)
         if match:
             message = f"{match[1]} {match[2]}"
-        self.exit(2, f"error: {' '.join(message.split())}\n")
+        self.exit(2, f"error: {' '.join(message.splitlines())}\n")
 
 
 def output_file(text):
@@ -84,5 +84,5 @@ def folder_to_write(text):
 
 def fail(message):
     """Print ``error: message`` (one line) and return exit status 2, for a script's ``main``."""
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    print(f"error: {' '.join(str(message).splitlines())}", file=sys.stderr)
     return 2
