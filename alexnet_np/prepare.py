@@ -53,7 +53,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from . import data
-from .accepts import POSITIVE, POSITIVE_INT, WORKERS
+from .accepts import NON_NEGATIVE, POSITIVE_INT, WORKERS
 from .cli import Parser, existing_file, folder_to_write
 
 RECIPE = {"version": 1, "filter": "lanczos", "draft_factor": 2}  # changes here invalidate partial work
@@ -574,8 +574,8 @@ def build_parser():
     parser.add_argument("--classes", type=existing_file, default=None,
                         help="file fixing the class list and order, first word of each line "
                              "(e.g. synset_words.txt for ImageNet subsets; default: the train folders)")
-    parser.add_argument("--checkpoint-seconds", type=POSITIVE, default=10.0,
-                        help="how often progress is saved for a resume (default 10)")
+    parser.add_argument("--checkpoint-seconds", type=NON_NEGATIVE, default=10.0,
+                        help="how often progress is saved for a resume, 0 = after every chunk (default 10)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
     return parser
 
