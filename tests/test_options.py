@@ -102,7 +102,7 @@ def table(tmp):
     for script, module in SCRIPTS.items():
         for name, action in options(module.build_parser()).items():
             if action.nargs == 0:     # flags: --x / --no-x take no value
-                rows.append((script, name, [f"{name}=yes"], ["ignored explicit argument"]))
+                rows.append((script, name, [f"{name}=yes"], ["ignored explicit argument", "yes"]))
                 continue
             cases = nonsense(action.type, tmp)
             if cases is None:
@@ -114,7 +114,7 @@ def table(tmp):
                     argv = base_argv(script, tmp) + [f"{name}={value}"]
                 else:                   # prepare's positionals: src stays, the one tested changes
                     argv = [tmp, value] if name == "dst" else [value, os.path.join(tmp, "never-made")]
-                rows.append((script, name, argv, words))
+                rows.append((script, name, argv, words + [value or "''"]))   # the value given, shown
     return rows
 
 
