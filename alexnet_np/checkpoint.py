@@ -8,6 +8,13 @@ Contents (NumPy's uncompressed zip of ``.npy`` files, read without pickle):
                      optimiser's hyper-parameters, the schedule's state, the dropout
                      generators' states, the history of epochs, and whatever else the
                      trainer adds (``save(..., meta=...)``).
+    mean_image       optional (R, R, C) float32 RGB: the mean image the weights expect
+                     (a converted Caffe model's), used by evaluation instead of the data's.
+
+Weights only (``save_weights``): a converted model (``python -m alexnet_np.convert``) has
+no momentum buffers; it loads for evaluation and figures, and ``restore`` with an optimiser
+refuses it. Its meta may name its classes (``classes``: WordNet ids in output order, and
+``class_names``), which evaluation matches to the data's by name (``alexnet_np.classmap``).
 
 Writing is atomic: the file is written under a temporary name in the same folder, flushed
 to disk (fsync), then renamed over the old one (``os.replace``), so that an interruption
@@ -45,9 +52,10 @@ class CheckpointError(Exception):
 class Checkpoint:
     """What ``load`` returns: ``config``, ``params`` {name: array}, ``velocity``, ``meta`` (dict)."""
 
-    def __init__(self, path, config, params, velocity, meta):
+    def __init__(self, path, config, params, velocity, meta, mean_image=None):
         self.path, self.config = path, config
         self.params, self.velocity, self.meta = params, velocity, meta
+        self.mean_image = mean_image   # (R, R, C) float32 RGB, or None: the data's mean is used
 
     @property
     def position(self):
@@ -108,6 +116,21 @@ def save(path, model, optimizer, meta):
     return path
 
 
+def save_weights(path, model, meta, mean_image=None):
+    """Write the weights alone (no momentum), ``meta`` and an optional mean image, atomically.
+
+    For models that were not trained here (``alexnet_np.convert``). ``meta`` needs at least
+    ``position``; the format tag and the configuration are added. Returns ``path``.
+    """
+    doc = dict(meta, format=FORMAT, config=model.config.to_dict())
+    arrays = {f"param/{name}": value for name, value in model.state_dict().items()}
+    if mean_image is not None:
+        arrays["mean_image"] = np.asarray(mean_image, dtype=np.float32)             # (R, R, C)
+    arrays["meta"] = np.frombuffer(json.dumps(doc).encode("utf-8"), dtype=np.uint8)   # (bytes,)
+    write_atomic(path, arrays)
+    return path
+
+
 def write_atomic(path, arrays):
     """np.savez into ``path`` via a temporary file in the same folder, fsync, rename."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -150,6 +173,7 @@ def load(path, config=None):
             meta = json.loads(z["meta"].tobytes().decode("utf-8"))
             params = {n[len("param/"):]: z[n] for n in names if n.startswith("param/")}
             velocity = {n[len("velocity/"):]: z[n] for n in names if n.startswith("velocity/")}
+            mean_image = z["mean_image"] if "mean_image" in names else None
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, ValueError, KeyError, EOFError, OSError, UnicodeDecodeError) as error:
@@ -164,11 +188,11 @@ def load(path, config=None):
         saved = Config.from_dict(meta["config"])
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path}: its configuration cannot be read ({error})") from None
-    if set(params) != set(velocity) or not params:
+    if not params or (velocity and set(params) != set(velocity)):  # no velocity: weights only
         raise CheckpointError(f"checkpoint {path} is incomplete: parameters and momentum buffers do not match")
     if config is not None:
         check_architecture(path, config, saved)
-    return Checkpoint(path, saved, params, velocity, meta)
+    return Checkpoint(path, saved, params, velocity, meta, mean_image)
 
 
 def check_architecture(path, config, saved):
@@ -190,6 +214,9 @@ def restore(checkpoint, model, optimizer=None):
     Returns the dropout generator keys that had to be re-seeded (see module docstring).
     """
     check_architecture(checkpoint.path, model.config, checkpoint.config)
+    if optimizer is not None and not checkpoint.velocity:
+        raise CheckpointError(f"checkpoint {checkpoint.path} holds weights only (no momentum buffers, "
+                              "e.g. a converted model): it can be evaluated, not resumed")
     try:
         model.load_state_dict(checkpoint.params)
         if optimizer is not None:

@@ -7,7 +7,7 @@ printed at start and saved in every checkpoint, and a checkpoint whose *architec
 fields differ is refused.
 
 Choices the paper leaves open (PAPER.md, last section) are fields here, each named:
-``input_size``, ``lrn_alpha_over_n`` and ``lrn_k``, ``dropout_inverted``,
+``input_size``, ``lrn_alpha_over_n``, ``lrn_k`` and ``lrn_across_towers``, ``dropout_inverted``,
 ``decay_biases``, ``lighting_std`` (units: see ``alexnet_np.data``), ``mean``.
 
 Every field says what it accepts: ``name: type = option(default, ACCEPTS)  # §: why``, with
@@ -60,6 +60,9 @@ class Config:
     lrn_beta: float = option(0.75, NON_NEGATIVE)                     # §3.3: beta
     lrn_alpha_over_n: bool = option(False, FLAG)                     # False: the printed formula (coefficient alpha on the sum);
                                                                      # True: cuda-convnet/Caffe/PyTorch (coefficient alpha / n)
+    lrn_across_towers: bool = option(False, FLAG)                    # False: each tower normalises its own maps (two GPUs, §3.2);
+                                                                     # True: the window crosses the towers' boundary (Caffe's
+                                                                     # bvlc_alexnet: one LRN over all 96 / 256 maps)
     dropout: float = option(0.5, PROBABILITY)                        # §4.2: probability of dropping an fc6/fc7 unit
     dropout_inverted: bool = option(False, FLAG)                     # False: as §4.2, outputs x (1 - p) at test time;
                                                                      # True: outputs x 1/(1 - p) at training time instead
@@ -83,7 +86,7 @@ class Config:
 
     ARCHITECTURE = (
         "num_classes", "input_size", "towers", "conv_channels", "fc_units",
-        "lrn_size", "lrn_k", "lrn_alpha", "lrn_beta", "lrn_alpha_over_n",
+        "lrn_size", "lrn_k", "lrn_alpha", "lrn_beta", "lrn_alpha_over_n", "lrn_across_towers",
         "dropout", "dropout_inverted", "dtype",
     )
 

@@ -321,6 +321,30 @@ class LocalResponseNorm(Layer):
         return dx
 
 
+class ChannelSlice(Layer):
+    """Channels ``start:stop`` of a (C, N, H, W) map: a tower's own part of a map it holds whole.
+
+    Used where a layer sees both towers' maps but each tower keeps only its half (Caffe's
+    LRN across all of conv1's maps, ``Config.lrn_across_towers``).
+    x (C, N, H, W) -> y (stop - start, N, H, W), a view (contiguous: channels lead).
+    Backward: dy in its channels, zeros elsewhere.
+    """
+
+    def __init__(self, device, start, stop):
+        super().__init__(device)
+        self.start, self.stop = start, stop
+
+    def forward(self, x, train=False):
+        self.shape, self.dtype = x.shape, x.dtype                   # (C, N, H, W)
+        return x[self.start:self.stop]
+
+    def backward(self, dy):
+        dx = self.buffer("dx", self.shape, self.dtype)              # (C, N, H, W)
+        dx.fill(0)
+        dx[self.start:self.stop] = dy
+        return dx
+
+
 # --------------------------------------------------------------------------- pooling
 
 class MaxPool(Layer):

@@ -21,7 +21,7 @@ import numpy as np
 
 from .backend import Device, SideBySide, move
 from .config import ConfigError
-from .layers import (Conv2D, Dropout, Flatten, Linear, LocalResponseNorm,
+from .layers import (ChannelSlice, Conv2D, Dropout, Flatten, Linear, LocalResponseNorm,
                      MaxPool, ReLU, SoftmaxCrossEntropy, conv_output_size)
 
 
@@ -88,6 +88,16 @@ class Tower:
         self.fc6_stage = [self.fc6, ReLU(device), self.drop6]
         self.fc7_stage = [self.fc7, ReLU(device), self.drop7]
         self.stages = [self.conv1_to_pool2, self.conv3_to_pool5, self.fc6_stage, self.fc7_stage]
+        if c.lrn_across_towers:
+            # Caffe's bvlc_alexnet normalises conv1's 96 (conv2's 256) maps as one: the window of
+            # a map at a tower's edge reaches into the other tower. Each tower gets all maps
+            # (``AlexNet.exchange_lrn1/2``), normalises them, and keeps its own channels.
+            self.conv1_relu = [self.conv1, ReLU(device)]
+            self.lrn1_to_relu2 = [lrn(), ChannelSlice(device, index * C1, (index + 1) * C1), MaxPool(device, 3, 2),
+                                  self.conv2, ReLU(device)]
+            self.lrn2_pool2 = [lrn(), ChannelSlice(device, index * C2, (index + 1) * C2), MaxPool(device, 3, 2)]
+            self.conv1_to_pool2 = None
+            self.stages = [self.conv1_relu, self.lrn1_to_relu2, self.lrn2_pool2] + self.stages[1:]
 
     def take_images(self, images):
         """images (N, 3, S, S) from the host or any device -> (3, N, S, S) here, in the model's dtype."""
@@ -182,6 +192,9 @@ class AlexNet:
         self.exchange7 = Exchange(devices, devices, axis=1)   # fc6 -> fc7 of every tower
         self.gather8 = Exchange(devices, [head], axis=1)      # fc7 -> fc8, on tower 0's device
         self.exchanges = [self.exchange3, self.exchange6, self.exchange7, self.gather8]
+        if config.lrn_across_towers:
+            self.exchange_lrn1 = Exchange(devices, devices, axis=0)   # conv1's maps -> LRN1 of every tower
+            self.exchange_lrn2 = Exchange(devices, devices, axis=0)   # conv2's maps -> LRN2 of every tower
         fc7_all = config.fc_units[1]
         self.fc8 = Linear(head, init_weight(rng, (config.num_classes, fc7_all), config.init_std, config.dtype),
                           init_bias(config.num_classes, 0.0, config.dtype))
@@ -199,7 +212,14 @@ class AlexNet:
             # CPU towers share memory: the second reuses the first one's (read-only) copy.
             held = [xg for xg in x if tower.device.holds(xg)]
             x.append(held[0] if held else tower.take_images(images))  # (3, N, S, S)
-        x = self.towers_forward("conv1_to_pool2", x, train)
+        if self.config.lrn_across_towers:                          # Caffe's LRN over both towers' maps
+            x = self.towers_forward("conv1_relu", x, train)
+            x = self.exchange_lrn1.forward(x)
+            x = self.towers_forward("lrn1_to_relu2", x, train)
+            x = self.exchange_lrn2.forward(x)
+            x = self.towers_forward("lrn2_pool2", x, train)
+        else:
+            x = self.towers_forward("conv1_to_pool2", x, train)
         x = self.exchange3.forward(x)                                # conv3 sees both towers
         x = self.towers_forward("conv3_to_pool5", x, train)
         x = self.exchange6.forward(x)                                # fc6 sees all of pool5
@@ -228,7 +248,14 @@ class AlexNet:
         d = self.exchange6.backward(d)
         d = self.towers_backward("conv3_to_pool5", d)
         d = self.exchange3.backward(d)
-        self.towers_backward("conv1_to_pool2", d)   # conv1 returns no image gradient
+        if self.config.lrn_across_towers:
+            d = self.towers_backward("lrn2_pool2", d)
+            d = self.exchange_lrn2.backward(d)
+            d = self.towers_backward("lrn1_to_relu2", d)
+            d = self.exchange_lrn1.backward(d)
+            self.towers_backward("conv1_relu", d)
+        else:
+            self.towers_backward("conv1_to_pool2", d)   # conv1 returns no image gradient
 
     def towers_forward(self, stage, xs, train):
         """Stage ``stage`` of every tower on its input, the towers side by side."""

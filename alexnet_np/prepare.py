@@ -10,7 +10,9 @@ Dimensions:
     load_image(path, size) -> (R, R, C) uint8, or raises BadImage(reason)
     resize_box(width, height, size) -> the source box whose resize is the centre crop
 
-SRC holds ``train/<class>/<image>`` and optionally ``val/<class>/<image>`` (or the splits
+SRC holds ``train/<class>/<image>`` and optionally ``val/<class>/<image>``, or ILSVRC-2012's
+files as distributed (``ILSVRC2012_img_train.tar``, ``ILSVRC2012_img_val.tar`` or a flat
+``val/`` folder, and a validation label file: read in place, see ``alexnet_np/ilsvrc.py``) (or the splits
 named in ``splits``; the first one, ``train`` by default, defines the classes and gives the
 mean image and the PCA). Class folders, sorted, give the class index; every split must have
 the same class folders (or, with ``classes=`` a list or a file such as synset_words.txt,
@@ -42,6 +44,7 @@ atomically; a rerun resumes there, and gives the same bytes as an uninterrupted 
 """
 import collections
 import hashlib
+import io
 import json
 import multiprocessing
 import os
@@ -52,7 +55,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageFile
 
-from . import data
+from . import data, ilsvrc
 from .accepts import NON_NEGATIVE, POSITIVE_INT, WORKERS
 from .cli import Parser, existing_file, folder_to_write
 
@@ -100,18 +103,18 @@ def to_rgb(image):
 
 
 def load_image(path, size, draft_factor=RECIPE["draft_factor"]):
-    """The file at ``path`` as the stored image (§2): (R, R, C) uint8, R = ``size``.
+    """The file at ``path`` (or the file's bytes) as the stored image (§2): (R, R, C) uint8, R = ``size``.
 
     Raises ``BadImage`` with the reason for a file that is empty, not an image, truncated
     or otherwise undecodable. Truncated files are detected only while Pillow's
     ``ImageFile.LOAD_TRUNCATED_IMAGES`` is False, as the workers of ``prepare`` make sure.
     """
-    if os.path.getsize(path) == 0:
+    if (len(path) if isinstance(path, bytes) else os.path.getsize(path)) == 0:
         raise BadImage("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as image:
                 width, height = image.size
                 if image.format == "JPEG" and draft_factor:
                     ratio = draft_factor * size / min(width, height)
@@ -139,7 +142,9 @@ def _worker_init():
 
 
 def _decode_chunk(paths, size, with_pca):
-    """Worker: ``[(pixels bytes or None, reason, X^T X (C, C) float64 or None), ...]``."""
+    """Worker: ``[(pixels bytes or None, reason, X^T X (C, C) float64 or None), ...]``.
+
+    ``paths``: file paths, or the files' bytes (tar members read by the parent)."""
     results = []
     for path in paths:
         try:
@@ -338,8 +343,11 @@ def _finish_images_file(path, rows, size, header_length):
 
 
 def prepare_split(pool, workers, src, dst, split, relpaths, labels, size, with_pca,
-                  progress, checkpoint_seconds, print_fn):
-    """Decode, resize and write one split; resumes saved work. Returns ``SplitWork``."""
+                  progress, checkpoint_seconds, print_fn, read=None):
+    """Decode, resize and write one split; resumes saved work. Returns ``SplitWork``.
+
+    ``read(start, stop)``: what the workers decode for files ``start..stop-1`` (tar members'
+    bytes, read here in list order); default: their paths under ``src``."""
     key = fingerprint(relpaths, labels, size)
     path = os.path.join(dst, data.images_file(split))
     work = SplitWork(len(relpaths), size, with_pca, print_fn)
@@ -359,8 +367,9 @@ def prepare_split(pool, workers, src, dst, split, relpaths, labels, size, with_p
         def submit():
             item = next(chunks, None)
             if item is not None:
-                abs_paths = [os.path.join(src, p) for p in item[1]]
-                pending.append(pool.apply_async(_decode_chunk, (abs_paths, size, with_pca)))
+                sources = (read(item[0], item[0] + len(item[1])) if read is not None
+                           else [os.path.join(src, p) for p in item[1]])
+                pending.append(pool.apply_async(_decode_chunk, (sources, size, with_pca)))
 
         for _ in range(3 * workers):
             submit()
@@ -466,11 +475,16 @@ def read_class_list(path):
         return [line.split()[0] for line in f if line.strip()]
 
 
-def _list_all(src, splits, classes=None):
-    """List every split and check its classes against the first: ``{split: listing}``."""
+def _list_all(src, splits, classes=None, val_labels=None, print_fn=print):
+    """List every split and check its classes against the first: ``{split: listing}``.
+
+    A split in ILSVRC's distributed form (a tar, a flat val folder) is listed by ``ilsvrc``:
+    its listing also has ``read(start, stop)``, the files' bytes or paths."""
     listings = {}
     for split in splits:
-        listings[split] = list_split(src, split, classes)
+        known = classes if classes is not None or not listings else listings[splits[0]][0]
+        listings[split] = (ilsvrc.list_split(src, split, known, val_labels, print_fn)
+                           or list_split(src, split, classes))
         found, first = listings[split][0], listings[splits[0]][0]
         if found != first:
             missing, extra = sorted(set(first) - set(found)), sorted(set(found) - set(first))
@@ -481,7 +495,7 @@ def _list_all(src, splits, classes=None):
 
 
 def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
-            class_names=None, checkpoint_seconds=10.0, print_fn=print, classes=None):
+            class_names=None, checkpoint_seconds=10.0, print_fn=print, classes=None, val_labels=None):
     """Build the cache of the ImageFolder ``src`` in ``dst`` (or resume it, or skip it). Returns ``dst``.
 
     ``splits`` defaults to ``train`` plus ``val`` when SRC has it; the first split gives the
@@ -491,19 +505,22 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
     whose labels must be the 1000-class indices; every split's folders must then be in it,
     and its names serve as class names unless ``class_names`` is given. A finished cache
     of the same files and size is left alone; one of other files or another size is
-    refused (remove it or choose another DST).
+    refused (remove it or choose another DST). ``val_labels``: the label file of a flat
+    validation split (LOC_val_solution.csv, the devkit's ground truth or the devkit archive;
+    default: found in SRC), see ``alexnet_np/ilsvrc.py``.
     """
     if data.is_cache(dst) and not os.path.isdir(src):
         return dst  # the cache is all that is needed
     if not os.path.isdir(src):
         raise data.DataError(f"data folder {src} does not exist")
     if splits is None:
-        splits = ["train"] + (["val"] if os.path.isdir(os.path.join(src, "val")) else [])
+        splits = ["train"] + (["val"] if os.path.isdir(os.path.join(src, "val")) or ilsvrc.has_split(src, "val")
+                              else [])
     splits = list(splits)
     if isinstance(classes, str):
         class_names = classes if class_names is None else class_names
         classes = read_class_list(classes)
-    listings = _list_all(src, splits, classes)
+    listings = _list_all(src, splits, classes, val_labels, print_fn)
     classes = listings[splits[0]][0]
     keys = {s: fingerprint(listings[s][1], listings[s][2], image_size) for s in splits}
     if data.is_cache(dst):
@@ -516,6 +533,8 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
                              "remove it or choose another folder")
     _check_destination(dst)
     names = find_class_names(src, classes, class_names)
+    if class_names is None and names == list(classes):  # no names file: the devkit's, if there is one
+        names = ilsvrc.devkit_class_names(src, classes) or names
     workers = workers or usable_cores()
     done = {}
     with multiprocessing.Pool(workers, initializer=_worker_init) as pool:
@@ -532,7 +551,8 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
             except (OSError, ValueError):
                 pass
             work = prepare_split(pool, workers, src, dst, split, relpaths, labels, image_size,
-                                 k == 0, progress, checkpoint_seconds, print_fn)
+                                 k == 0, progress, checkpoint_seconds, print_fn,
+                                 read=getattr(listings[split], "read", None))
             done[split] = _finish_split(dst, split, relpaths, labels, work, image_size)
             skipped = len(done[split]["skipped"])
             print_fn(f"{split}: {work.rows} images written, {skipped} file{'s' * (skipped != 1)} skipped"
@@ -574,6 +594,9 @@ def build_parser():
     parser.add_argument("--classes", type=existing_file, default=None,
                         help="file fixing the class list and order, first word of each line "
                              "(e.g. synset_words.txt for ImageNet subsets; default: the train folders)")
+    parser.add_argument("--val-labels", type=existing_file, default=None,
+                        help="labels of a flat val split (LOC_val_solution.csv, the devkit's "
+                             "ILSVRC2012_validation_ground_truth.txt or ILSVRC2012_devkit_t12.tar.gz; default: found in SRC)")
     parser.add_argument("--checkpoint-seconds", type=NON_NEGATIVE, default=10.0,
                         help="how often progress is saved for a resume, 0 = after every chunk (default 10)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
@@ -584,7 +607,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         prepare(args.src, args.dst, args.image_size, args.workers, not args.no_progress,
-                args.splits, args.class_names, args.checkpoint_seconds, classes=args.classes)
+                args.splits, args.class_names, args.checkpoint_seconds, classes=args.classes,
+                val_labels=args.val_labels)
     except data.DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

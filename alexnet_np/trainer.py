@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from . import checkpoint, figures
+from . import checkpoint, classmap, figures
 from .backend import move, tower_devices
 from .data import Cache, DataError, TrainLoader, eval_batches, is_cache
 from .metrics import TopKCounter, average_views, softmax, topk_classes
@@ -139,7 +139,7 @@ def open_trained_model(path, device_kind, gpus, data, cache_dir=None, workers=No
 
     ``path`` None means the best checkpoint of the latest run; ``data`` None means the data
     that run used. Returns ``(path, checkpoint, model, cache)``; refuses a checkpoint whose
-    class count differs from the data's.
+    classes do not fit the data's (``classmap.for_checkpoint``).
     """
     path = path or latest_checkpoint()
     ckpt = checkpoint.load(path)
@@ -148,10 +148,7 @@ def open_trained_model(path, device_kind, gpus, data, cache_dir=None, workers=No
     print(describe_devices(device_kind, devices))
     cache, _ = open_data(data if data is not None else data_of_checkpoint(ckpt),
                          config.image_size, cache_dir, workers, progress)
-    if len(cache.classes) != config.num_classes:
-        raise checkpoint.CheckpointError(
-            f"checkpoint {path} is of another configuration: it has {config.num_classes} "
-            f"classes, the data {cache.path} has {len(cache.classes)}")
+    cache = classmap.for_checkpoint(cache, ckpt)   # classes by WordNet id, the checkpoint's mean image
     model = AlexNet(config, devices)
     checkpoint.restore(ckpt, model)
     return path, ckpt, model, cache
@@ -246,7 +243,8 @@ def draw_figure4(model, cache, config, device, folder, batch_size, pool=0, split
         os.path.join(folder, "figure4_predictions.png"),
         title=f"five most probable labels, {split} images (Figure 4, left)")
 
-    train = cache.split("train")
+    searched = "train" if "train" in cache.splits else split  # a folder of photos may have no train split
+    train = cache.split(searched)
     limit = len(train) if pool <= 0 else min(pool, len(train))
     q = move(np.stack([result["features"][i] for i in asked]), device)      # (Q, D)
 
@@ -257,7 +255,7 @@ def draw_figure4(model, cache, config, device, folder, batch_size, pool=0, split
     def batches():
         seen = 0
         bar = _bar(progress, limit, "fc7 neighbours", leave=False)
-        stream = eval_batches(cache, "train", config, device, batch_size, threads=threads)
+        stream = eval_batches(cache, searched, config, device, batch_size, threads=threads)
         try:
             for views, _ in stream:
                 take = min(len(views), limit - seen)
@@ -279,8 +277,8 @@ def draw_figure4(model, cache, config, device, folder, batch_size, pool=0, split
         np.stack([data.images[i] for i in asked]),
         [[train.images[j] for j in row] for row in index], os.path.join(folder, "figure4_neighbours.png"),
         distances=distance,
-        title=f"{split} images and their {neighbours} nearest training images in fc7 space "
-              f"(Figure 4, right; {limit} training images searched)")
+        title=f"{split} images and their {neighbours} nearest {searched} images in fc7 space "
+              f"(Figure 4, right; {limit} {searched} images searched)")
     return left, right
 
 

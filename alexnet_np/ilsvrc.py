@@ -1,0 +1,409 @@
+"""ILSVRC-2012 as it is distributed: the two image tars, the validation labels, the class lists.
+
+Dimensions:
+    F  files listed in a split    K  classes (1000)
+
+What ``python -m alexnet_np.prepare SRC DST`` reads from SRC besides ImageFolder folders:
+
+    ILSVRC2012_img_train.tar      a tar of 1000 tars, ``n01440764.tar`` ..., each holding that
+                                  class's JPEGs: the training split, read in place
+    ILSVRC2012_img_val.tar        50,000 JPEGs ``ILSVRC2012_val_00000001.JPEG`` ... in one flat
+                                  tar; or ``val/`` holding the same JPEGs flat (already extracted)
+    validation labels, one of     (``--val-labels FILE``, else the first found in SRC)
+      LOC_val_solution.csv        Kaggle's: ``ImageId,PredictionString``; each row an image id and
+                                  its boxes, ``<wnid> x0 y0 x1 y1`` each: the first token is the label
+      ILSVRC2012_validation_ground_truth.txt   the devkit's: line i is the ILSVRC2012_ID of image
+                                  i, mapped to a WordNet id by the devkit's ``meta.mat`` (beside
+                                  it, or in SRC); also read from ``ILSVRC2012_devkit_t12.tar.gz``
+                                  or its extracted folder ``ILSVRC2012_devkit_t12/data/``
+    class names                   synset_words.txt or LOC_synset_mapping.txt (``<wnid> <names>``
+                                  lines, found by ``prepare``), else the devkit's ``meta.mat``
+
+Labels are by WordNet id: a validation image's label is the index of its wnid among the
+training classes (sorted wnids: n01440764 = 0), so train and val line up whatever order the
+label files use (the devkit's ILSVRC2012_IDs are in another order).
+
+Reading in place. A tar is listed once by its headers (``tarfile`` seeks over the data):
+every image is a (path, byte offset, size) in the big file, a nested class tar's offsets
+added to its own. ``prepare`` then reads each chunk of files in list order, in the parent
+process (sequential reads of the tar), and hands the bytes to its decoding workers. Nothing
+is extracted; a rerun after a kill continues at the saved file like any other split.
+
+Bad input, one line each (``LabelError`` / ``data.DataError``): a tar that is not ILSVRC's
+layout (a train member that is not a class tar; a val tar with folders), a corrupt class tar,
+a val image without a label, a label file naming a class that is not among the training
+classes, a label file that cannot be parsed, ``meta.mat`` without SciPy. A truncated tar is
+not fatal: the files before the damage are kept and the damage is reported in one line.
+
+Class lists: ``ILSVRC2012_SYNSETS`` (``alexnet_np/ilsvrc2012_synset_words.txt``) is the
+1000 ILSVRC-2012 classes in sorted-wnid order with their WordNet names, in the format of
+Caffe's synset_words.txt (from chainer/chainer, ``onnx_chainer/examples/images``, MIT);
+it is the output order of BVLC's models, used by ``alexnet_np.convert``.
+"""
+import csv
+import io
+import os
+import re
+import tarfile
+
+import numpy as np
+
+from .data import DataError
+
+TRAIN_TAR = "ILSVRC2012_img_train.tar"
+VAL_TAR = "ILSVRC2012_img_val.tar"
+LOC_SOLUTION = "LOC_val_solution.csv"
+GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
+META_MAT = "meta.mat"
+DEVKIT_TAR = "ILSVRC2012_devkit_t12.tar.gz"
+DEVKIT_DIR = os.path.join("ILSVRC2012_devkit_t12", "data")
+ILSVRC2012_SYNSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ilsvrc2012_synset_words.txt")
+SCIPY_MISSING = "reading the devkit's meta.mat needs SciPy: pip install scipy (or use LOC_val_solution.csv)"
+WNID = re.compile(r"^n\d{8}$")
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+
+
+class LabelError(DataError):
+    """A label or class file that cannot be used; the message is one line naming it."""
+
+
+# --------------------------------------------------------------------------- class lists
+
+def read_synsets(path):
+    """``(wnids, names)`` in file order from ``<wnid> <names>`` lines (synset_words.txt,
+    LOC_synset_mapping.txt), or the devkit's meta.mat (the 1000 classes, sorted by wnid)."""
+    if path.endswith(".mat"):
+        meta = read_devkit_meta(path)
+        pairs = sorted(meta.values())
+        return [w for w, _ in pairs], [n for _, n in pairs]
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError as error:
+        raise LabelError(f"class list {path}: cannot read ({error.strerror or error})") from None
+    wnids, names = [], []
+    for number, line in enumerate(lines, 1):
+        wnid, _, name = line.partition(" ")
+        if not WNID.match(wnid):
+            raise LabelError(f"class list {path}, line {number}: {wnid!r} is not a WordNet id (n + 8 digits)")
+        wnids.append(wnid)
+        names.append(name.strip() or wnid)
+    if len(set(wnids)) != len(wnids):
+        raise LabelError(f"class list {path} names a class twice")
+    return wnids, names
+
+
+def read_devkit_meta(source):
+    """The devkit's meta.mat (a path or an open file): ``{ILSVRC2012_ID: (wnid, words)}`` of the
+    1000 classes (the synsets with no children; the file also holds their 860 ancestors)."""
+    try:
+        from scipy.io import loadmat
+    except ImportError:
+        raise LabelError(SCIPY_MISSING) from None
+    name = source if isinstance(source, str) else getattr(source, "name", "meta.mat")
+    try:
+        synsets = loadmat(source, squeeze_me=True)["synsets"]       # structured array, one row per synset
+        ids = np.atleast_1d(synsets["ILSVRC2012_ID"]).astype(np.int64)
+        wnids = [str(w) for w in np.atleast_1d(synsets["WNID"])]
+        words = [str(w) for w in np.atleast_1d(synsets["words"])]
+        children = np.atleast_1d(synsets["num_children"]).astype(np.int64)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise LabelError(f"{name}: not the devkit's meta.mat (a 'synsets' struct with ILSVRC2012_ID, "
+                         f"WNID, words, num_children): {type(error).__name__}: {error}") from None
+    return {int(i): (w, n) for i, w, n, c in zip(ids, wnids, words, children) if c == 0}
+
+
+# --------------------------------------------------------------------------- validation labels
+
+def val_image_id(name):
+    """``ILSVRC2012_val_00000001`` from a file name (any folder, any image extension)."""
+    return os.path.splitext(os.path.basename(name))[0]
+
+
+def read_loc_solution(path):
+    """Kaggle's LOC_val_solution.csv: ``{image id: wnid}`` (the first box's class)."""
+    labels = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except OSError as error:
+        raise LabelError(f"label file {path}: cannot read ({error.strerror or error})") from None
+    for number, row in enumerate(rows, 1):
+        if number == 1 and row and row[0] == "ImageId":
+            continue
+        tokens = row[1].split() if len(row) >= 2 else []
+        if not tokens or not WNID.match(tokens[0]):
+            raise LabelError(f"label file {path}, line {number}: expected 'image id,<wnid> x0 y0 x1 y1 ...', "
+                             f"got {','.join(row)[:80]!r}")
+        labels[row[0]] = tokens[0]
+    return labels
+
+
+def read_ground_truth(lines, meta, name):
+    """The devkit's ground truth (one ILSVRC2012_ID per line, line i for image i) and its
+    meta (``read_devkit_meta``): ``{image id: wnid}``."""
+    labels = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            wnid = meta[int(line)][0]
+        except (ValueError, KeyError):
+            raise LabelError(f"label file {name}, line {number}: {line.strip()!r} is not an ILSVRC2012_ID "
+                             f"of the devkit's 1000 classes") from None
+        labels[f"ILSVRC2012_val_{number:08d}"] = wnid
+    return labels
+
+
+def _read_devkit_tar(path):
+    """Ground truth and meta.mat read from ``ILSVRC2012_devkit_t12.tar.gz`` without extracting it."""
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            members = {os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()}
+            if GROUND_TRUTH not in members or META_MAT not in members:
+                raise LabelError(f"devkit {path}: no data/{GROUND_TRUTH} and data/{META_MAT} in it")
+            lines = tar.extractfile(members[GROUND_TRUTH]).read().decode("ascii").splitlines()
+            meta = read_devkit_meta(io.BytesIO(tar.extractfile(members[META_MAT]).read()))
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise LabelError(f"devkit {path}: cannot read it ({error})") from None
+    return read_ground_truth(lines, meta, f"{path}:{GROUND_TRUTH}")
+
+
+def read_val_labels(path, src=None):
+    """``{image id: wnid}`` from LOC_val_solution.csv, the devkit's ground truth (its meta.mat
+    beside it or in ``src``) or the devkit archive."""
+    if not os.path.isfile(path):
+        raise LabelError(f"label file {path}: no such file")
+    if path.endswith(".csv"):
+        return read_loc_solution(path)
+    if path.endswith((".tar.gz", ".tgz", ".tar")):
+        return _read_devkit_tar(path)
+    candidates = [os.path.join(os.path.dirname(path), META_MAT)] + ([os.path.join(src, META_MAT)] if src else [])
+    meta_path = next((p for p in candidates if os.path.isfile(p)), None)
+    if meta_path is None:
+        raise LabelError(f"label file {path}: its ILSVRC2012_IDs need the devkit's {META_MAT} beside it")
+    with open(path, encoding="ascii") as f:
+        return read_ground_truth(f.read().splitlines(), read_devkit_meta(meta_path), path)
+
+
+def find_val_labels(src):
+    """The first validation label file found in ``src`` (see the module docstring), or None."""
+    for name in (LOC_SOLUTION, GROUND_TRUTH, os.path.join(DEVKIT_DIR, GROUND_TRUTH), DEVKIT_TAR):
+        if os.path.isfile(os.path.join(src, name)):
+            return os.path.join(src, name)
+    return None
+
+
+def devkit_class_names(src, classes):
+    """Names of ``classes`` from a devkit in ``src`` (its meta.mat), or None when there is none."""
+    for name in (META_MAT, os.path.join(DEVKIT_DIR, META_MAT)):
+        if os.path.isfile(os.path.join(src, name)):
+            names = {w: n for w, n in read_devkit_meta(os.path.join(src, name)).values()}
+            return [names.get(c, c) for c in classes]
+    return None
+
+
+# --------------------------------------------------------------------------- tars read in place
+
+class TarListing(tuple):
+    """A split listed from a tar or a flat folder: ``(classes, relpaths, labels, empty)`` as
+    ``prepare.list_split`` returns, plus ``read(start, stop)``: files ``start..stop-1`` as
+    bytes (tar members, read in order) or paths (a flat folder)."""
+
+    def __new__(cls, classes, relpaths, labels, empty, read):
+        listing = super().__new__(cls, (classes, relpaths, np.asarray(labels, dtype=np.int64), empty))
+        listing.read = read
+        return listing
+
+
+def member_reader(tar_path, offsets, sizes):
+    """``read(start, stop)``: the bytes of members ``start..stop-1`` of ``tar_path``, by offset."""
+    def read(start, stop):
+        fd = os.open(tar_path, os.O_RDONLY)
+        try:
+            return [os.pread(fd, int(sizes[i]), int(offsets[i])) for i in range(start, stop)]
+        finally:
+            os.close(fd)
+    return read
+
+
+def _scan(tar, path):
+    """The members of an open tar, in order, until the end or the damage: ``(members, damage)``."""
+    members = []
+    try:
+        for member in tar:
+            members.append(member)
+    except (tarfile.ReadError, EOFError, OSError) as error:
+        return members, str(error) or type(error).__name__
+    return members, None
+
+
+def _truncation_note(path, damage, kept, last):
+    return (f"{path} is truncated or damaged ({damage}); the {kept} files before the damage are kept"
+            + (f" (the last: {last})" if last else ""))
+
+
+def list_train_tar(path, classes=None, print_fn=print):
+    """ILSVRC2012_img_train.tar: a tar of per-class tars. Returns a ``TarListing``.
+
+    Files are listed in tar order; labels are positions in ``classes`` (default: the class
+    tars' wnids, sorted). Only headers are read (seeking over the images).
+    """
+    name = os.path.basename(path)
+    file_size = os.path.getsize(path)
+    relpaths, labels, offsets, sizes, found = [], [], [], [], []
+    damage = None
+    try:
+        outer = tarfile.open(path, "r:")
+    except (tarfile.ReadError, OSError) as error:
+        raise DataError(f"{path}: not a tar file ({error})") from None
+    with outer:
+        members, damage = _scan(outer, path)
+        for member in members:
+            if not member.isfile():
+                continue
+            wnid, ext = os.path.splitext(os.path.basename(member.name))
+            if ext != ".tar" or not WNID.match(wnid):
+                raise DataError(f"{path}: member {member.name} is not a class tar (nXXXXXXXX.tar): "
+                                f"not ILSVRC-2012's training tar layout")
+            cut = member.offset_data + member.size > file_size
+            try:
+                inner = tarfile.open(fileobj=outer.extractfile(member), mode="r:")
+            except (tarfile.ReadError, EOFError) as error:
+                if cut:
+                    damage = damage or f"{member.name} ends past the end of the file"
+                    break
+                raise DataError(f"{path}: class tar {member.name} is corrupt ({error})") from None
+            images, inner_damage = _scan(inner, member.name)
+            for image in images:
+                start = member.offset_data + image.offset_data
+                if not image.isfile():
+                    continue
+                if start + image.size > file_size:
+                    break
+                relpaths.append(f"{name}/{member.name}/{image.name}")
+                labels.append(wnid)
+                offsets.append(start)
+                sizes.append(image.size)
+            found.append(wnid)
+            if inner_damage is not None or cut:
+                if not cut:
+                    raise DataError(f"{path}: class tar {member.name} is corrupt ({inner_damage})")
+                damage = damage or f"{member.name} ends past the end of the file"
+                break
+    if damage is None and members and members[-1].offset_data + members[-1].size > file_size:
+        damage = "the last member ends past the end of the file"
+    if damage is not None:
+        print_fn(_truncation_note(path, damage, len(relpaths), relpaths[-1] if relpaths else None))
+    if not relpaths:
+        raise DataError(f"{path}: no images in it")
+    classes = sorted(set(found)) if classes is None else list(classes)
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(found) - set(index))
+    if unknown:
+        raise LabelError(f"{path}: class tars {unknown[:5]} are not in the class list")
+    empty = [c for c in classes if c in set(found) and c not in set(labels)]
+    return TarListing(classes, relpaths, [index[w] for w in labels], empty,
+                      member_reader(path, np.array(offsets, np.int64), np.array(sizes, np.int64)))
+
+
+def list_val(source, classes, labels_path, src=None, print_fn=print):
+    """The flat validation set (ILSVRC2012_img_val.tar, or a flat folder of its JPEGs), labelled
+    by wnid through ``labels_path`` and numbered by ``classes``. Returns a ``TarListing``."""
+    if labels_path is None:
+        raise LabelError(f"{source}: validation images without labels: put LOC_val_solution.csv or the "
+                         "devkit (ILSVRC2012_devkit_t12.tar.gz) in the source folder, or give --val-labels")
+    by_image = read_val_labels(labels_path, src)
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(by_image.values()) - set(index))
+    if unknown:
+        raise LabelError(f"label file {labels_path} names class {unknown[0]}"
+                         f"{f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''}, "
+                         f"which is not among the {len(classes)} training classes")
+    if os.path.isdir(source):
+        names = sorted(e.name for e in os.scandir(source) if e.is_file() and not e.name.startswith("."))
+        relpaths = [os.path.join(os.path.basename(os.path.normpath(source)), n) for n in names]
+        root = os.path.dirname(os.path.normpath(source))
+        read = lambda start, stop: [os.path.join(root, p) for p in relpaths[start:stop]]  # noqa: E731
+        offsets = sizes = None
+    else:
+        names, relpaths, offsets, sizes = _list_flat_tar(source, print_fn)
+        read = member_reader(source, np.array(offsets, np.int64), np.array(sizes, np.int64))
+    if not names:
+        raise DataError(f"{source}: no validation images in it")
+    labels = []
+    for name in names:
+        wnid = by_image.get(val_image_id(name))
+        if wnid is None:
+            raise LabelError(f"validation image {name} has no label in {labels_path}")
+        labels.append(index[wnid])
+    return TarListing(list(classes), relpaths, labels, [], read)
+
+
+def _list_flat_tar(path, print_fn):
+    """Members of a flat tar of images: ``(names, relpaths, offsets, sizes)``, to the damage if any."""
+    file_size = os.path.getsize(path)
+    try:
+        tar = tarfile.open(path, "r:")
+    except (tarfile.ReadError, OSError) as error:
+        raise DataError(f"{path}: not a tar file ({error})") from None
+    with tar:
+        members, damage = _scan(tar, path)
+    names, relpaths, offsets, sizes = [], [], [], []
+    for member in members:
+        if member.isdir() or "/" in member.name.strip("/") or member.name.endswith(".tar"):
+            raise DataError(f"{path}: member {member.name} is not an image at the top: "
+                            "not ILSVRC-2012's flat validation tar layout")
+        if not member.isfile():
+            continue
+        if member.offset_data + member.size > file_size:
+            damage = damage or f"{member.name} ends past the end of the file"
+            break
+        names.append(member.name)
+        relpaths.append(f"{os.path.basename(path)}/{member.name}")
+        offsets.append(member.offset_data)
+        sizes.append(member.size)
+    if damage is not None:
+        print_fn(_truncation_note(path, damage, len(names), names[-1] if names else None))
+    return names, relpaths, offsets, sizes
+
+
+def is_flat_image_folder(folder):
+    """True for a folder holding image files directly and no class folders (an extracted val tar)."""
+    if not os.path.isdir(folder):
+        return False
+    entries = [e for e in os.scandir(folder) if not e.name.startswith(".")]
+    return (not any(e.is_dir() for e in entries)
+            and any(e.name.lower().endswith(IMAGE_SUFFIXES) for e in entries))
+
+
+def list_split(src, split, classes, val_labels=None, print_fn=print):
+    """A split of SRC in ILSVRC's distributed form, as a ``TarListing``; None when it is not.
+
+    ``train``: ``ILSVRC2012_img_train.tar`` when SRC has no ``train/`` folder. Other splits
+    (``val``): ``ILSVRC2012_img_<split>.tar`` or a flat ``<split>/`` folder of images, labelled
+    through ``val_labels`` (default: found in SRC); ``classes``: the training split's.
+    """
+    if split == "train":
+        tar = os.path.join(src, TRAIN_TAR)
+        if os.path.isdir(os.path.join(src, "train")) or not os.path.isfile(tar):
+            return None
+        return list_train_tar(tar, classes, print_fn)
+    folder, tar = os.path.join(src, split), os.path.join(src, f"ILSVRC2012_img_{split}.tar")
+    if is_flat_image_folder(folder):
+        source = folder
+    elif not os.path.isdir(folder) and os.path.isfile(tar):
+        source = tar
+    else:
+        return None
+    if classes is None:
+        raise DataError(f"{source}: a flat split needs the training classes first (list train before it)")
+    return list_val(source, classes, val_labels or find_val_labels(src), src, print_fn)
+
+
+def has_split(src, split):
+    """True when SRC holds ``split`` in ILSVRC's distributed form (a tar, or a flat folder)."""
+    if split == "train":
+        return os.path.isfile(os.path.join(src, TRAIN_TAR))
+    return (os.path.isfile(os.path.join(src, f"ILSVRC2012_img_{split}.tar"))
+            or is_flat_image_folder(os.path.join(src, split)))
