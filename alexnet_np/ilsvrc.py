@@ -243,6 +243,14 @@ def _truncation_note(path, damage, kept, last):
             + (f" (the last: {last})" if last else ""))
 
 
+def _cut_member(path, member):
+    """The part of a member that a truncated file still holds, as a file object (tarfile's own
+    reader fails on the first read-ahead past the end)."""
+    with open(path, "rb") as f:
+        f.seek(member.offset_data)
+        return io.BytesIO(f.read(member.size))
+
+
 def list_train_tar(path, classes=None, print_fn=print):
     """ILSVRC2012_img_train.tar: a tar of per-class tars. Returns a ``TarListing``.
 
@@ -268,7 +276,8 @@ def list_train_tar(path, classes=None, print_fn=print):
                                 f"not ILSVRC-2012's training tar layout")
             cut = member.offset_data + member.size > file_size
             try:
-                inner = tarfile.open(fileobj=outer.extractfile(member), mode="r:")
+                inner = tarfile.open(fileobj=_cut_member(path, member) if cut else outer.extractfile(member),
+                                     mode="r:")
             except (tarfile.ReadError, EOFError) as error:
                 if cut:
                     damage = damage or f"{member.name} ends past the end of the file"
