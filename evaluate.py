@@ -84,7 +84,9 @@ def run(args):
     epoch, _, step = ckpt.position
     procedure, how = PROCEDURES[args.ten_crop]
     batch_size = args.batch_size or config.batch_size
-    print(f"checkpoint: {path} (after {epoch} epoch{'s' * (epoch != 1)}, step {step})")
+    source = ckpt.meta.get("converted_from")
+    print(f"checkpoint: {path} (" + (f"converted from {source['framework']}: {source['file']}" if source
+                                     else f"after {epoch} epoch{'s' * (epoch != 1)}, step {step}") + ")")
     print(f"data: {cache!r}; split {args.split!r}, {len(split)} images")
     print(f"procedure: {procedure}: {how}")
     started = time.perf_counter()

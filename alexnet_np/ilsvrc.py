@@ -195,12 +195,27 @@ def find_val_labels(src):
 
 
 def devkit_class_names(src, classes):
-    """Names of ``classes`` from a devkit in ``src`` (its meta.mat), or None when there is none."""
+    """Names of ``classes`` from a devkit in ``src`` (``meta.mat``, loose, in the extracted
+    devkit or in its archive), or None when there is none."""
+    meta = None
     for name in (META_MAT, os.path.join(DEVKIT_DIR, META_MAT)):
         if os.path.isfile(os.path.join(src, name)):
-            names = {w: n for w, n in read_devkit_meta(os.path.join(src, name)).values()}
-            return [names.get(c, c) for c in classes]
-    return None
+            meta = read_devkit_meta(os.path.join(src, name))
+            break
+    else:
+        archive = os.path.join(src, DEVKIT_TAR)
+        if os.path.isfile(archive):
+            try:
+                with tarfile.open(archive, "r:*") as tar:
+                    member = next((m for m in tar.getmembers() if os.path.basename(m.name) == META_MAT), None)
+                    if member is not None:
+                        meta = read_devkit_meta(io.BytesIO(tar.extractfile(member).read()))
+            except (tarfile.TarError, OSError, EOFError) as error:
+                raise LabelError(f"devkit {archive}: cannot read it ({error})") from None
+    if meta is None:
+        return None
+    names = {w: n for w, n in meta.values()}
+    return [names.get(c, c) for c in classes]
 
 
 # --------------------------------------------------------------------------- tars read in place

@@ -61,7 +61,9 @@ def choices(config):
                        "(the paper prints 224, which needs padding or rounding; Caffe uses 227)"),
         ("LRN", f"k={c.lrn_k}, n={c.lrn_size}, beta={c.lrn_beta}, coefficient on the sum of squares "
                 f"{coef:g} = " + ("alpha/n (cuda-convnet, Caffe, PyTorch)" if c.lrn_alpha_over_n
-                                  else "alpha, as printed in §3.3")),
+                                  else "alpha, as printed in §3.3")
+                + ("; the window crosses the towers (one LRN over all maps, as Caffe)" if c.lrn_across_towers
+                   else "; each tower normalises its own maps")),
         ("dropout", f"p={c.dropout}; " + ("kept units x 1/(1-p) at training, identity at test (inverted)"
                                           if c.dropout_inverted else
                                           "mask only at training, outputs x (1-p) at test, as §4.2")),

@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from . import checkpoint, classmap, figures
+from . import checkpoint, classmap, figures, ilsvrc
 from .backend import move, tower_devices
 from .data import Cache, DataError, TrainLoader, eval_batches, is_cache
 from .metrics import TopKCounter, average_views, softmax, topk_classes
@@ -73,7 +73,8 @@ def open_data(data, image_size, cache_dir=None, workers=None, progress=True, pri
     """The ``Cache`` for ``--data``, and a record of where it came from (saved in checkpoints).
 
     ``data``: None (the built-in demo set, generated and prepared under ``data_cache/``),
-    a prepared cache folder, or an ImageFolder root (``train/<class>/...``, ``val/...``),
+    a prepared cache folder, or an ImageFolder root (``train/<class>/...``, ``val/...``) or
+    ILSVRC-2012's files as distributed (``ILSVRC2012_img_train.tar``, ..., see ``ilsvrc``),
     prepared once into ``cache_dir`` (default ``data_cache/<name>-<image_size>``) at
     ``image_size`` and reused afterwards. Raises ``DataError`` with one line.
     """
@@ -87,7 +88,7 @@ def open_data(data, image_size, cache_dir=None, workers=None, progress=True, pri
         return Cache(data), {"demo": False, "cache": os.path.abspath(data), "source": None}
     if not os.path.isdir(data):
         raise DataError(f"--data {data} is neither a folder of images (train/<class>/...) nor a prepared cache")
-    if not os.path.isdir(os.path.join(data, "train")):
+    if not os.path.isdir(os.path.join(data, "train")) and not ilsvrc.has_split(data, "train"):
         raise DataError(f"--data {data} has no train/ folder: expected an ImageFolder root "
                         "(train/<class>/<image>, val/<class>/<image>) or a prepared cache")
     name = os.path.basename(os.path.normpath(os.path.abspath(data)))

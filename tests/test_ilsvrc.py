@@ -156,6 +156,7 @@ def test_devkit_labels_equal_the_csv_labels(distribution, tmp_path):
         for name in ("meta.mat", ilsvrc.GROUND_TRUTH):
             tar.add(devkit / name, arcname=f"ILSVRC2012_devkit_t12/data/{name}")
     assert ilsvrc.read_val_labels(str(archive)) == csv_labels
+    assert ilsvrc.devkit_class_names(str(tmp_path), WNIDS[::-1]) == WORDS[::-1]   # names from the archive
     assert ilsvrc.read_synsets(str(devkit / "meta.mat")) == (WNIDS, WORDS)     # the ancestor is left out
 
 
