@@ -345,7 +345,8 @@ def list_val(source, classes, labels_path, src=None, print_fn=print):
                          f"{f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''}, "
                          f"which is not among the {len(classes)} training classes")
     if os.path.isdir(source):
-        names = sorted(e.name for e in os.scandir(source) if e.is_file() and not e.name.startswith("."))
+        names = sorted(e.name for e in os.scandir(source) if e.is_file() and not e.name.startswith(".")
+                       and e.name.lower().endswith(IMAGE_SUFFIXES))
         relpaths = [os.path.join(os.path.basename(os.path.normpath(source)), n) for n in names]
         root = os.path.dirname(os.path.normpath(source))
         read = lambda start, stop: [os.path.join(root, p) for p in relpaths[start:stop]]  # noqa: E731

@@ -10,9 +10,7 @@ Dimensions:
     load_image(path, size) -> (R, R, C) uint8, or raises BadImage(reason)
     resize_box(width, height, size) -> the source box whose resize is the centre crop
 
-SRC holds ``train/<class>/<image>`` and optionally ``val/<class>/<image>``, or ILSVRC-2012's
-files as distributed (``ILSVRC2012_img_train.tar``, ``ILSVRC2012_img_val.tar`` or a flat
-``val/`` folder, and a validation label file: read in place, see ``alexnet_np/ilsvrc.py``) (or the splits
+SRC holds ``train/<class>/<image>`` and optionally ``val/<class>/<image>`` (or the splits
 named in ``splits``; the first one, ``train`` by default, defines the classes and gives the
 mean image and the PCA). Class folders, sorted, give the class index; every split must have
 the same class folders (or, with ``classes=`` a list or a file such as synset_words.txt,
@@ -21,6 +19,11 @@ folder keeps its index (no label shifts) and is noted. A class-names file
 (``class_names.txt``, ``classes.txt``, ``synset_words.txt`` or ``LOC_synset_mapping.txt`` in
 SRC, or ``class_names=``) gives printable names: either one line per class in class order,
 or lines ``<folder name> <name>`` (Caffe's synset_words).
+
+SRC may also hold ILSVRC-2012's files as distributed: ``ILSVRC2012_img_train.tar`` (a tar of
+class tars) instead of ``train/``, ``ILSVRC2012_img_val.tar`` or a flat ``val/`` folder of its
+JPEGs with a validation label file. They are read in place, listed by ``alexnet_np/ilsvrc.py``;
+their files' bytes are read here, in order, and handed to the workers.
 
 Each image (§2): decoded (JPEGs in Pillow's draft mode at the smallest DCT scale that keeps
 the shorter side >= 2R: on the photos here with a shorter side >= 1024 it is 2.3x faster and

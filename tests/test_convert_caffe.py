@@ -81,6 +81,8 @@ def _caffe_classes():
             f = m.field.add(name=fname, number=number, type=ftype, label=label)
             if tname:
                 f.type_name = f".testcaffe.{tname}"
+            if (name, fname) in (("BlobProto", "data"), ("BlobShape", "dim")):
+                f.options.packed = True          # as caffe.proto declares them, and Caffe writes them
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return {n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"testcaffe.{n}")) for n in spec}
