@@ -336,7 +336,8 @@ def list_val(source, classes, labels_path, src=None, print_fn=print):
     by wnid through ``labels_path`` and numbered by ``classes``. Returns a ``TarListing``."""
     if labels_path is None:
         raise LabelError(f"{source}: validation images without labels: put LOC_val_solution.csv or the "
-                         "devkit (ILSVRC2012_devkit_t12.tar.gz) in the source folder, or give --val-labels")
+                         "devkit (ILSVRC2012_devkit_t12.tar.gz) in the source folder, give --val-labels, "
+                         "or prepare the training set alone (--splits train)")
     by_image = read_val_labels(labels_path, src)
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted(set(by_image.values()) - set(index))
