@@ -351,3 +351,18 @@ def test_an_imagefolder_is_still_listed_as_before(distribution):
     assert ilsvrc.list_split(str(distribution[2]), "val", WNIDS) is None
     with pytest.raises(DataError):
         ilsvrc.list_split(str(distribution[0]), "val", None)
+
+
+def test_kaggle_layout_class_folders_and_a_flat_val_folder(distribution, from_folders, tmp_path):
+    """Kaggle's CLS-LOC: train/<wnid>/ folders, the val JPEGs flat in val/, LOC_val_solution.csv."""
+    src, _, folders, _ = distribution
+    kaggle = tmp_path / "CLS-LOC"
+    kaggle.mkdir()
+    os.symlink(folders / "train", kaggle / "train")
+    with tarfile.open(src / ilsvrc.VAL_TAR) as tar:
+        tar.extractall(kaggle / "val", filter="data")
+    dst = str(tmp_path / "c")
+    prepare(str(kaggle), dst, image_size=R, val_labels=str(src / ilsvrc.LOC_SOLUTION), **QUIET)
+    ours, reference = Cache(dst), Cache(from_folders)
+    np.testing.assert_array_equal(ours.split("train").images, reference.split("train").images)
+    assert ours.split("val").labels.tolist() == [2, 0, 1, 1, 0, 2]
