@@ -80,6 +80,14 @@ def distribution(tmp_path_factory):
     return src, devkit, folders, val_wnids
 
 
+def extract_flat(tar_path, folder):
+    """The members of a flat tar as files in ``folder`` (what ``tar xf`` would make)."""
+    folder.mkdir()
+    with tarfile.open(tar_path) as tar:
+        for member in tar.getmembers():
+            (folder / member.name).write_bytes(tar.extractfile(member).read())
+
+
 def write_meta_mat(path, ids):
     """A devkit meta.mat: the struct array ``synsets`` with the devkit's fields; the classes
     (no children) and one ancestor synset (children), as in the real file's 1860 rows."""
@@ -167,8 +175,7 @@ def test_flat_val_folder_and_devkit_with_class_names(distribution, from_tars, tm
     mixed = tmp_path / "src"
     mixed.mkdir()
     os.symlink(src / ilsvrc.TRAIN_TAR, mixed / ilsvrc.TRAIN_TAR)
-    with tarfile.open(src / ilsvrc.VAL_TAR) as tar:
-        tar.extractall(mixed / "val", filter="data")
+    extract_flat(src / ilsvrc.VAL_TAR, mixed / "val")
     os.symlink(devkit / "meta.mat", mixed / "meta.mat")
     dst = str(tmp_path / "c")
     assert prepare_main([str(mixed), dst, "--image-size", str(R), "--workers", "1", "--no-progress",
@@ -359,8 +366,7 @@ def test_kaggle_layout_class_folders_and_a_flat_val_folder(distribution, from_fo
     kaggle = tmp_path / "CLS-LOC"
     kaggle.mkdir()
     os.symlink(folders / "train", kaggle / "train")
-    with tarfile.open(src / ilsvrc.VAL_TAR) as tar:
-        tar.extractall(kaggle / "val", filter="data")
+    extract_flat(src / ilsvrc.VAL_TAR, kaggle / "val")
     dst = str(tmp_path / "c")
     prepare(str(kaggle), dst, image_size=R, val_labels=str(src / ilsvrc.LOC_SOLUTION), **QUIET)
     ours, reference = Cache(dst), Cache(from_folders)
