@@ -122,8 +122,9 @@ def messages():
                     f.default_value = default
         pool = descriptor_pool.DescriptorPool()   # a pool of our own: no clash with a real caffe_pb2
         pool.Add(file)
-        _MESSAGES = {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"caffe.{name}"))
-                     for name, _ in _SCHEMA}
+        # GetMessageClass since protobuf 4.22; the factory's GetPrototype before (removed in 5.x)
+        get_class = getattr(message_factory, "GetMessageClass", None) or message_factory.MessageFactory(pool).GetPrototype
+        _MESSAGES = {name: get_class(pool.FindMessageTypeByName(f"caffe.{name}")) for name, _ in _SCHEMA}
     return _MESSAGES
 
 
