@@ -133,13 +133,16 @@ def caffe_config(path, convs, fcs, lrn, dropout, image_size):
     pool5 = int(round(np.sqrt(W6.shape[1] / channels[4])))
     if pool5 * pool5 * channels[4] != W6.shape[1]:
         raise CaffeError(f"{path}: fc6 reads {W6.shape[1]} values, not a square map of conv5's {channels[4]} channels")
-    config = Config(num_classes=int(W8.shape[0]), input_size=input_size_for(pool5), towers=2,
-                    conv_channels=channels, fc_units=(int(W6.shape[0]), int(W7.shape[0])),
-                    lrn_size=int(lrn.local_size), lrn_k=float(lrn.k), lrn_alpha=float(lrn.alpha),
-                    lrn_beta=float(lrn.beta), lrn_alpha_over_n=True,       # Caffe: alpha / n
-                    lrn_across_towers=True,                                # Caffe: one LRN over all maps
-                    dropout=float(dropout), dropout_inverted=True,         # Caffe: scaled at training time
-                    image_size=image_size, dtype="float32")
+    try:
+        config = Config(num_classes=int(W8.shape[0]), input_size=input_size_for(pool5), towers=2,
+                        conv_channels=channels, fc_units=(int(W6.shape[0]), int(W7.shape[0])),
+                        lrn_size=int(lrn.local_size), lrn_k=float(lrn.k), lrn_alpha=float(lrn.alpha),
+                        lrn_beta=float(lrn.beta), lrn_alpha_over_n=True,   # Caffe: alpha / n
+                        lrn_across_towers=True,                            # Caffe: one LRN over all maps
+                        dropout=float(dropout), dropout_inverted=True,     # Caffe: scaled at training time
+                        image_size=image_size, dtype="float32")
+    except ValueError as error:   # e.g. a width that does not halve into two towers
+        raise CaffeError(f"{path}: {error}") from None
     assert layer_sizes(config)["pool5"] == pool5
     if config.input_size > image_size:
         raise CaffeError(f"{path}: input {config.input_size} does not fit in {image_size} x {image_size} images")
