@@ -253,6 +253,18 @@ def _scan(tar, path):
     return members, None
 
 
+def _missing_end(path, members):
+    """Damage that tarfile does not report: a file cut at a member boundary ends without the
+    tar's end-of-archive marker (two zero blocks). None when the marker is there."""
+    end = 0 if not members else members[-1].offset_data + -(-members[-1].size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    with open(path, "rb") as f:
+        f.seek(end)
+        marker = f.read(2 * tarfile.BLOCKSIZE)
+    if marker != bytes(2 * tarfile.BLOCKSIZE):
+        return "no end-of-archive marker after the last member: the file is cut short"
+    return None
+
+
 def _truncation_note(path, damage, kept, last):
     return (f"{path} is truncated or damaged ({damage}); the {kept} files before the damage are kept"
             + (f" (the last: {last})" if last else ""))
@@ -266,68 +278,77 @@ def _cut_member(path, member):
         return io.BytesIO(f.read(member.size))
 
 
+def _open_tar(path):
+    try:
+        return tarfile.open(path, "r:")
+    except (tarfile.ReadError, OSError) as error:
+        raise DataError(f"{path}: not a tar file ({error})") from None
+
+
+def _class_of(path, member):
+    """The wnid of a training tar member ``n01440764.tar``; a one-line error for anything else."""
+    wnid, ext = os.path.splitext(os.path.basename(member.name))
+    if ext != ".tar" or not WNID.match(wnid):
+        raise DataError(f"{path}: member {member.name} is not a class tar (nXXXXXXXX.tar): "
+                        "not ILSVRC-2012's training tar layout")
+    return wnid
+
+
+def _class_tar_images(path, outer, member, file_size):
+    """The images of one class tar: ``([(name, offset in the big file, size)], damage or None)``.
+
+    Damage (the file ends inside this class tar) keeps the images before it; a class tar
+    that is corrupt although wholly present is a one-line error.
+    """
+    cut = member.offset_data + member.size > file_size
+    try:
+        inner = tarfile.open(fileobj=_cut_member(path, member) if cut else outer.extractfile(member), mode="r:")
+    except (tarfile.ReadError, EOFError) as error:
+        if cut:
+            return [], f"{member.name} ends past the end of the file"
+        raise DataError(f"{path}: class tar {member.name} is corrupt ({error})") from None
+    members, inner_damage = _scan(inner, member.name)
+    if inner_damage is not None and not cut:
+        raise DataError(f"{path}: class tar {member.name} is corrupt ({inner_damage})")
+    images = []
+    for image in members:
+        start = member.offset_data + image.offset_data          # offset in the big file
+        if image.isfile() and start + image.size <= file_size:
+            images.append((image.name, start, image.size))
+    return images, (f"{member.name} ends past the end of the file" if cut else None)
+
+
 def list_train_tar(path, classes=None, print_fn=print):
     """ILSVRC2012_img_train.tar: a tar of per-class tars. Returns a ``TarListing``.
 
     Files are listed in tar order; labels are positions in ``classes`` (default: the class
     tars' wnids, sorted). Only headers are read (seeking over the images).
     """
-    name = os.path.basename(path)
-    file_size = os.path.getsize(path)
-    relpaths, labels, offsets, sizes, found = [], [], [], [], []
-    damage = None
-    try:
-        outer = tarfile.open(path, "r:")
-    except (tarfile.ReadError, OSError) as error:
-        raise DataError(f"{path}: not a tar file ({error})") from None
-    with outer:
+    name, file_size = os.path.basename(path), os.path.getsize(path)
+    entries, found = [], []                                     # (relpath, wnid, offset, size); wnids
+    with _open_tar(path) as outer:
         members, damage = _scan(outer, path)
-        for member in members:
-            if not member.isfile():
-                continue
-            wnid, ext = os.path.splitext(os.path.basename(member.name))
-            if ext != ".tar" or not WNID.match(wnid):
-                raise DataError(f"{path}: member {member.name} is not a class tar (nXXXXXXXX.tar): "
-                                f"not ILSVRC-2012's training tar layout")
-            cut = member.offset_data + member.size > file_size
-            try:
-                inner = tarfile.open(fileobj=_cut_member(path, member) if cut else outer.extractfile(member),
-                                     mode="r:")
-            except (tarfile.ReadError, EOFError) as error:
-                if cut:
-                    damage = damage or f"{member.name} ends past the end of the file"
-                    break
-                raise DataError(f"{path}: class tar {member.name} is corrupt ({error})") from None
-            images, inner_damage = _scan(inner, member.name)
-            for image in images:
-                start = member.offset_data + image.offset_data
-                if not image.isfile():
-                    continue
-                if start + image.size > file_size:
-                    break
-                relpaths.append(f"{name}/{member.name}/{image.name}")
-                labels.append(wnid)
-                offsets.append(start)
-                sizes.append(image.size)
+        damage = damage or _missing_end(path, members)
+        for member in (m for m in members if m.isfile()):
+            wnid = _class_of(path, member)
+            images, cut = _class_tar_images(path, outer, member, file_size)
             found.append(wnid)
-            if inner_damage is not None or cut:
-                if not cut:
-                    raise DataError(f"{path}: class tar {member.name} is corrupt ({inner_damage})")
-                damage = damage or f"{member.name} ends past the end of the file"
+            entries += [(f"{name}/{member.name}/{image}", wnid, offset, size) for image, offset, size in images]
+            if cut is not None:
+                damage = damage or cut
                 break
-    if damage is None and members and members[-1].offset_data + members[-1].size > file_size:
-        damage = "the last member ends past the end of the file"
     if damage is not None:
-        print_fn(_truncation_note(path, damage, len(relpaths), relpaths[-1] if relpaths else None))
-    if not relpaths:
+        print_fn(_truncation_note(path, damage, len(entries), entries[-1][0] if entries else None))
+    if not entries:
         raise DataError(f"{path}: no images in it")
+    relpaths, wnids, offsets, sizes = zip(*entries)
     classes = sorted(set(found)) if classes is None else list(classes)
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted(set(found) - set(index))
     if unknown:
         raise LabelError(f"{path}: class tars {unknown[:5]} are not in the class list")
-    empty = [c for c in classes if c in set(found) and c not in set(labels)]
-    return TarListing(classes, relpaths, [index[w] for w in labels], empty,
+    empty = [c for c in found if c not in set(wnids)]
+    return TarListing(classes, list(relpaths), [index[w] for w in wnids], empty,
                       member_reader(path, np.array(offsets, np.int64), np.array(sizes, np.int64)))
 
 
@@ -369,12 +390,9 @@ def list_val(source, classes, labels_path, src=None, print_fn=print):
 def _list_flat_tar(path, print_fn):
     """Members of a flat tar of images: ``(names, relpaths, offsets, sizes)``, to the damage if any."""
     file_size = os.path.getsize(path)
-    try:
-        tar = tarfile.open(path, "r:")
-    except (tarfile.ReadError, OSError) as error:
-        raise DataError(f"{path}: not a tar file ({error})") from None
-    with tar:
+    with _open_tar(path) as tar:
         members, damage = _scan(tar, path)
+    damage = damage or _missing_end(path, members)
     names, relpaths, offsets, sizes = [], [], [], []
     for member in members:
         if member.isdir() or "/" in member.name.strip("/") or member.name.endswith(".tar"):

@@ -208,6 +208,19 @@ def test_truncated_train_tar_keeps_the_files_before_the_damage(distribution, tmp
     assert cache.splits == ["train"]
 
 
+def test_train_tar_cut_between_class_tars_is_reported(distribution, tmp_path):
+    """A cut at a member boundary looks like a shorter tar to tarfile: the missing end marker tells."""
+    src = distribution[0]
+    with tarfile.open(src / ilsvrc.TRAIN_TAR) as outer:
+        third = outer.getmember(f"{WNIDS[2]}.tar")
+    damaged = tmp_path / ilsvrc.TRAIN_TAR
+    damaged.write_bytes((src / ilsvrc.TRAIN_TAR).read_bytes()[:third.offset_data - tarfile.BLOCKSIZE])
+    lines = []
+    listing = ilsvrc.list_train_tar(str(damaged), print_fn=lines.append)
+    assert len(lines) == 1 and "cut short" in lines[0] and "the 8 files before the damage" in lines[0]
+    assert listing[0] == WNIDS[:2]
+
+
 def test_truncated_val_tar_keeps_the_files_before_the_damage(distribution, tmp_path):
     src = distribution[0]
     whole = (src / ilsvrc.VAL_TAR).read_bytes()
