@@ -347,7 +347,8 @@ def list_train_tar(path, classes=None, print_fn=print):
     unknown = sorted(set(found) - set(index))
     if unknown:
         raise LabelError(f"{path}: class tars {unknown[:5]} are not in the class list")
-    empty = [c for c in found if c not in set(wnids)]
+    listed = set(wnids)
+    empty = [c for c in found if c not in listed]
     return TarListing(classes, list(relpaths), [index[w] for w in wnids], empty,
                       member_reader(path, np.array(offsets, np.int64), np.array(sizes, np.int64)))
 
