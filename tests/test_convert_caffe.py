@@ -20,7 +20,6 @@ from PIL import Image  # noqa: E402
 
 from alexnet_np import checkpoint, classmap, convert  # noqa: E402
 from alexnet_np.backend import Device  # noqa: E402
-from alexnet_np.caffe_proto import CaffeError  # noqa: E402
 from alexnet_np.data import Cache, eval_batches  # noqa: E402
 from alexnet_np.ilsvrc import read_synsets, ILSVRC2012_SYNSETS  # noqa: E402
 from alexnet_np.model import AlexNet  # noqa: E402
