@@ -380,8 +380,10 @@ def test_kaggle_layout_class_folders_and_a_flat_val_folder(distribution, from_fo
     kaggle.mkdir()
     os.symlink(folders / "train", kaggle / "train")
     extract_flat(src / ilsvrc.VAL_TAR, kaggle / "val")
+    (kaggle / "LOC_synset_mapping.txt").write_text("".join(f"{w} {n}\n" for w, n in zip(WNIDS, WORDS)))
     dst = str(tmp_path / "c")
     prepare(str(kaggle), dst, image_size=R, val_labels=str(src / ilsvrc.LOC_SOLUTION), **QUIET)
     ours, reference = Cache(dst), Cache(from_folders)
+    assert ours.class_names == WORDS
     np.testing.assert_array_equal(ours.split("train").images, reference.split("train").images)
     assert ours.split("val").labels.tolist() == [2, 0, 1, 1, 0, 2]
