@@ -23,7 +23,7 @@ import time
 
 from alexnet_np.accepts import NON_NEGATIVE_INT, POSITIVE_INT, WORKERS, Choice, Several
 from alexnet_np.backend import DeviceError, tower_devices
-from alexnet_np.checkpoint import CheckpointError, check_architecture, load
+from alexnet_np.checkpoint import CheckpointError, check_architecture, load, require_training_state
 from alexnet_np.cli import Parser, existing_path, fail, folder_to_write
 from alexnet_np.config import DEMO, Config, ConfigError, add_config_arguments, config_from_arguments
 from alexnet_np.data import DataError
@@ -125,6 +125,7 @@ def run(args):
     ckpt = None
     if args.resume:
         ckpt = load(resume_point(args.resume))
+        require_training_state(ckpt)
         config = config_from_arguments(args, ckpt.config)
         check_architecture(ckpt.path, config, ckpt.config)
         options = options_from(args, Options(**{k: tuple(v) if isinstance(v, list) else v

@@ -195,6 +195,13 @@ def load(path, config=None):
     return Checkpoint(path, saved, params, velocity, meta, mean_image)
 
 
+def require_training_state(checkpoint):
+    """Refuse (one line) a weights-only checkpoint where training is to resume from it."""
+    if not checkpoint.velocity:
+        raise CheckpointError(f"checkpoint {checkpoint.path} holds weights only (no momentum buffers, "
+                              "e.g. a converted model): it can be evaluated, not resumed")
+
+
 def check_architecture(path, config, saved):
     """Refuse (one line) when ``saved``'s architecture differs from ``config``'s."""
     differences = config.architecture_differences(saved)
@@ -214,9 +221,8 @@ def restore(checkpoint, model, optimizer=None):
     Returns the dropout generator keys that had to be re-seeded (see module docstring).
     """
     check_architecture(checkpoint.path, model.config, checkpoint.config)
-    if optimizer is not None and not checkpoint.velocity:
-        raise CheckpointError(f"checkpoint {checkpoint.path} holds weights only (no momentum buffers, "
-                              "e.g. a converted model): it can be evaluated, not resumed")
+    if optimizer is not None:
+        require_training_state(checkpoint)
     try:
         model.load_state_dict(checkpoint.params)
         if optimizer is not None:

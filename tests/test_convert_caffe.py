@@ -367,12 +367,19 @@ def test_bad_files_are_one_line(model_files, tmp_path, capsys):
     assert not (tmp_path / "o.npz").exists()
 
 
-def test_weights_only_checkpoint_cannot_be_resumed(model_files):
+def test_weights_only_checkpoint_cannot_be_resumed(model_files, tmp_path, capsys):
     ckpt = checkpoint.load(model_files[3]["v1"])
     model = AlexNet(ckpt.config)
     from alexnet_np.optim import SGD
     with pytest.raises(checkpoint.CheckpointError, match="weights only"):
         checkpoint.restore(ckpt, model, SGD(model.parameters(), lr=0.01))
+    import train
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.npz").write_bytes(open(model_files[3]["v1"], "rb").read())
+    assert train.main(["--resume", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "weights only" in err[0]
 
 
 def test_packaged_class_list_is_ilsvrc2012s():
