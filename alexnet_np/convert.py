@@ -47,7 +47,6 @@ Refused with one line ``error: ...`` (exit status 2): a file that is not a Caffe
 that is not this architecture (e.g. CaffeNet, which pools before normalising; a one-tower
 net), a mean or class list that does not fit.
 """
-import argparse
 import hashlib
 import os
 import sys
@@ -56,6 +55,7 @@ import numpy as np
 
 from . import checkpoint, ilsvrc
 from .caffe_proto import CaffeError, layers_of, read_blob, read_net
+from .cli import Parser, existing_file, output_file
 from .config import Config
 from .model import AlexNet, layer_sizes
 
@@ -235,15 +235,15 @@ def convert_caffe(model_path, out_path, mean_path=None, classes_path=None, print
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m alexnet_np.convert",
-                                     description="Convert a pretrained model into an alexnet_np checkpoint.")
+    parser = Parser(prog="python -m alexnet_np.convert",
+                    description="Convert a pretrained model into an alexnet_np checkpoint.")
     sub = parser.add_subparsers(dest="framework", required=True)
     caffe = sub.add_parser("caffe", help="a Caffe AlexNet (.caffemodel), e.g. BVLC's bvlc_alexnet")
-    caffe.add_argument("model", help="the .caffemodel file")
-    caffe.add_argument("out", help="the checkpoint to write (.npz)")
-    caffe.add_argument("--mean", default=None,
+    caffe.add_argument("model", type=existing_file, help="the .caffemodel file")
+    caffe.add_argument("out", type=output_file, help="the checkpoint to write (.npz)")
+    caffe.add_argument("--mean", type=existing_file, default=None,
                        help="Caffe's mean image (imagenet_mean.binaryproto); default: the data's mean at evaluation")
-    caffe.add_argument("--classes", default=None,
+    caffe.add_argument("--classes", type=existing_file, default=None,
                        help="the classes of the outputs in order, '<wnid> <names>' per line (synset_words.txt, "
                             "LOC_synset_mapping.txt); default: ILSVRC-2012's 1000, sorted by WordNet id")
     args = parser.parse_args(argv)
