@@ -5,9 +5,8 @@ Contents (NumPy's uncompressed zip of ``.npy`` files, read without pickle):
     velocity/<name>  its momentum buffer (§5's v), same shape
     meta             a JSON document, stored as UTF-8 bytes (uint8): the format tag, the
                      configuration, the position (epoch, batch within it, step), the
-                     optimiser's hyper-parameters, the schedule's state, the dropout
-                     generators' states, the history of epochs, and whatever else the
-                     trainer adds (``save(..., meta=...)``).
+                     optimiser's hyper-parameters, the schedule's state, the history
+                     of epochs, and whatever else the trainer adds (``save(..., meta=...)``).
     mean_image       optional (R, R, C) float32 RGB: the mean image the weights expect
                      (a converted Caffe model's), used by evaluation instead of the data's.
 
@@ -26,13 +25,11 @@ Reading refuses, with one line that names the file (``CheckpointError``):
 - a checkpoint whose *architecture* differs from the configuration asked for
   (``Config.architecture_differences``), naming each differing field.
 
-Random generators. The data pipeline derives all its randomness from (seed, epoch, batch),
-so nothing of it is stored. The dropout generators of the towers are NumPy generators
-on the CPU; their ``bit_generator.state`` is stored and restored, which makes a resumed
-CPU run bitwise identical to an uninterrupted one. CuPy's generators expose no state that
-can be saved: on a GPU they are re-seeded from (seed, 1, tower, step) on resume, so the
-dropout masks after a resume differ from those an uninterrupted run would have drawn
-(weights, momentum, schedule and data order are still exact).
+Random generators: none are stored. The data pipeline derives all its randomness from
+(seed, epoch, batch) and the dropout masks from (seed, step, layer, tower) (``layers.Dropout``),
+so a resumed run draws what an uninterrupted one would, on the CPU and on a GPU, at any
+number of ranks. Nothing in a checkpoint belongs to one rank. (Checkpoints written before
+this held dropout generator states under ``generators``: they load; the states are unused.)
 """
 import json
 import os
@@ -64,50 +61,17 @@ class Checkpoint:
         return p["epoch"], p["batch"], p["step"]
 
 
-# --------------------------------------------------------------------------- dropout generators
-
-def dropout_layers(model):
-    """[(key, layer)] of every dropout layer, e.g. ("tower1.drop7", layer)."""
-    return [(f"tower{t.index}.{name}", getattr(t, name)) for t in model.towers for name in ("drop6", "drop7")]
-
-
-def generator_states(model):
-    """{key: bit_generator.state, or None where the generator cannot be saved (CuPy)}."""
-    return {key: (layer.rng.bit_generator.state if isinstance(layer.rng, np.random.Generator) else None)
-            for key, layer in dropout_layers(model)}
-
-
-def restore_generators(model, states, step):
-    """Put the dropout generators back; re-seed from (seed, 1, tower, step) where not saved.
-
-    Returns the keys that were re-seeded (empty on the CPU).
-    """
-    reseeded = []
-    fresh = {}  # one generator per tower, shared by drop6 and drop7 as the model makes them
-    for key, layer in dropout_layers(model):
-        state = states.get(key)
-        if state is not None and isinstance(layer.rng, np.random.Generator):
-            layer.rng.bit_generator.state = state
-            continue
-        tower = int(key[len("tower"):key.index(".")])
-        if tower not in fresh:
-            fresh[tower] = layer.device.generator([model.config.seed, 1, tower, step])
-        layer.rng = fresh[tower]
-        reseeded.append(key)
-    return reseeded
-
-
 # --------------------------------------------------------------------------- writing
 
 def save(path, model, optimizer, meta):
     """Write model, momentum and ``meta`` (a JSON-able dict, at least ``position``) atomically.
 
-    Returns ``path``. ``meta`` gets the format tag, the configuration, the optimiser's
-    hyper-parameters and the generators' states added.
+    Returns ``path``. ``meta`` gets the format tag, the configuration and the optimiser's
+    hyper-parameters added.
     """
     opt = optimizer.state_dict()
     doc = dict(meta)
-    doc.update(format=FORMAT, config=model.config.to_dict(), generators=generator_states(model),
+    doc.update(format=FORMAT, config=model.config.to_dict(),
                optimizer={k: opt[k] for k in ("lr", "momentum", "weight_decay", "decay_biases")})
     arrays = {f"param/{name}": value for name, value in model.state_dict().items()}
     arrays.update({f"velocity/{name}": value for name, value in opt["velocity"].items()})
@@ -216,10 +180,7 @@ def _fmt(value):
 
 
 def restore(checkpoint, model, optimizer=None):
-    """Copy the weights (and momentum buffers, and generators) into ``model`` / ``optimizer``.
-
-    Returns the dropout generator keys that had to be re-seeded (see module docstring).
-    """
+    """Copy the weights (and momentum buffers) into ``model`` / ``optimizer``."""
     check_architecture(checkpoint.path, model.config, checkpoint.config)
     if optimizer is not None:
         require_training_state(checkpoint)
@@ -230,5 +191,3 @@ def restore(checkpoint, model, optimizer=None):
             optimizer.load_state_dict(state)
     except (ValueError, KeyError) as error:
         raise CheckpointError(f"checkpoint {checkpoint.path} does not fit the model ({error})") from None
-    step = checkpoint.meta.get("position", {}).get("step", 0)
-    return restore_generators(model, checkpoint.meta.get("generators", {}), step)

@@ -224,21 +224,37 @@ class Dropout(Layer):
     test time multiplies every output by (1 - p) ("multiply their outputs by 0.5").
     ``inverted=True`` scales kept units by 1/(1 - p) at training time instead, and test
     time is the identity. Both give the same expected activation.
-    ``rng`` is a generator of the layer's device; a test may pass ``mask`` explicitly.
+
+    Masks. The mask of a step is a function of ``key`` (seed, layer, tower) and the step,
+    drawn for the whole *global* batch of ``total`` rows, of which these ``x`` are rows
+    ``first ..`` (``position``, set by the model before each forward). So a batch split
+    over R ranks gets the masks of one process, and a resumed run (on the CPU or a GPU)
+    the masks of an uninterrupted one, with no generator state to save. Cost: every rank
+    draws all B x D numbers (fc6 and fc7 at B = 128, D = 2048 per tower: about 1 ms each
+    on a CPU core). A test may pass ``mask`` explicitly.
     """
 
-    def __init__(self, device, p, rng, inverted=False):
+    def __init__(self, device, p, key, inverted=False):
         super().__init__(device)
-        self.p, self.rng, self.inverted = p, rng, inverted
+        self.p, self.key, self.inverted = p, tuple(key), inverted
         self.train_scale = 1.0 / (1.0 - p) if inverted else 1.0
         self.test_scale = 1.0 if inverted else 1.0 - p
+        self.position = (0, 0, None)  # (step, first row, rows in the global batch; None = N)
+
+    def draw_mask(self, shape, dtype):
+        """The kept units (True) of rows ``first .. first+N`` of the global batch: (N, D) bool."""
+        step, first, total = self.position
+        N, D = shape
+        total = N if total is None else total
+        rng = self.device.generator(list(self.key) + [step])
+        return rng.random((total, D), dtype=dtype)[first:first + N] >= self.p   # (N, D)
 
     def forward(self, x, train=False, mask=None):
         if not train:
             self.mask = None
             return x * x.dtype.type(self.test_scale) if self.test_scale != 1.0 else x
         if mask is None:
-            mask = self.rng.random(x.shape, dtype=x.dtype) >= self.p  # (same as x) True = kept
+            mask = self.draw_mask(x.shape, x.dtype)          # (N, D) True = kept
         self.mask = mask.astype(x.dtype)                     # (same as x) 0 or 1
         if self.train_scale != 1.0:
             self.mask *= x.dtype.type(self.train_scale)      # 0 or 1/(1-p)
@@ -461,27 +477,30 @@ class Linear(Layer):
 class SoftmaxCrossEntropy(Layer):
     """The multinomial logistic regression objective (§3), averaged over the batch.
 
-        p = softmax(z),  L = -(1/N) sum_n log p[n, y_n],  dL/dz = (p - onehot(y)) / N
+        p = softmax(z),  L = -(1/B) sum_n log p[n, y_n],  dL/dz = (p - onehot(y)) / B
     Stable: log p = z - max(z) - log(sum(exp(z - max(z)))). logits (N, K), labels (N,).
+    B = N, or ``total``: the global batch when these N rows are one rank's part of it (the
+    ranks' losses and gradients then add up to those of the whole batch).
     """
 
     def __init__(self, device):
         super().__init__(device)
 
-    def forward(self, logits, labels):
+    def forward(self, logits, labels, total=None):
         xp = self.device.xp
         N = logits.shape[0]
         shifted = logits - logits.max(axis=1, keepdims=True)          # (N, K)
         log_sum = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))  # (N, 1)
         log_p = shifted - log_sum                                      # (N, K)
         self.probs, self.labels = xp.exp(log_p), labels                # (N, K), (N,)
-        return -log_p[xp.arange(N), labels].mean()                     # ()
+        self.total = N if total is None else total
+        return -log_p[xp.arange(N), labels].sum() / log_p.dtype.type(self.total)  # ()
 
     def backward(self):
         xp = self.device.xp
         N = self.probs.shape[0]
         dz = self.probs.copy()                                         # (N, K)
         dz[xp.arange(N), self.labels] -= 1
-        dz /= dz.dtype.type(N)
+        dz /= dz.dtype.type(self.total)
         return dz
 

@@ -24,6 +24,8 @@ from .config import ConfigError
 from .layers import (ChannelSlice, Conv2D, Dropout, Flatten, Linear, LocalResponseNorm,
                      MaxPool, ReLU, SoftmaxCrossEntropy, conv_output_size)
 
+DROPOUT_STREAM = 0xD0  # keeps the dropout masks' generators apart from other users of the seed
+
 
 def layer_sizes(config):
     """Spatial sizes after each stage, asserted to fit (STYLE 15). Returns a dict."""
@@ -67,7 +69,9 @@ class Tower:
         def lrn():
             return LocalResponseNorm(device, c.lrn_size, c.lrn_k, c.lrn_alpha, c.lrn_beta, c.lrn_alpha_over_n)
 
-        dropout_rng = device.generator([c.seed, 1, index])  # per tower: the same masks on any device layout
+        # Masks from (seed, stream, layer, tower) and the step: the same on any device layout,
+        # any number of ranks, and after a resume (layers.Dropout).
+        dropout_key = (c.seed, DROPOUT_STREAM)
 
         self.conv1 = conv(3, C1, 11, 0.0, stride=4, input_grad=False)
         self.conv2 = conv(C1, C2, 5, 1.0, pad=2)
@@ -76,8 +80,8 @@ class Tower:
         self.conv5 = conv(C4, C5, 3, 1.0, pad=1)
         self.fc6 = linear(C5 * G * P5 * P5, F6, 1.0)     # input: pool5 of every tower
         self.fc7 = linear(F6 * G, F7, 1.0)               # input: fc6 of every tower
-        self.drop6 = Dropout(device, c.dropout, dropout_rng, c.dropout_inverted)
-        self.drop7 = Dropout(device, c.dropout, dropout_rng, c.dropout_inverted)
+        self.drop6 = Dropout(device, c.dropout, dropout_key + (6, index), c.dropout_inverted)
+        self.drop7 = Dropout(device, c.dropout, dropout_key + (7, index), c.dropout_inverted)
 
         # The four stages between crossings, each a straight list of layers.
         self.conv1_to_pool2 = [self.conv1, ReLU(device), lrn(), MaxPool(device, 3, 2),
@@ -88,6 +92,7 @@ class Tower:
         self.fc6_stage = [self.fc6, ReLU(device), self.drop6]
         self.fc7_stage = [self.fc7, ReLU(device), self.drop7]
         self.stages = [self.conv1_to_pool2, self.conv3_to_pool5, self.fc6_stage, self.fc7_stage]
+        self.stage_names = ["conv1_to_pool2", "conv3_to_pool5", "fc6_stage", "fc7_stage"]   # forward order
         if c.lrn_across_towers:
             # Caffe's bvlc_alexnet normalises conv1's 96 (conv2's 256) maps as one: the window of
             # a map at a tower's edge reaches into the other tower. Each tower gets all maps
@@ -98,6 +103,7 @@ class Tower:
             self.lrn2_pool2 = [lrn(), ChannelSlice(device, index * C2, (index + 1) * C2), MaxPool(device, 3, 2)]
             self.conv1_to_pool2 = None
             self.stages = [self.conv1_relu, self.lrn1_to_relu2, self.lrn2_pool2] + self.stages[1:]
+            self.stage_names = ["conv1_relu", "lrn1_to_relu2", "lrn2_pool2"] + self.stage_names[1:]
 
     def take_images(self, images):
         """images (N, 3, S, S) from the host or any device -> (3, N, S, S) here, in the model's dtype."""
@@ -123,6 +129,10 @@ class Tower:
         """[(name, layer)] of the layers with parameters, named as in Figure 2."""
         return [(f"tower{self.index}.{name}", getattr(self, name))
                 for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")]
+
+    def stage_layer_names(self, stage):
+        """Names (as ``named_layers``) of the layers with parameters in ``stage``."""
+        return [name for name, layer in self.named_layers() if any(layer is x for x in getattr(self, stage))]
 
 
 class Exchange:
@@ -174,6 +184,11 @@ class AlexNet:
     Usage (one training step, without the optimiser):
         loss = net.forward_loss(images, labels, train=True)   # images (N, 3, S, S), labels (N,)
         net.zero_grads(); net.backward()
+
+    Data parallel (``distributed``): a rank computes rows ``first ..`` of a global batch of
+    B; ``forward_loss(images, labels, step=s, rows=(first, B))`` gives its part of the
+    loss (the sum of its rows' losses / B) and draws its rows of step s's dropout masks,
+    so that the ranks' gradients add up to one process's.
     """
 
     def __init__(self, config, devices=None):
@@ -201,12 +216,19 @@ class AlexNet:
         self.loss_layer = SoftmaxCrossEntropy(head)
 
     # ---------------------------------------------------------------- forward / backward
-    def forward(self, images, train=False):
-        """images (N, 3, S, S), on any device -> logits (N, K) on tower 0's device."""
+    def forward(self, images, train=False, step=0, rows=None):
+        """images (N, 3, S, S), on any device -> logits (N, K) on tower 0's device.
+
+        Training draws the dropout masks of ``step``; ``rows = (first, B)``: the images are
+        rows first .. first+N of a global batch of B (default: the whole batch).
+        """
         N, C, H, W = images.shape
         S = self.config.input_size
         if (C, H, W) != (3, S, S):
             raise ValueError(f"images must be (N, 3, {S}, {S}), got {tuple(images.shape)}")
+        first, total = rows if rows is not None else (0, N)
+        for tower in self.towers:
+            tower.drop6.position = tower.drop7.position = (step, first, total)
         x = []                                                       # the image, to each tower
         for tower in self.towers:
             # CPU towers share memory: the second reuses the first one's (read-only) copy.
@@ -230,32 +252,47 @@ class AlexNet:
         with self.fc8.device:
             return self.fc8.forward(self.fc7_features, train)         # (N, K)
 
-    def forward_loss(self, images, labels, train=True):
-        """The mean cross-entropy of the batch (a 0-d array on tower 0's device)."""
-        logits = self.forward(images, train)
+    def forward_loss(self, images, labels, train=True, step=0, rows=None):
+        """The mean cross-entropy of the batch (a 0-d array on tower 0's device); with
+        ``rows = (first, B)`` these rows' part of the global batch's mean (see ``forward``)."""
+        logits = self.forward(images, train, step, rows)
         with self.loss_layer.device:
             self.logits = logits
-            return self.loss_layer.forward(logits, move(labels, self.loss_layer.device))
+            total = None if rows is None else rows[1]
+            return self.loss_layer.forward(logits, move(labels, self.loss_layer.device), total)
 
-    def backward(self):
-        """Gradients of the last ``forward_loss`` into every layer's ``grads`` (added)."""
+    def backward(self, finished=None):
+        """Gradients of the last ``forward_loss`` into every layer's ``grads`` (added).
+
+        ``finished``: called with the names of the layers (as ``named_layers``) whose
+        gradients are complete, as soon as they are: data-parallel training starts summing
+        them across ranks there, while backward goes on (``buckets.GradientBuckets``).
+        """
+        finished = finished or (lambda names: None)
         with self.fc8.device:
             d = self.fc8.backward(self.loss_layer.backward())
+        finished(["fc8"])
         d = self.gather8.backward([d])
         d = self.towers_backward("fc7_stage", d)
+        finished(self.stage_layer_names("fc7_stage"))
         d = self.exchange7.backward(d)
         d = self.towers_backward("fc6_stage", d)
+        finished(self.stage_layer_names("fc6_stage"))
         d = self.exchange6.backward(d)
         d = self.towers_backward("conv3_to_pool5", d)
+        finished(self.stage_layer_names("conv3_to_pool5"))
         d = self.exchange3.backward(d)
         if self.config.lrn_across_towers:
             d = self.towers_backward("lrn2_pool2", d)
             d = self.exchange_lrn2.backward(d)
             d = self.towers_backward("lrn1_to_relu2", d)
+            finished(self.stage_layer_names("lrn1_to_relu2"))
             d = self.exchange_lrn1.backward(d)
             self.towers_backward("conv1_relu", d)
+            finished(self.stage_layer_names("conv1_relu"))
         else:
             self.towers_backward("conv1_to_pool2", d)   # conv1 returns no image gradient
+            finished(self.stage_layer_names("conv1_to_pool2"))
 
     def towers_forward(self, stage, xs, train):
         """Stage ``stage`` of every tower on its input, the towers side by side."""
@@ -268,6 +305,11 @@ class AlexNet:
                                       for tower, dy in zip(self.towers, dys)])
 
     # ---------------------------------------------------------------- parameters
+    def stage_layer_names(self, stage):
+        """Names of the layers with parameters in ``stage`` of every tower, e.g. fc6_stage ->
+        ["tower0.fc6", "tower1.fc6"]."""
+        return [name for tower in self.towers for name in tower.stage_layer_names(stage)]
+
     def named_layers(self):
         """[(name, layer)] for every layer with parameters: tower0.conv1 ... tower1.fc7, fc8."""
         return [pair for tower in self.towers for pair in tower.named_layers()] + [("fc8", self.fc8)]

@@ -160,7 +160,7 @@ def test_dropout_with_a_given_mask(inverted):
     r = rng(7)
     x = r.standard_normal((6, 10))
     mask = r.random((6, 10)) >= 0.5
-    drop = Dropout(CPU, 0.5, rng(0), inverted=inverted)
+    drop = Dropout(CPU, 0.5, (0, 1), inverted=inverted)
     scale = 2.0 if inverted else 1.0
     assert_close(drop.forward(x, True, mask=mask), x * mask * scale, what="train")
     check_layer_gradients(drop, x, train=True, mask=mask)
@@ -172,12 +172,31 @@ def test_dropout_with_a_given_mask(inverted):
 @pytest.mark.parametrize("inverted", [False, True])
 def test_dropout_keeps_the_expected_activation(inverted):
     x = np.ones((400, 500))
-    drop = Dropout(CPU, 0.5, rng(8), inverted=inverted)
+    drop = Dropout(CPU, 0.5, (8, 1), inverted=inverted)
     kept = drop.forward(x, True) != 0
     assert abs(kept.mean() - 0.5) < 0.005                      # p = 0.5 of units dropped
     # The expected training output equals the test output, in both conventions.
     assert abs(drop.forward(x, True).mean() - drop.forward(x, False).mean()) < 0.01
-    assert not np.array_equal(kept, drop.forward(x, True) != 0)  # a fresh mask each call
+    assert np.array_equal(kept, drop.forward(x, True) != 0)    # the same step: the same mask
+    drop.position = (1, 0, None)
+    assert not np.array_equal(kept, drop.forward(x, True) != 0)  # the next step: a fresh mask
+
+
+def test_dropout_masks_of_a_global_batch_split_in_rows():
+    """Ranks computing rows of one global batch get exactly one process's mask rows."""
+    x = np.ones((12, 30))
+    whole = Dropout(CPU, 0.5, (3, 6, 1))
+    whole.position = (7, 0, None)
+    full = whole.forward(x, True) != 0                          # (12, 30)
+    parts = []
+    for first in (0, 4, 8):                                     # three ranks, 4 rows each
+        part = Dropout(CPU, 0.5, (3, 6, 1))
+        part.position = (7, first, 12)
+        parts.append(part.forward(x[first:first + 4], True) != 0)
+    assert np.array_equal(np.concatenate(parts), full)
+    other_tower = Dropout(CPU, 0.5, (3, 6, 0))
+    other_tower.position = (7, 0, None)
+    assert not np.array_equal(other_tower.forward(x, True) != 0, full)
 
 
 # --------------------------------------------------------------------------- LRN
