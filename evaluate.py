@@ -8,7 +8,9 @@
 The result is printed with its procedure and split on every line that carries a number,
 and written as JSON (default: next to the checkpoint, eval-<checkpoint>-<split>-<procedure>.json).
 Errors follow §6's definition, with ties broken by class index (alexnet_np/metrics.py).
-Exit status: 0, or 2 with one line ``error: ...``.
+Exit status: 0, or 2 with one line ``error: ...``. Under ``mpiexec -n R`` the batches are
+shared among the ranks and the result equals one process's (``alexnet_np.evaluation``);
+rank 0 alone prints and writes.
 """
 import argparse
 import csv
@@ -18,15 +20,15 @@ import os
 import sys
 import time
 
+from alexnet_np import distributed, figures
 from alexnet_np.accepts import NON_NEGATIVE_INT, POSITIVE_INT, WORKERS, Choice, Several
 from alexnet_np.backend import DeviceError
 from alexnet_np.checkpoint import CheckpointError
 from alexnet_np.cli import Parser, existing_file, fail, folder_to_write, output_file
 from alexnet_np.config import ConfigError
 from alexnet_np.data import DataError
-from alexnet_np.trainer import (draw_figure4, evaluate_split, kernel_weights, open_trained_model,
-                                sample_indices)
-from alexnet_np import figures
+from alexnet_np.evaluation import draw_figure4, evaluate_split, kernel_weights, sample_indices
+from alexnet_np.runs import open_trained_model
 
 PROCEDURES = {
     False: ("centre-crop", "one view per image: the central crop"),
@@ -48,7 +50,7 @@ def build_parser():
     parser.add_argument("--device", type=Choice("auto", "cpu", "gpu"), default="auto",
                         help="cpu or gpu (default: the GPU when one is usable)")
     parser.add_argument("--gpus", type=Several(NON_NEGATIVE_INT), default=None, metavar="I,J",
-                        help="the GPU of each tower (default 0,1; with one GPU both towers share it)")
+                        help="the GPU of each tower (default 0,1; with one GPU both towers share it; under mpiexec by node-local rank)")
     parser.add_argument("--batch-size", type=POSITIVE_INT, default=None,
                         help="views per forward pass (default: the training batch size)")
     parser.add_argument("--json", type=output_file, default=None, help="where to write the result (default: next to the checkpoint)")
@@ -66,17 +68,34 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
-    except (ConfigError, DeviceError, DataError, CheckpointError) as error:
+        world = distributed.world()   # one process, unless started by mpiexec
+    except RuntimeError as error:
         return fail(error)
+    quiet = None
+    if not world.is_root:   # one voice: rank 0 prints (errors still reach stderr)
+        quiet, sys.stdout = sys.stdout, open(os.devnull, "w")
+    try:
+        return run(args, world)
+    except (ConfigError, DeviceError, DataError, CheckpointError) as error:
+        return world.fail(error)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return 130 if world.size == 1 else world.fail("interrupted", 130)
+    except Exception as error:   # a bug or a fault on this rank: end the whole job, naming the rank
+        if world.size == 1:
+            raise
+        return world.crash(error)
+    finally:
+        if quiet is not None:
+            sys.stdout.close()
+            sys.stdout = quiet
 
 
-def run(args):
+def run(args, world=None):
+    world = world or distributed.World()
     path, ckpt, model, cache = open_trained_model(args.checkpoint, args.device, args.gpus, args.data,
-                                                  args.cache, args.workers, args.progress)
+                                                  args.cache, args.workers, args.progress and world.is_root,
+                                                  world=world)
     config, devices = ckpt.config, model.devices
     if args.split not in cache.splits:
         raise DataError(f"--split {args.split}: one of the splits of {cache.path}: {', '.join(cache.splits)}")
@@ -92,8 +111,10 @@ def run(args):
     started = time.perf_counter()
     keep = sample_indices(len(split), 5) if (args.figures and not args.ten_crop) else ()
     result = evaluate_split(model, cache, args.split, config, devices[0], batch_size, ten_crop=args.ten_crop,
-                            keep=keep, progress=args.progress, desc=f"{args.split} {procedure}")
+                            keep=keep, progress=args.progress, desc=f"{args.split} {procedure}", world=world)
     seconds = time.perf_counter() - started
+    if not world.is_root:
+        return 0   # rank 0 writes the result and draws
     K, n = config.num_classes, result["count"]
     tag = f"[{args.split}, {procedure}]"
     print(f"{tag} top-1 error {100 * result['top1']:.2f}% ({result['wrong1']} of {n} images wrong; "
@@ -108,7 +129,8 @@ def run(args):
               "top1_wrong": result["wrong1"], "top5_wrong": result["wrong5"], "loss": result["loss"],
               "chance_top1_error": 1 - 1 / K, "chance_top5_error": max(0.0, 1 - 5 / K),
               "checkpoint": os.path.abspath(path), "epochs_trained": epoch, "step": step,
-              "data": os.path.abspath(cache.path), "device": devices[0].name, "seconds": round(seconds, 2),
+              "data": os.path.abspath(cache.path), "device": devices[0].name, "ranks": world.size,
+              "seconds": round(seconds, 2),
               "tie_rule": "equal scores ranked by lower class index", "config": config.to_dict()}
     stem = os.path.splitext(os.path.basename(path))[0]
     out = args.json or os.path.join(os.path.dirname(os.path.abspath(path)),

@@ -23,7 +23,8 @@ from alexnet_np.checkpoint import CheckpointError
 from alexnet_np.cli import Parser, existing_file, fail, folder_to_write
 from alexnet_np.config import ConfigError
 from alexnet_np.data import DataError
-from alexnet_np.trainer import draw_figure4, kernel_weights, open_trained_model
+from alexnet_np.evaluation import draw_figure4, kernel_weights
+from alexnet_np.runs import open_trained_model
 
 
 def build_parser():

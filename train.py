@@ -4,6 +4,7 @@ divided by 10 when the validation error stops improving (at most three times), 9
     python train.py                                   # the built-in demo data set, on a CPU, ~2 minutes
     python train.py --data /data/imagenet --device gpu          # ImageNet, both towers on GPUs 0 and 1
     python train.py --resume runs/20250101-120000               # continue exactly where it stopped
+    mpiexec -n 4 python train.py --data /data/imagenet          # 4 ranks, data parallel (README: Ranks)
 
 Every field of the configuration (alexnet_np/config.py) is an option (``--input-size``,
 ``--lrn-alpha-over-n``, ``--dropout-inverted``, ``--conv-channels 96,256,384,384,256``...).
@@ -13,7 +14,8 @@ config.json, log.jsonl (one JSON line per logging interval and per epoch), last.
 best.npz (checkpoints), curves.png, conv1_kernels.png and, at the end, Figure 4.
 
 Exit status: 0 done (or stopped by --max-steps), 2 an error (one line ``error: ...``),
-130 interrupted by Ctrl-C (after saving a checkpoint).
+130 interrupted by Ctrl-C or SIGTERM (after saving a checkpoint). Under ``mpiexec`` rank 0
+alone prints and writes; an error on any rank ends the whole job (``distributed``).
 """
 import argparse
 import dataclasses
@@ -21,15 +23,17 @@ import os
 import sys
 import time
 
+from alexnet_np import distributed
 from alexnet_np.accepts import NON_NEGATIVE_INT, POSITIVE_INT, WORKERS, Choice, Several
-from alexnet_np.backend import DeviceError, tower_devices
+from alexnet_np.backend import DeviceError
 from alexnet_np.checkpoint import CheckpointError, check_architecture, load, require_training_state
 from alexnet_np.cli import Parser, existing_path, fail, folder_to_write
 from alexnet_np.config import DEMO, Config, ConfigError, add_config_arguments, config_from_arguments
 from alexnet_np.data import DataError
 from alexnet_np.model import check_input_size
-from alexnet_np.trainer import (BEST, CONFIG_FILE, LAST, RUNS, Options, Trainer, TrainingError,
-                                data_of_checkpoint, describe_devices, open_data)
+from alexnet_np.runs import (BEST, CONFIG_FILE, LAST, RUNS, data_of_checkpoint, describe_devices,
+                             open_data_once, rank_devices)
+from alexnet_np.trainer import Options, Trainer, TrainingError
 
 def build_parser():
     parser = Parser(
@@ -111,17 +115,33 @@ def resume_point(path):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
+        world = distributed.world()   # one process, unless started by mpiexec
+    except RuntimeError as error:
+        return fail(error)
+    quiet = None
+    if not world.is_root:   # one voice: rank 0 prints (errors still reach stderr)
+        quiet, sys.stdout = sys.stdout, open(os.devnull, "w")
+    try:
+        return run(args, world)
     except (ConfigError, DeviceError, DataError, CheckpointError, TrainingError) as error:
-        return fail(error)
+        return world.fail(error)
     except ValueError as error:  # an impossible configuration (sizes that do not fit, ...)
-        return fail(error)
+        return world.fail(error)
     except KeyboardInterrupt:
         print("interrupted: stopped without saving; the last checkpoint, if any, is kept", file=sys.stderr)
-        return 130
+        return 130 if world.size == 1 else world.fail("interrupted twice: stopped without saving", 130)
+    except Exception as error:   # a bug or a fault on this rank: end the whole job, naming the rank
+        if world.size == 1:
+            raise
+        return world.crash(error)
+    finally:
+        if quiet is not None:
+            sys.stdout.close()
+            sys.stdout = quiet
 
 
-def run(args):
+def run(args, world=None):
+    world = world or distributed.World()
     ckpt = None
     if args.resume:
         ckpt = load(resume_point(args.resume))
@@ -141,22 +161,26 @@ def run(args):
         source = "the paper's configuration" if data is not None else "the DEMO configuration"
         config = config_from_arguments(args, base)
         options = options_from(args, Options())
-        out = args.out or new_run_folder()
+        out = world.bcast(args.out or new_run_folder())   # one name, rank 0's clock
         if os.path.exists(os.path.join(out, LAST)) or os.path.exists(os.path.join(out, BEST)):
             raise CheckpointError(f"{out} already holds a run: continue it with --resume {out}, "
                                   "or choose another --out")
         changed = []
 
     check_input_size(config)
+    world.rows(config.batch_size)   # refuse a batch that does not divide among the ranks
+    if world.size > 1:
+        print(f"ranks: {world.describe()}; each computes {config.batch_size // world.size} of every "
+              f"batch of {config.batch_size}")
     # The device first: a wrong --device should fail before any data is prepared.
-    devices = tower_devices(args.device, config.towers, args.gpus)
+    devices = rank_devices(args.device, config.towers, args.gpus, world)
     print(describe_devices(args.device, devices))
 
     if data is None and ckpt is None:
         print("no --data: training on the built-in demo data set (10 generated classes of shapes) "
               "with the DEMO configuration (alexnet_np/config.py; why each value: the comment there), "
               "small enough for a CPU")
-    cache, info = open_data(data, config.image_size, args.cache, args.workers, options.progress)
+    cache, info = open_data_once(world, data, config.image_size, args.cache, args.workers, options.progress)
     print(f"data: {cache!r}")
     fixes = {}
     if cache.image_size != config.image_size:
@@ -187,10 +211,11 @@ def run(args):
         print("note: resuming with changed settings (" + "; ".join(changed) + "); the continuation is "
               "exact only with the same settings")
 
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, CONFIG_FILE), "w") as f:
-        f.write(config.to_json() + "\n")
-    trainer = Trainer(config, cache, devices, out, options, info)
+    if world.is_root:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, CONFIG_FILE), "w") as f:
+            f.write(config.to_json() + "\n")
+    trainer = Trainer(config, cache, devices, out, options, info, world=world)
     if ckpt is not None:
         trainer.resume(ckpt)
         if args.lr is not None and args.lr != ckpt.config.lr:

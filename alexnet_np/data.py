@@ -22,11 +22,13 @@ Public API:
         .channel_mean, .pca_cov, .pca_eigvals, .pca_eigvecs, .image_size, .skipped, .source
     Split: .images (memmap), .labels, .paths, .relpaths, len(), .mapped() (a fresh memmap)
     TrainLoader(cache, config, device, epoch=0, start_batch=0, split="train", threads=2,
-        depth=2): iterate for ``(images (N, C, S, S) config.dtype, labels (N,) int64)`` on
-        ``device``; len() = batches it yields; .batch(b) computes batch b directly.
+        depth=2, rows=None): iterate for ``(images (N, C, S, S) config.dtype, labels (N,)
+        int64)`` on ``device``; len() = batches it yields; .batch(b) computes batch b
+        directly; ``rows``: a slice, this rank's rows of every batch (``distributed``).
     eval_batches(cache, split, config, device, batch_size=None, ten_crop=False,
-        mean_image=None, threads=2, depth=2): ``(views, labels)``, views (N, C, S, S) or,
-        ten-crop, (N, V, C, S, S); every image once, in order, the last batch partial.
+        mean_image=None, threads=2, depth=2, shard=(0, 1)): ``(views, labels)``, views
+        (N, C, S, S) or, ten-crop, (N, V, C, S, S); every image once, in order, the last
+        batch partial; ``shard=(r, R)``: only batches r, r+R, r+2R, ...
     epoch_order(seed, epoch, m), batch_rng(seed, epoch, b): the random streams.
 
 Randomness (STYLE 12): nothing here keeps generator state. The order of epoch ``e`` is a
@@ -224,10 +226,15 @@ class TrainLoader:
     PCA lighting (config.lighting_std, 0-255 units, see ``augment``) and the mean subtracted
     (config.mean). Crops and flips are made on the host in uint8; only those move to the
     device, where the float work runs with ``device.xp``. The last partial batch is dropped.
+
+    ``rows`` (a slice of ``range(N)``): yield only these rows of each batch, as one of
+    several ranks does. The order and every draw (crop, flip, lighting) are made for the
+    whole batch, as one process makes them, and this rank takes its rows; it reads only
+    its rows' images from the memory map.
     """
 
     def __init__(self, cache, config, device, epoch=0, start_batch=0, split="train",
-                 threads=2, depth=2):
+                 threads=2, depth=2, rows=None):
         self.split = cache.split(split)
         self.config, self.device, self.epoch = config, device, epoch
         self.threads, self.depth = threads, depth
@@ -238,6 +245,7 @@ class TrainLoader:
         if not 0 <= start_batch <= self.batches_per_epoch:
             raise DataError(f"start_batch {start_batch} is outside 0..{self.batches_per_epoch}")
         self.start_batch = start_batch
+        self.rows = rows if rows is not None else slice(0, n)
         self.image_size = cache.image_size
         augment.crop_offsets(self.image_size, config.input_size)
         self.order = epoch_order(config.seed, epoch, m)                  # (M,)
@@ -257,6 +265,8 @@ class TrainLoader:
         ys, xs, flips, alphas = augment.draw_augmentation(
             batch_rng(config.seed, self.epoch, b), n, self.image_size, config.input_size,
             config.flip, config.lighting_std)
+        mine = self.rows                                                     # this rank's rows
+        index, ys, xs, flips, alphas = index[mine], ys[mine], xs[mine], flips[mine], alphas[mine]
         crops = augment.crop_flip(self.split.mapped(), index, ys, xs, flips, config.input_size)  # (N, S, S, C)
         labels = self.split.labels[index]                                    # (N,)
         return crops, labels, (index, ys, xs, flips, alphas)
@@ -286,7 +296,7 @@ class TrainLoader:
 
 
 def eval_batches(cache, split, config, device, batch_size=None, ten_crop=False,
-                 mean_image=None, threads=2, depth=2):
+                 mean_image=None, threads=2, depth=2, shard=(0, 1)):
     """Evaluation views of every image of ``split`` in order, mean subtracted (§4.1 test time).
 
     Yields ``(views, labels)`` on ``device``: views (N, C, S, S), the centre crop, or with
@@ -294,7 +304,8 @@ def eval_batches(cache, split, config, device, batch_size=None, ten_crop=False,
     ``mean_image`` (R, R, C) replaces the cache's mean (e.g. the training set's when
     evaluating another cache). The last batch is partial. Centre crops travel to the device
     as uint8 crops; for ten-crop the whole uint8 images travel (6x fewer bytes than 10 crops)
-    and the views are cut there.
+    and the views are cut there. ``shard = (r, R)``: only batches r, r+R, ... (rank r of R
+    evaluates those; each batch holds the same images as in one process).
     """
     data = cache.split(split)
     n = batch_size or config.batch_size
@@ -321,4 +332,5 @@ def eval_batches(cache, split, config, device, batch_size=None, ten_crop=False,
                 views = move(np.ascontiguousarray(augment.center_crop(images, size)), device)     # (N, S, S, C)
             return augment.normalize(views, offset, dtype, xp), move(labels, device)
 
-    return prefetch(make, range(0, len(data), n), threads, depth)
+    rank, ranks = shard
+    return prefetch(make, range(0, len(data), n)[rank::ranks], threads, depth)

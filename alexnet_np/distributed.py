@@ -80,6 +80,9 @@ class World:
     def wait(self, requests):
         """Wait until the requests of ``start_sum`` are done."""
 
+    def test(self, requests):
+        """Move the requests forward without waiting (MPI progresses only inside its calls)."""
+
     def sum_values(self, values):
         """[float] summed across ranks (a few numbers: the loss, counts, a stop flag)."""
         return [float(v) for v in values]
@@ -152,6 +155,11 @@ class MpiWorld(World):
         for r in requests:
             if not isinstance(r, self.MPI.Request):
                 r.wait()
+
+    def test(self, requests):
+        mpi = [r for r in requests if isinstance(r, self.MPI.Request)]
+        if mpi:
+            self.MPI.Request.Testall(mpi)
 
     def sum_values(self, values):
         import numpy as np

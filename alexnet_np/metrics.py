@@ -98,13 +98,26 @@ class TopKCounter:
         self.loss_sum, self.loss_count = 0.0, 0
 
     def add(self, scores, labels, loss=None):
-        ranks = label_ranks(scores, labels)                    # (N,)
+        self.add_ranks(label_ranks(scores, labels), loss)
+
+    def add_ranks(self, ranks, loss=None):
+        """Add examples by the ranks (N,) of their labels (``label_ranks``)."""
+        ranks = np.asarray(ranks)
         self.count += int(ranks.size)
         for k in self.ks:
             self.wrong[k] += int((ranks >= k).sum())
         if loss is not None:
             self.loss_sum += float(loss) * int(ranks.size)
             self.loss_count += int(ranks.size)
+
+    def add_totals(self, count, wrong, loss):
+        """Add ``count`` examples of which ``wrong[k]`` missed the top k, with mean loss ``loss``
+        (the totals of a batch computed on several ranks)."""
+        self.count += int(count)
+        for k in self.ks:
+            self.wrong[k] += int(wrong[k])
+        self.loss_sum += float(loss) * int(count)
+        self.loss_count += int(count)
 
     def error(self, k):
         return self.wrong[k] / self.count if self.count else math.nan

@@ -1,4 +1,4 @@
-"""The training loop of §5, its evaluation, and what train.py / evaluate.py share.
+"""The training loop of §5, on one process or on R ranks (data parallel).
 
 Dimensions:
     N  batch    S  input size    K  classes    V  views (10 for ten-crop)
@@ -11,14 +11,23 @@ rate by 10 when it stops improving, at most three times), a checkpoint is writte
 machine-readable line goes to ``log.jsonl``, and the curves and conv1 kernels are redrawn.
 
 Exact resume. The position is (epoch, batch within it, step). The data pipeline derives
-every random draw from (seed, epoch, batch) (``data.TrainLoader``), the checkpoint holds
-weights, momentum, the schedule, the dropout generators and the running metrics of the
-epoch, so a run stopped anywhere and resumed repeats the same arithmetic: on the CPU the
-weights are bitwise those of an uninterrupted run (``tests/test_train_resume.py``).
+every random draw from (seed, epoch, batch) (``data.TrainLoader``) and the dropout masks
+from (seed, step, layer, tower) (``layers.Dropout``); the checkpoint holds weights,
+momentum, the schedule and the running metrics of the epoch, so a run stopped anywhere
+and resumed repeats the same arithmetic: on the CPU the weights are bitwise those of an
+uninterrupted run (``tests/test_train_resume.py``).
 
-Stopping. Ctrl-C (SIGINT) sets a flag; the loop finishes the step it is in (never half an
-SGD update), writes a checkpoint at that position and returns "interrupted"; a second
-Ctrl-C stops at once without saving. A loss that is not finite stops training before the
+Ranks (``distributed``). With R ranks each computes rows r*B/R .. of every batch of B
+(the same order and draws as one process), its part of the loss (its rows' sum / B) and
+of the gradients, which ``buckets.GradientBuckets`` sums across ranks while backward runs;
+every rank then applies the same update. The loss, the top-k counts and a stop request
+are summed in one small reduction per step; validation is shared (``evaluation``). Rank
+0 alone prints, logs, checkpoints and draws; a checkpoint holds nothing of one rank, so
+a run resumes at any number of ranks.
+
+Stopping. Ctrl-C (SIGINT) or SIGTERM sets a flag; the ranks agree on it in the step's
+reduction, finish that step (never half an SGD update), write one checkpoint at that
+position and return "interrupted"; a second Ctrl-C stops at once without saving. A loss that is not finite stops training before the
 update (``TrainingError`` names the step); the last checkpoint on disk is the last good one.
 A loss that stays at ln K (the loss of a uniform guess) for a long time is reported once.
 """
@@ -33,18 +42,16 @@ import time
 
 import numpy as np
 
-from . import checkpoint, classmap, figures, ilsvrc
-from .backend import move, tower_devices
-from .data import Cache, DataError, TrainLoader, eval_batches, is_cache
-from .metrics import TopKCounter, average_views, softmax, topk_classes
+from . import checkpoint, figures
+from .buckets import GradientBuckets
+from .data import TrainLoader
+from .distributed import World
+from .evaluation import draw_figure4, evaluate_split, kernel_weights, progress_bar, sample_indices
+from .metrics import TopKCounter, label_ranks
 from .model import AlexNet
 from .optim import SGD
+from .runs import BEST, LAST, LOG
 from .schedule import FixedSchedule, PlateauSchedule
-
-LAST, BEST = "last.npz", "best.npz"
-LOG, CONFIG_FILE = "log.jsonl", "config.json"
-RUNS = "runs"              # where runs go by default, under the current folder
-DATA_ROOT = "data_cache"   # where the demo data and prepared ImageFolders go by default
 
 
 class TrainingError(Exception):
@@ -67,258 +74,32 @@ class Options:
     threads: int = 2             # data threads
 
 
-# --------------------------------------------------------------------------- data
-
-def open_data(data, image_size, cache_dir=None, workers=None, progress=True, print_fn=print):
-    """The ``Cache`` for ``--data``, and a record of where it came from (saved in checkpoints).
-
-    ``data``: None (the built-in demo set, generated and prepared under ``data_cache/``),
-    a prepared cache folder, or an ImageFolder root (``train/<class>/...``, ``val/...``) or
-    ILSVRC-2012's files as distributed (``ILSVRC2012_img_train.tar``, ..., see ``ilsvrc``),
-    prepared once into ``cache_dir`` (default ``data_cache/<name>-<image_size>``) at
-    ``image_size`` and reused afterwards. Raises ``DataError`` with one line.
-    """
-    if data is None:
-        from .demo_data import demo_cache
-        path = demo_cache(DATA_ROOT, progress=progress)
-        return Cache(path), {"demo": True, "cache": os.path.abspath(path), "source": None}
-    if not os.path.exists(data):
-        raise DataError(f"--data {data}: no such folder")
-    if is_cache(data):
-        return Cache(data), {"demo": False, "cache": os.path.abspath(data), "source": None}
-    if not os.path.isdir(data):
-        raise DataError(f"--data {data} is neither a folder of images (train/<class>/...) nor a prepared cache")
-    if not os.path.isdir(os.path.join(data, "train")) and not ilsvrc.has_split(data, "train"):
-        raise DataError(f"--data {data} has no train/ folder: expected an ImageFolder root "
-                        "(train/<class>/<image>, val/<class>/<image>) or a prepared cache")
-    name = os.path.basename(os.path.normpath(os.path.abspath(data)))
-    dst = cache_dir or os.path.join(DATA_ROOT, f"{name}-{image_size}")
-    from .prepare import prepare
-    path = prepare(data, dst, image_size=image_size, workers=workers, progress=progress, print_fn=print_fn)
-    return Cache(path), {"demo": False, "cache": os.path.abspath(path), "source": os.path.abspath(data)}
-
-
-def latest_checkpoint(runs=RUNS, name=BEST):
-    """``runs/<run>/<name>`` of the run whose checkpoint is newest; DataError when none."""
-    found = []
-    if os.path.isdir(runs):
-        for run in os.listdir(runs):
-            for candidate in (name, LAST):
-                path = os.path.join(runs, run, candidate)
-                if os.path.isfile(path):
-                    found.append((os.path.getmtime(os.path.join(runs, run, LAST))
-                                  if os.path.isfile(os.path.join(runs, run, LAST)) else os.path.getmtime(path), path))
-                    break
-    if not found:
-        raise DataError(f"no checkpoint under {runs}/: train first (python train.py) or give --checkpoint")
-    return max(found)[1]
-
-
-def describe_devices(kind, devices):
-    """One line: which device, why (for --device auto), and each tower's."""
-    name = devices[0].name.split(":")[0]
-    why = ""
-    if kind == "auto":
-        why = " (default: a GPU is usable)" if name == "gpu" else " (default: no usable GPU found)"
-    return f"device: {name}{why}; " + ", ".join(f"tower {g}: {d.name}" for g, d in enumerate(devices))
-
-
-def data_of_checkpoint(ckpt):
-    """The ``--data`` a checkpoint's run used: None for the demo, else its cache (or source)."""
-    info = ckpt.meta.get("data", {})
-    if info.get("demo"):
-        return None
-    if info.get("cache") and is_cache(info["cache"]):
-        return info["cache"]
-    if info.get("source"):
-        return info["source"]
-    raise DataError(f"checkpoint {ckpt.path} does not say which data it was trained on: give --data")
-
-
-def open_trained_model(path, device_kind, gpus, data, cache_dir=None, workers=None, progress=True):
-    """A checkpoint's model on its devices, with the data it is to be run on.
-
-    ``path`` None means the best checkpoint of the latest run; ``data`` None means the data
-    that run used. Returns ``(path, checkpoint, model, cache)``; refuses a checkpoint whose
-    classes do not fit the data's (``classmap.for_checkpoint``).
-    """
-    path = path or latest_checkpoint()
-    ckpt = checkpoint.load(path)
-    config = ckpt.config
-    devices = tower_devices(device_kind, config.towers, gpus)
-    print(describe_devices(device_kind, devices))
-    cache, _ = open_data(data if data is not None else data_of_checkpoint(ckpt),
-                         config.image_size, cache_dir, workers, progress)
-    cache = classmap.for_checkpoint(cache, ckpt)   # classes by WordNet id, the checkpoint's mean image
-    model = AlexNet(config, devices)
-    checkpoint.restore(ckpt, model)
-    return path, ckpt, model, cache
-
-
-# --------------------------------------------------------------------------- evaluation
-
-def model_probabilities(model, views, host, chunk):
-    """Softmax outputs on the host, (N, K) float64; ten-crop views are averaged (§4.1).
-
-    views (N, 3, S, S) or (N, V, 3, S, S) on any device; forward runs in chunks of at most
-    ``chunk`` views. Leaves ``model.fc7_features`` of the last chunk.
-    """
-    if views.ndim == 4:
-        return softmax(host(model.forward(views, train=False)))          # (N, K)
-    N, V = views.shape[:2]
-    flat = views.reshape((N * V,) + tuple(views.shape[2:]))              # (N*V, 3, S, S)
-    logits = [host(model.forward(flat[i:i + chunk], train=False)) for i in range(0, N * V, chunk)]
-    return average_views(np.concatenate(logits), V)                      # (N, K)
-
-
-def evaluate_split(model, cache, split, config, device, batch_size, ten_crop=False, keep=(),
-                   progress=False, threads=2, desc=None):
-    """Top-1 / top-5 error, loss and every image's five most probable classes on ``split``.
-
-    The loss is the mean of -ln p[label] of the prediction (the ten-crop average when
-    ``ten_crop``). ``keep``: indices of images whose centre-crop fc7 features (D,) are
-    returned too (Figure 4; only without ten-crop). Returns a dict.
-    """
-    host = device.to_host
-    images_per_batch = max(1, batch_size // 10) if ten_crop else batch_size
-    counter = TopKCounter()
-    top_classes, top_probs, labels_all, kept = [], [], [], {}
-    keep = sorted(set(int(i) for i in keep))
-    start = 0
-    bar = _bar(progress, len(cache.split(split)), desc or f"{split}", leave=False)
-    try:
-        for views, labels in eval_batches(cache, split, config, device, images_per_batch,
-                                          ten_crop=ten_crop, threads=threads):
-            probs = model_probabilities(model, views, host, batch_size)   # (N, K)
-            labels = np.asarray(host(labels))                             # (N,)
-            p_true = probs[np.arange(len(labels)), labels]
-            loss = float(-np.log(np.maximum(p_true, 1e-300)).mean())
-            counter.add(probs, labels, loss)
-            k = min(5, probs.shape[1])
-            cls = topk_classes(probs, k)                                  # (N, 5)
-            top_classes.append(cls)
-            top_probs.append(np.take_along_axis(probs, cls, axis=1))
-            labels_all.append(labels)
-            wanted = [i for i in keep if start <= i < start + len(labels)]
-            if wanted and not ten_crop:
-                features = np.asarray(host(model.fc7_features))           # (N, D)
-                kept.update({i: features[i - start].copy() for i in wanted})
-            start += len(labels)
-            if bar is not None:
-                bar.update(len(labels))
-    finally:
-        if bar is not None:
-            bar.close()
-    return {"count": counter.count, "loss": counter.loss,
-            "top1": counter.error(1), "top5": counter.error(5),
-            "wrong1": counter.wrong[1], "wrong5": counter.wrong[5],
-            "top_classes": np.concatenate(top_classes), "top_probs": np.concatenate(top_probs),
-            "labels": np.concatenate(labels_all), "features": kept}
-
-
-# --------------------------------------------------------------------------- figures
-
-def sample_indices(count, n):
-    """``n`` indices spread evenly over ``range(count)`` (deterministic)."""
-    n = min(n, count)
-    return sorted(set(np.linspace(0, count - 1, n).round().astype(int).tolist()))
-
-
-def draw_figure4(model, cache, config, device, folder, batch_size, pool=0, split="val",
-                 show=8, queries=5, neighbours=6, progress=False, threads=2, result=None):
-    """Figure 4, left and right, for the images of ``split``; returns the two paths.
-
-    ``result``: an ``evaluate_split`` result of the same split and model (centre crop) with
-    the features of ``sample_indices`` kept; computed here when not given.
-    ``pool``: how many training images (the first ones) to search (0: all of them).
-    """
-    data = cache.split(split)
-    shown = sample_indices(len(data), show)
-    asked = sample_indices(len(data), queries)
-    if result is None or any(i not in result["features"] for i in asked):
-        result = evaluate_split(model, cache, split, config, device, batch_size, keep=asked,
-                                progress=progress, threads=threads, desc=f"{split} (figures)")
-    left = figures.prediction_sheet(
-        np.stack([data.images[i] for i in shown]), result["top_classes"][shown],
-        result["top_probs"][shown], data.labels[shown], cache.class_names,
-        os.path.join(folder, "figure4_predictions.png"),
-        title=f"five most probable labels, {split} images (Figure 4, left)")
-
-    searched = "train" if "train" in cache.splits else split  # a folder of photos may have no train split
-    train = cache.split(searched)
-    limit = len(train) if pool <= 0 else min(pool, len(train))
-    q = move(np.stack([result["features"][i] for i in asked]), device)      # (Q, D)
-
-    def features(views):
-        model.forward(views, train=False)
-        return model.fc7_features                                           # (B, D) on the head device
-
-    def batches():
-        seen = 0
-        bar = _bar(progress, limit, "fc7 neighbours", leave=False)
-        stream = eval_batches(cache, searched, config, device, batch_size, threads=threads)
-        try:
-            for views, _ in stream:
-                take = min(len(views), limit - seen)
-                yield views[:take]
-                seen += take
-                if bar is not None:
-                    bar.update(take)
-                if seen >= limit:
-                    break
-        finally:
-            stream.close()
-            if bar is not None:
-                bar.close()
-
-    with device:
-        index, distance = figures.nearest_neighbours(features, q, batches(), k=neighbours,
-                                                     to_host=device.to_host)
-    right = figures.neighbour_sheet(
-        np.stack([data.images[i] for i in asked]),
-        [[train.images[j] for j in row] for row in index], os.path.join(folder, "figure4_neighbours.png"),
-        distances=distance,
-        title=f"{split} images and their {neighbours} nearest {searched} images in fc7 space "
-              f"(Figure 4, right; {limit} {searched} images searched)")
-    return left, right
-
-
-def kernel_weights(model):
-    """[tower g's conv1 W (F/G, 3, 11, 11) on the host] (Figure 3)."""
-    return [np.asarray(t.device.to_host(t.conv1.params["W"])) for t in model.towers]
-
-
 # --------------------------------------------------------------------------- the loop
 
 class StopFlag:
-    """SIGINT -> ``requested``; a second SIGINT raises KeyboardInterrupt at once."""
+    """SIGINT or SIGTERM -> ``requested``; a second one raises KeyboardInterrupt at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, say):
-        self.requested, self.say, self.old = False, say, None
+        self.requested, self.say, self.old = False, say, {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.old = signal.signal(signal.SIGINT, self.handle)
+            self.old = {s: signal.signal(s, self.handle) for s in self.SIGNALS}
         return self
 
     def handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        self.say("Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again quits without saving)")
+        what = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        self.say(f"{what}: stopping after this step and saving a checkpoint (Ctrl-C again quits without saving)")
 
     def __exit__(self, *exc):
-        if self.old is not None:
-            signal.signal(signal.SIGINT, self.old)
+        for s, old in self.old.items():
+            signal.signal(s, old)
         return False
-
-
-def _bar(enabled, total, desc, leave=True, initial=0):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, initial=initial, desc=desc, unit="img", unit_scale=True, leave=leave,
-                dynamic_ncols=True, mininterval=0.5)
 
 
 def _say(message):
@@ -336,12 +117,19 @@ class Trainer:
     so that evaluate.py can find the data of a run.
     """
 
-    def __init__(self, config, cache, devices, run_dir, options=None, data_info=None, say=_say):
+    def __init__(self, config, cache, devices, run_dir, options=None, data_info=None, say=_say, world=None):
         self.config, self.cache, self.devices = config, cache, list(devices)
         self.run_dir, self.options = run_dir, options or Options()
-        self.data_info, self.say = dict(data_info or {}), say
+        self.world = world or World()
+        self.data_info = dict(data_info or {})
+        self.say = say if self.world.is_root else (lambda message: None)
+        self.progress = self.options.progress and self.world.is_root
+        self.rows = self.world.rows(config.batch_size)   # this rank's rows of every batch
         self.device = self.devices[0]
         self.model = AlexNet(config, self.devices)
+        # Several ranks: gradients in flat buckets summed while backward runs (before SGD,
+        # which keeps references to them).
+        self.buckets = GradientBuckets(self.model, self.world) if self.world.size > 1 else None
         self.optimizer = SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
                              weight_decay=config.weight_decay, decay_biases=config.decay_biases)
         if self.options.lr_steps:
@@ -358,7 +146,8 @@ class Trainer:
         self.recent = []         # the losses of the last steps, for the stall check
         self.last_saved = None   # (path, step) of the newest checkpoint on disk
         self.chance_loss = math.log(config.num_classes)
-        os.makedirs(run_dir, exist_ok=True)
+        if self.world.is_root:
+            os.makedirs(run_dir, exist_ok=True)
 
     # -------------------------------------------------------------- state
     def meta(self):
@@ -371,7 +160,7 @@ class Trainer:
 
     def resume(self, ckpt):
         """Continue from a ``checkpoint.load`` result (same architecture, checked)."""
-        reseeded = checkpoint.restore(ckpt, self.model, self.optimizer)
+        checkpoint.restore(ckpt, self.model, self.optimizer)
         meta = ckpt.meta
         self.epoch, self.batch, self.step = ckpt.position
         try:
@@ -387,24 +176,24 @@ class Trainer:
         self.stall = dict(meta.get("stall", self.stall))
         self.recent = list(meta.get("recent", []))
         self.last_saved = (ckpt.path, self.step)
-        if reseeded:
-            self.say(f"note: the dropout generators ({', '.join(reseeded)}) live on a GPU and cannot be "
-                     f"saved; re-seeded from (seed, step {self.step}): later masks differ from an "
-                     "uninterrupted run's")
         self.log({"kind": "resume", "checkpoint": ckpt.path, "epoch": self.epoch + 1,
                   "batch": self.batch, "step": self.step, "lr": self.optimizer.lr})
 
     def save(self, name):
-        """Write checkpoint ``name`` of the current state; never one with weights not finite."""
+        """Write checkpoint ``name`` of the current state (rank 0); never one with weights not
+        finite (every rank checks: they hold the same weights, so they stop together)."""
         bad = [n for n, w, _, d in self.model.parameters() if not bool(d.xp.isfinite(w).all())]
         if bad:
             self.fail(weight=bad[0])
         path = os.path.join(self.run_dir, name)
-        checkpoint.save(path, self.model, self.optimizer, self.meta())
+        if self.world.is_root:
+            checkpoint.save(path, self.model, self.optimizer, self.meta())
         self.last_saved = (path, self.step)
         return path
 
     def log(self, record):
+        if not self.world.is_root:
+            return
         record = dict(record, time=round(time.time(), 3))
         with open(os.path.join(self.run_dir, LOG), "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -424,7 +213,7 @@ class Trainer:
                 if outcome != "epoch done":
                     return outcome
                 self.end_epoch()
-                if stop.requested:   # during the validation or figures of the epoch's end
+                if self.world.sum_values([stop.requested])[0]:   # during the validation or figures
                     self.log({"kind": "interrupted", "epoch": self.epoch + 1, "batch": self.batch, "step": self.step,
                               "checkpoint": self.last_saved[0]})
                     self.say(f"interrupted at step {self.step} (after epoch {self.epoch}); checkpoint "
@@ -435,11 +224,11 @@ class Trainer:
     def train_epoch(self, stop):
         c, o, model = self.config, self.options, self.model
         loader = TrainLoader(self.cache, c, self.device, epoch=self.epoch, start_batch=self.batch,
-                             threads=o.threads)
+                             threads=o.threads, rows=self.rows)
         per_epoch = loader.batches_per_epoch
         stall_steps = o.stall_steps or max(200, per_epoch)
         self.recent = collections.deque(self.recent, maxlen=stall_steps)
-        bar = _bar(o.progress, per_epoch * c.batch_size, f"epoch {self.epoch + 1}/{c.epochs}",
+        bar = progress_bar(self.progress, per_epoch * c.batch_size, f"epoch {self.epoch + 1}/{c.epochs}",
                    initial=self.batch * c.batch_size)
         host = self.device.to_host
         tick, tick_images = time.perf_counter(), 0
@@ -450,22 +239,26 @@ class Trainer:
                 # Overflow is not an error here: its outcome, a loss that is not finite, is
                 # caught below with a message naming the step (NumPy would only warn).
                 with np.errstate(over="ignore", invalid="ignore"):
-                    loss = float(host(model.forward_loss(images, labels, train=True)))
+                    loss, wrong, stopping = self.forward(images, labels, stop)
                     if not math.isfinite(loss):
                         self.fail(loss=loss)
                     model.zero_grads()
-                    model.backward()
+                    if self.buckets is None:
+                        model.backward()
+                    else:
+                        model.backward(finished=self.buckets.finished)   # sums start during backward
+                        self.buckets.wait()
                     self.optimizer.step()
                 self.step += 1
                 self.batch += 1
-                self.counter.add(host(model.logits), host(labels), loss)
+                self.counter.add_totals(c.batch_size, wrong, loss)
                 interval_losses.append(loss)
                 self.recent.append(loss)
-                tick_images += len(labels)
+                tick_images += c.batch_size
                 if bar is not None:
                     bar.set_postfix_str(f"loss {self.counter.loss:.3f}  top-1 err {100 * self.counter.error(1):.1f}%  "
                                         f"lr {self.optimizer.lr:g}", refresh=False)
-                    bar.update(len(labels))
+                    bar.update(c.batch_size)
                 if self.step % o.log_every == 0 or self.batch == per_epoch:
                     now = time.perf_counter()
                     rate = tick_images / max(now - tick, 1e-9)
@@ -480,10 +273,10 @@ class Trainer:
                     self.elapsed_add(started)
                     started = time.perf_counter()
                     self.save(LAST)
-                if stop.requested or (o.max_steps and self.step >= o.max_steps):
+                if stopping or (o.max_steps and self.step >= o.max_steps):
                     self.elapsed_add(started)
                     path = self.save(LAST)
-                    why = "interrupted" if stop.requested else "stopped"
+                    why = "interrupted" if stopping else "stopped"
                     self.log({"kind": why, "epoch": self.epoch + 1, "batch": self.batch, "step": self.step,
                               "checkpoint": path})
                     if bar is not None:
@@ -497,6 +290,18 @@ class Trainer:
                 bar.close()
         self.elapsed_add(started)
         return "epoch done"
+
+    def forward(self, images, labels, stop):
+        """The step's loss over the whole batch, its top-1/top-5 misses and whether any rank
+        was asked to stop: this rank's part, summed over the ranks in one small reduction.
+        Returns ``(loss, {1: wrong, 5: wrong}, stop)``."""
+        host = self.device.to_host
+        part = self.model.forward_loss(images, labels, train=True, step=self.step,
+                                       rows=(self.rows.start, self.config.batch_size))
+        ranks = label_ranks(host(self.model.logits), host(labels))                  # (N/R,)
+        loss, wrong1, wrong5, stopping = self.world.sum_values(
+            [float(host(part)), (ranks >= 1).sum(), (ranks >= 5).sum(), stop.requested])
+        return loss, {1: wrong1, 5: wrong5}, stopping > 0
 
     def elapsed_add(self, started, training=True):
         seconds = time.perf_counter() - started
@@ -538,9 +343,9 @@ class Trainer:
         started = time.perf_counter()
         done_epoch = self.epoch + 1
         val = evaluate_split(self.model, self.cache, "val", c, self.device,
-                             o.eval_batch_size or c.batch_size, progress=o.progress, threads=o.threads,
+                             o.eval_batch_size or c.batch_size, progress=self.progress, threads=o.threads,
                              keep=sample_indices(len(self.cache.split("val")), 5) if self._last_epoch() else (),
-                             desc=f"epoch {done_epoch} validation")
+                             desc=f"epoch {done_epoch} validation", world=self.world)
         lr_used = self.optimizer.lr
         self.elapsed_add(started, training=False)
         record = {"epoch": done_epoch, "step": self.step, "lr": lr_used,
@@ -573,7 +378,7 @@ class Trainer:
         self.last_saved = (path, self.step)   # the resume point (best.npz may be older)
         if o.keep_epochs:
             self.save(f"epoch-{done_epoch:03d}.npz")
-        if o.figures:
+        if o.figures and self.world.is_root:
             self.draw(final=self.epoch >= c.epochs, val=val)
 
     def _last_epoch(self):
@@ -589,6 +394,6 @@ class Trainer:
         if final:
             paths = draw_figure4(self.model, self.cache, self.config, self.device, self.run_dir,
                                  self.options.eval_batch_size or self.config.batch_size,
-                                 pool=self.options.neighbour_pool, progress=self.options.progress,
+                                 pool=self.options.neighbour_pool, progress=self.progress,
                                  threads=self.options.threads, result=val)
             self.say(f"figures: {', '.join(paths)}")

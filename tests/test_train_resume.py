@@ -34,7 +34,7 @@ def comparable(meta):
     history = [{k: v for k, v in h.items() if k not in ("elapsed_s", "images_per_s", "epoch_train_s")}
                for h in meta["history"]]
     return {"position": meta["position"], "schedule": meta["schedule"], "history": history,
-            "counter": meta["counter"], "generators": meta["generators"], "optimizer": meta["optimizer"],
+            "counter": meta["counter"], "optimizer": meta["optimizer"],
             "best": meta["best"]}
 
 

@@ -1,0 +1,157 @@
+"""Opening what a run needs: its data, its newest checkpoint, a trained model on its devices.
+
+Shared by train.py, evaluate.py and figures.py. Under several ranks (``distributed``),
+rank 0 prepares data that needs preparing while the others wait, then every rank opens
+the same cache (the data and the run folder must be visible to every rank: a shared file
+system, or the same paths on every node).
+"""
+import os
+
+from . import backend, checkpoint, classmap, ilsvrc
+from .backend import Device, DeviceError, tower_devices
+from .data import Cache, DataError, is_cache
+from .distributed import World, rank_gpus
+from .model import AlexNet
+
+LAST, BEST = "last.npz", "best.npz"
+LOG, CONFIG_FILE = "log.jsonl", "config.json"
+RUNS = "runs"              # where runs go by default, under the current folder
+DATA_ROOT = "data_cache"   # where the demo data and prepared ImageFolders go by default
+
+
+def open_data(data, image_size, cache_dir=None, workers=None, progress=True, print_fn=print):
+    """The ``Cache`` for ``--data``, and a record of where it came from (saved in checkpoints).
+
+    ``data``: None (the built-in demo set, generated and prepared under ``data_cache/``),
+    a prepared cache folder, or an ImageFolder root (``train/<class>/...``, ``val/...``) or
+    ILSVRC-2012's files as distributed (``ILSVRC2012_img_train.tar``, ..., see ``ilsvrc``),
+    prepared once into ``cache_dir`` (default ``data_cache/<name>-<image_size>``) at
+    ``image_size`` and reused afterwards. Raises ``DataError`` with one line.
+    """
+    if data is None:
+        from .demo_data import demo_cache
+        path = demo_cache(DATA_ROOT, progress=progress)
+        return Cache(path), {"demo": True, "cache": os.path.abspath(path), "source": None}
+    if not os.path.exists(data):
+        raise DataError(f"--data {data}: no such folder")
+    if is_cache(data):
+        return Cache(data), {"demo": False, "cache": os.path.abspath(data), "source": None}
+    if not os.path.isdir(data):
+        raise DataError(f"--data {data} is neither a folder of images (train/<class>/...) nor a prepared cache")
+    if not os.path.isdir(os.path.join(data, "train")) and not ilsvrc.has_split(data, "train"):
+        raise DataError(f"--data {data} has no train/ folder: expected an ImageFolder root "
+                        "(train/<class>/<image>, val/<class>/<image>) or a prepared cache")
+    name = os.path.basename(os.path.normpath(os.path.abspath(data)))
+    dst = cache_dir or os.path.join(DATA_ROOT, f"{name}-{image_size}")
+    from .prepare import prepare
+    path = prepare(data, dst, image_size=image_size, workers=workers, progress=progress, print_fn=print_fn)
+    return Cache(path), {"demo": False, "cache": os.path.abspath(path), "source": os.path.abspath(data)}
+
+
+def latest_checkpoint(runs=RUNS, name=BEST):
+    """``runs/<run>/<name>`` of the run whose checkpoint is newest; DataError when none."""
+    found = []
+    if os.path.isdir(runs):
+        for run in os.listdir(runs):
+            for candidate in (name, LAST):
+                path = os.path.join(runs, run, candidate)
+                if os.path.isfile(path):
+                    found.append((os.path.getmtime(os.path.join(runs, run, LAST))
+                                  if os.path.isfile(os.path.join(runs, run, LAST)) else os.path.getmtime(path), path))
+                    break
+    if not found:
+        raise DataError(f"no checkpoint under {runs}/: train first (python train.py) or give --checkpoint")
+    return max(found)[1]
+
+
+def describe_devices(kind, devices):
+    """One line: which device, why (for --device auto), and each tower's."""
+    name = devices[0].name.split(":")[0]
+    why = ""
+    if kind == "auto":
+        why = " (default: a GPU is usable)" if name == "gpu" else " (default: no usable GPU found)"
+    return f"device: {name}{why}; " + ", ".join(f"tower {g}: {d.name}" for g, d in enumerate(devices))
+
+
+def rank_devices(kind, towers, gpus, world):
+    """Each tower's device on this rank (``backend.tower_devices`` for one process).
+
+    Several ranks on GPUs: node-local rank l takes GPUs 2l and 2l+1 when the node has
+    enough, else GPU l for both towers (``distributed.rank_gpus``); ``gpus`` overrides.
+    Several ranks on the CPU: the node's cores are shared out; a rank with a core per tower
+    runs its towers side by side, otherwise both towers share one device and run in turn,
+    with BLAS on the rank's share of the cores (at least one thread).
+    """
+    if world.size == 1:
+        return tower_devices(kind, towers, gpus or (0, 1))
+    if kind == "auto":
+        kind = "gpu" if backend.gpu_available() else "cpu"
+    if kind == "gpu":
+        if gpus is None:
+            _, count = backend._import_cupy()
+            try:
+                gpus = rank_gpus(world.local_rank, world.local_size, count, towers)
+            except ValueError as error:
+                raise DeviceError(str(error)) from None
+        return tower_devices("gpu", towers, gpus)
+    cores = max(1, (os.cpu_count() or 1) // world.local_size)
+    if cores >= towers:
+        return tower_devices("cpu", towers)
+    from threadpoolctl import threadpool_limits
+    world.blas_limit = threadpool_limits(limits=cores, user_api="blas")   # kept for the process's life
+    shared = Device()
+    return [shared] * towers
+
+
+def data_of_checkpoint(ckpt):
+    """The ``--data`` a checkpoint's run used: None for the demo, else its cache (or source)."""
+    info = ckpt.meta.get("data", {})
+    if info.get("demo"):
+        return None
+    if info.get("cache") and is_cache(info["cache"]):
+        return info["cache"]
+    if info.get("source"):
+        return info["source"]
+    raise DataError(f"checkpoint {ckpt.path} does not say which data it was trained on: give --data")
+
+
+def open_data_once(world, *args, **kwargs):
+    """``open_data(*args, **kwargs)`` on rank 0 first (it may prepare the data), then on the
+    other ranks, which find it prepared. An error on rank 0 is raised on every rank."""
+    if world.size == 1:
+        return open_data(*args, **kwargs)
+    opened, error = None, None
+    if world.is_root:
+        try:
+            opened = open_data(*args, **kwargs)
+        except DataError as failure:
+            error = str(failure)
+    error = world.bcast(error)
+    if error is not None:
+        raise DataError(error)
+    if not world.is_root:
+        kwargs["progress"] = False
+        opened = open_data(*args, **kwargs)
+    return opened
+
+
+def open_trained_model(path, device_kind, gpus, data, cache_dir=None, workers=None, progress=True,
+                       world=None):
+    """A checkpoint's model on its devices, with the data it is to be run on.
+
+    ``path`` None means the best checkpoint of the latest run; ``data`` None means the data
+    that run used. Returns ``(path, checkpoint, model, cache)``; refuses a checkpoint whose
+    classes do not fit the data's (``classmap.for_checkpoint``). ``world``: the ranks (rank 0 prepares data first).
+    """
+    world = world or World()
+    path = world.bcast(path or latest_checkpoint())
+    ckpt = checkpoint.load(path)
+    config = ckpt.config
+    devices = rank_devices(device_kind, config.towers, gpus, world)
+    print(describe_devices(device_kind, devices))
+    cache, _ = open_data_once(world, data if data is not None else data_of_checkpoint(ckpt),
+                              config.image_size, cache_dir, workers, progress)
+    cache = classmap.for_checkpoint(cache, ckpt)   # classes by WordNet id, the checkpoint's mean image
+    model = AlexNet(config, devices)
+    checkpoint.restore(ckpt, model)
+    return path, ckpt, model, cache
