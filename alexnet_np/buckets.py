@@ -51,7 +51,7 @@ class Bucket:
             offset += grad.size
         self.device, self.names = device, [f"{name}.{key}" for name, _, key in entries]
         self.layers = {name for name, _, _ in entries}
-        self.pending, self.request = set(self.layers), None
+        self.pending, self.request, self.started = set(self.layers), None, False
 
     @property
     def nbytes(self):
@@ -95,11 +95,12 @@ class GradientBuckets:
         """Backward has completed the layers ``names``: start the sums of the buckets now complete."""
         for bucket in self.buckets:
             bucket.pending.difference_update(names)
-            if not bucket.pending and bucket.request is None:
+            if not bucket.pending and not bucket.started:
                 now = time.perf_counter()
                 if self._first_start is None:   # the step's first: a fresh log
                     self._first_start, self.started = now, []
                 bucket.request = self.reducers[id(bucket.device)].start_sum(bucket.flat)
+                bucket.started = True
                 self.started.append((bucket, now - self._first_start))
         self.world.test([b.request for b in self.buckets if b.request is not None])
 
@@ -112,7 +113,7 @@ class GradientBuckets:
         self.world.wait([b.request for b in self.buckets])
         self.exposed_s = time.perf_counter() - started
         for bucket in self.buckets:
-            bucket.pending, bucket.request = set(bucket.layers), None
+            bucket.pending, bucket.request, bucket.started = set(bucket.layers), None, False
         self._first_start = None
 
     def sum_now(self):

@@ -137,9 +137,9 @@ class MpiWorld(World):
 
     def describe(self):
         nodes = len(set(self.allgather(self.host)))
-        pids = self.allgather(os.getpid())
-        return (f"{self.size} ranks over MPI ({self.MPI.Get_library_version().splitlines()[0].strip()}) "
-                f"on {nodes} node(s); pids by rank: {' '.join(map(str, pids))}")
+        pids = " ".join(str(pid) for pid in self.allgather(os.getpid()))
+        library = " ".join(self.MPI.Get_library_version().split()[:3])
+        return f"{self.size} ranks over MPI ({library}) on {nodes} node(s); pids by rank: {pids}"
 
     def start_sum(self, array):
         return self.comm.Iallreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)

@@ -115,23 +115,22 @@ def data_of_checkpoint(ckpt):
     raise DataError(f"checkpoint {ckpt.path} does not say which data it was trained on: give --data")
 
 
-def open_data_once(world, *args, **kwargs):
-    """``open_data(*args, **kwargs)`` on rank 0 first (it may prepare the data), then on the
-    other ranks, which find it prepared. An error on rank 0 is raised on every rank."""
+def open_data_once(world, data, image_size, cache_dir=None, workers=None, progress=True):
+    """``open_data`` on rank 0 first (it may prepare the data), then on the other ranks,
+    which find it prepared. An error on rank 0 is raised on every rank."""
     if world.size == 1:
-        return open_data(*args, **kwargs)
+        return open_data(data, image_size, cache_dir, workers, progress)
     opened, error = None, None
     if world.is_root:
         try:
-            opened = open_data(*args, **kwargs)
+            opened = open_data(data, image_size, cache_dir, workers, progress)
         except DataError as failure:
             error = str(failure)
     error = world.bcast(error)
     if error is not None:
         raise DataError(error)
     if not world.is_root:
-        kwargs["progress"] = False
-        opened = open_data(*args, **kwargs)
+        opened = open_data(data, image_size, cache_dir, workers, progress=False)
     return opened
 
 
