@@ -8,7 +8,7 @@ backward. Layer by layer that would be 2 x 7 x 2 + 2 small reductions; once, aft
 backward, it would all stay exposed. So, as PyTorch's DistributedDataParallel and Horovod
 do, the gradients live in a few flat buckets per device, filled in the order backward
 produces them (fc8; fc7; fc6; conv5-conv3; conv2-conv1), at most ``BUCKET_BYTES`` each
-(a larger layer gets a bucket of its own). Every layer's ``grads`` become views into its
+(a larger gradient gets a bucket of its own; one under ``MIN_BUCKET_BYTES`` joins the next). Every layer's ``grads`` become views into its
 bucket, so backward writes there directly, nothing is copied, and the buffers are reused
 from step to step. A bucket's sum starts, non-blocking, as soon as backward has finished
 all its layers (the ``finished`` argument of ``AlexNet.backward``) and runs while
@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 BUCKET_BYTES = 32 * 2 ** 20
+MIN_BUCKET_BYTES = 2 ** 20   # a bias alone is not worth a reduction of its own
 BACKWARD_ORDER = ("fc8", "fc7_stage", "fc6_stage", "conv3_to_pool5", "conv1_to_pool2")  # as AlexNet.backward
 
 
@@ -79,7 +80,7 @@ class GradientBuckets:
                     continue
                 for key in layer.params:
                     nbytes = int(layer.grads[key].nbytes)
-                    if current and size + nbytes > bucket_bytes:
+                    if current and size + nbytes > bucket_bytes and size >= min(MIN_BUCKET_BYTES, bucket_bytes):
                         self.buckets.append(Bucket(device, current))
                         current, size = [], 0
                     current.append((name, layer, key))
