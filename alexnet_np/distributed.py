@@ -179,17 +179,18 @@ class MpiWorld(World):
         return self.comm.bcast(obj, root=0)
 
     def reducer(self, device):
-        """MPI for host arrays; NCCL for a GPU's, else MPI over host copies (said once)."""
+        """MPI for host arrays; NCCL for a GPU's when every rank has it, else MPI over host
+        copies (said once). Collective: every rank asks for its devices in the same order."""
         if not hasattr(device.xp, "cuda"):
             return self
         if device.name not in self._reducers:
-            try:
+            missing = [why for why in self.allgather(nccl_missing()) if why]
+            if not missing:
                 self._reducers[device.name] = NcclReducer(self, device)
-            except (ImportError, AttributeError, RuntimeError) as error:
+            else:
                 if "nccl" not in self.said and self.is_root:
-                    print(f"note: NCCL is not available ({str(error).splitlines()[0]}): GPU gradients are "
-                          "summed by MPI over host copies (slower); pip install nvidia-nccl-cu12",
-                          file=sys.stderr, flush=True)
+                    print(f"note: NCCL cannot be used ({missing[0]}): GPU gradients are summed by MPI "
+                          "over host copies (slower); pip install nvidia-nccl-cu12", file=sys.stderr, flush=True)
                 self.said.add("nccl")
                 self._reducers[device.name] = HostReducer(self, device)
         return self._reducers[device.name]
@@ -212,6 +213,15 @@ class MpiWorld(World):
         self.comm.Abort(1)
 
 
+def nccl_missing():
+    """Why CuPy's NCCL cannot be used here, or None when it can."""
+    try:
+        from cupy.cuda import nccl
+    except ImportError as error:
+        return f"cupy.cuda.nccl: {error}"
+    return None if getattr(nccl, "available", False) else "cupy.cuda.nccl.available is False"
+
+
 class HostReducer:
     """Sums a GPU's arrays across ranks by MPI over host copies (where NCCL is missing)."""
 
@@ -230,7 +240,7 @@ class _CopyBack:
     def wait(self):
         self.world.wait([self.request])
         with self.device:
-            self.array[...] = self.device.xp.asarray(self.host)
+            self.array[...] = self.device.receive(self.host)
 
 
 class NcclReducer:

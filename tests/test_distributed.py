@@ -159,6 +159,40 @@ def test_buckets_hold_the_gradients_and_start_as_backward_finishes_them():
     assert all(b.pending == b.layers and not b.started for b in buckets.buckets)
 
 
+class HostCopyWorld(RecordingWorld):
+    """As RecordingWorld, with each device's arrays summed over host copies (the fallback
+    where a GPU has no NCCL), here on tagged devices that catch any array left on the wrong one."""
+
+    def reducer(self, device):
+        return distributed.HostReducer(self, device)
+
+    def wait(self, requests):
+        for request in requests:
+            if request is not None:
+                request.wait()   # a host copy's: copy the sum back to its device
+
+
+def test_buckets_on_two_devices_sum_over_host_copies():
+    from tagged import TaggedDevice
+    rng = np.random.default_rng(1)
+    images, labels = rng.standard_normal((3, 3, 67, 67)), rng.integers(0, 5, 3)
+    plain = AlexNet(SMALL, [TaggedDevice("gpu0"), TaggedDevice("gpu1")])
+    plain.forward_loss(images, labels, train=True)
+    plain.zero_grads()
+    plain.backward()
+    net = AlexNet(SMALL, [TaggedDevice("gpu0"), TaggedDevice("gpu1")])
+    world = HostCopyWorld(ranks=2)
+    buckets = GradientBuckets(net, world)
+    assert {b.device.tag for b in buckets.buckets} == {"gpu0", "gpu1"}   # each tower's gradients on its device
+    net.forward_loss(images, labels, train=True)
+    net.zero_grads()
+    net.backward(finished=buckets.finished)
+    buckets.wait()
+    for (name, _, grad, device), (_, _, expected, _) in zip(net.parameters(), plain.parameters()):
+        assert device.holds(grad), name
+        assert np.array_equal(device.to_host(grad), 2 * device.to_host(expected)), name
+
+
 # --------------------------------------------------------------------------- under mpiexec
 
 @needs_mpi
