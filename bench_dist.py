@@ -34,9 +34,12 @@ PARAMETERS = 60_965_224                      # the paper's net (tests/test_model
 FC_PARAMETERS = 2 * (9216 * 2048 + 2048) + 2 * (4096 * 2048 + 2048) + 4096 * 1000 + 1000   # fc6-fc8
 GRADIENT_BYTES = 4 * PARAMETERS
 GPU_IMAGES_PER_S = 4000.0                    # assumed, not measured: one replica (two towers) on modern GPUs
-LINKS = [("NVLink 4, in a node (450 GB/s per direction)", 450e9),
-         ("400 Gb/s between nodes", 400e9 / 8),
-         ("100 Gb/s between nodes", 100e9 / 8)]
+# (name, bytes/s each rank's link carries, most ranks it serves: one 8-GPU node holds 4
+# two-tower replicas). Conservative: all the gradient bytes of a replica over one link (its
+# two towers' GPUs each have a link of their own, which would halve the time).
+LINKS = [("NVLink 4, in one 8-GPU node (450 GB/s per direction)", 450e9, 4),
+         ("400 Gb/s between nodes", 400e9 / 8, 64),
+         ("100 Gb/s between nodes", 100e9 / 8, 64)]
 
 
 # --------------------------------------------------------------------------- one rank
@@ -140,21 +143,26 @@ def ring_seconds(ranks, nbytes, bandwidth):
 
 
 def scaling_table(cpu_seconds_per_image, batch=128):
-    rows = [("CPU, measured here", cpu_seconds_per_image, LINKS[2])]
-    rows += [(f"GPU, assumed {GPU_IMAGES_PER_S:.0f} images/s per replica", 1 / GPU_IMAGES_PER_S, link)
-             for link in LINKS]
+    conv_bytes = 4 * (PARAMETERS - FC_PARAMETERS)
+    gpu = f"GPU, assumed {GPU_IMAGES_PER_S:.0f} images/s per replica"
+    rows = [("CPU, measured here", cpu_seconds_per_image, LINKS[2], GRADIENT_BYTES)]
+    rows += [(gpu, 1 / GPU_IMAGES_PER_S, link, GRADIENT_BYTES) for link in LINKS]
+    rows += [(gpu + "; only the conv layers' gradients (the bound of the one-weird-trick split, its fc "
+              "activation exchange not counted)", 1 / GPU_IMAGES_PER_S, LINKS[1], conv_bytes)]
     header = "| compute | link | " + " | ".join(f"R = {r}" for r in RANKS) + " |"
     lines = [header, "|---|---|" + "---:|" * len(RANKS)]
-    for name, per_image, (link, bandwidth) in rows:
+    for name, per_image, (link, bandwidth, most), nbytes in rows:
         cells = []
         for r in RANKS:
+            if r > most:
+                cells.append("-")
+                continue
             compute = per_image * batch / r
-            comm = ring_seconds(r, GRADIENT_BYTES, bandwidth)
+            comm = ring_seconds(r, nbytes, bandwidth)
             rate = batch / (compute + comm)
             mark = "**" if comm > compute else ""
             cells.append(f"{mark}{rate:,.0f}{mark}")
         lines.append(f"| {name} | {link} | " + " | ".join(cells) + " |")
-    conv_bytes = 4 * (PARAMETERS - FC_PARAMETERS)
     lines.append("")
     lines.append(f"images/s for a global batch of {batch}; **bold**: the all-reduce takes longer than the compute "
                  f"(communication-bound). fc6-fc8 hold {FC_PARAMETERS:,} of the {PARAMETERS:,} parameters "
