@@ -123,7 +123,9 @@ def main(argv=None):
         quiet, sys.stdout = sys.stdout, open(os.devnull, "w")
     try:
         return run(args, world)
-    except (ConfigError, DeviceError, DataError, CheckpointError, TrainingError) as error:
+    except (ConfigError, TrainingError, distributed.SharedError) as error:   # met by every rank at one point
+        return world.fail(error, agreed=True)
+    except (DeviceError, DataError, CheckpointError) as error:
         return world.fail(error)
     except ValueError as error:  # an impossible configuration (sizes that do not fit, ...)
         return world.fail(error)

@@ -35,6 +35,11 @@ import time
 MPI_LAUNCH_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
 
 
+class SharedError(ValueError):
+    """An error every rank meets alike, at the same point (a batch that does not divide
+    among the ranks): rank 0 says it, and all ranks stop cleanly."""
+
+
 def launched_under_mpi(environ=None):
     """True when an MPI launcher (MPICH/Hydra, Open MPI, MVAPICH, PMIx) started this process."""
     environ = os.environ if environ is None else environ
@@ -68,7 +73,7 @@ class World:
     def rows(self, total):
         """The rows of a global batch of ``total`` this rank computes: a slice."""
         if total % self.size:
-            raise ValueError(f"--batch-size {total} does not divide among {self.size} ranks: "
+            raise SharedError(f"--batch-size {total} does not divide among {self.size} ranks: "
                              f"give a multiple of {self.size}")
         n = total // self.size
         return slice(self.rank * n, (self.rank + 1) * n)
@@ -102,9 +107,10 @@ class World:
         """What sums ``device``'s arrays across ranks (``start_sum(array)`` -> request)."""
         return self
 
-    def fail(self, message, code=2):
-        """An error every rank may have met alike (bad option, data, a loss that is not
-        finite): one line ``error: ...``; returns the exit status."""
+    def fail(self, message, code=2, agreed=False):
+        """An error that may have met every rank alike (bad option, data, a loss that is not
+        finite): one line ``error: ...``; returns the exit status. ``agreed``: it certainly
+        met every rank at the same point (they then stop together, without an abort)."""
         print(f"error: {message}", file=sys.stderr, flush=True)
         return code
 
@@ -195,10 +201,12 @@ class MpiWorld(World):
                 self._reducers[device.name] = HostReducer(self, device)
         return self._reducers[device.name]
 
-    def fail(self, message, code=2):
+    def fail(self, message, code=2, agreed=False):
         if self.is_root:
             print(f"error: {message}", file=sys.stderr, flush=True)
-        else:
+        if agreed:
+            return code
+        if not self.is_root:
             # Most such errors meet every rank alike: let rank 0 say it (its abort ends us
             # here); a rank that alone has it speaks after this pause.
             time.sleep(2.0)

@@ -108,6 +108,21 @@ def test_launchers_are_recognised_and_gpus_shared_out():
     assert world.rows(128) == slice(0, 128) and world.sum_values([1, 2.5]) == [1.0, 2.5]
 
 
+def test_a_rank_gets_its_rows_of_the_batch_one_process_makes(cache):
+    """Order, crops, flips and lighting are drawn for the whole batch; a rank takes its rows."""
+    from alexnet_np.backend import Device
+    from alexnet_np.data import Cache, TrainLoader
+    from test_train_helpers import TINY
+    data, config = Cache(cache), TINY.replace(batch_size=12)
+    whole = TrainLoader(data, config, Device(), epoch=1, threads=0)
+    for b in (0, 3):
+        images, labels = whole.batch(b)                                  # (12, 3, S, S), (12,)
+        for first in (0, 4, 8):
+            part = TrainLoader(data, config, Device(), epoch=1, threads=0, rows=slice(first, first + 4))
+            mine, my_labels = part.batch(b)                              # (4, 3, S, S), (4,)
+            assert np.array_equal(mine, images[first:first + 4]) and np.array_equal(my_labels, labels[first:first + 4])
+
+
 class RecordingWorld(distributed.World):
     """R ranks that computed the same gradients: a sum is R times the array; records starts."""
 
@@ -235,7 +250,7 @@ def test_batch_that_does_not_divide_among_ranks_is_refused(cache, tmp_path):
     result = launch(3, "--data", cache, "--out", str(tmp_path / "x"), *ARGS, "--batch-size", "10")
     assert result.returncode == 2
     assert "error: --batch-size 10 does not divide among 3 ranks" in result.stderr
-    assert result.stderr.count("error:") == 1
+    assert result.stderr.count("error:") == 1 and "Abort" not in result.stderr   # said once, stopped cleanly
 
 
 @needs_mpi
