@@ -143,7 +143,7 @@ def open_trained_model(path, device_kind, gpus, data, cache_dir=None, workers=No
     classes do not fit the data's (``classmap.for_checkpoint``). ``world``: the ranks (rank 0 prepares data first).
     """
     world = world or World()
-    path = world.bcast(path or latest_checkpoint())
+    path = world.bcast(path or (latest_checkpoint() if world.is_root else None))
     ckpt = checkpoint.load(path)
     config = ckpt.config
     devices = rank_devices(device_kind, config.towers, gpus, world)
