@@ -40,6 +40,11 @@ class SharedError(ValueError):
     among the ranks): rank 0 says it, and all ranks stop cleanly."""
 
 
+def one_line(message):
+    """``message`` with its line breaks joined (an error is said in one line)."""
+    return " ".join(str(message).splitlines())
+
+
 def launched_under_mpi(environ=None):
     """True when an MPI launcher (MPICH/Hydra, Open MPI, MVAPICH, PMIx) started this process."""
     environ = os.environ if environ is None else environ
@@ -111,7 +116,7 @@ class World:
         """An error that may have met every rank alike (bad option, data, a loss that is not
         finite): one line ``error: ...``; returns the exit status. ``agreed``: it certainly
         met every rank at the same point (they then stop together, without an abort)."""
-        print(f"error: {message}", file=sys.stderr, flush=True)
+        print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
         return code
 
     def crash(self, error):
@@ -203,14 +208,14 @@ class MpiWorld(World):
 
     def fail(self, message, code=2, agreed=False):
         if self.is_root:
-            print(f"error: {message}", file=sys.stderr, flush=True)
+            print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
         if agreed:
             return code
         if not self.is_root:
             # Most such errors meet every rank alike: let rank 0 say it (its abort ends us
             # here); a rank that alone has it speaks after this pause.
             time.sleep(2.0)
-            print(f"error: rank {self.rank} of {self.size}: {message}", file=sys.stderr, flush=True)
+            print(f"error: rank {self.rank} of {self.size}: {one_line(message)}", file=sys.stderr, flush=True)
         self.comm.Abort(code)
         return code
 
