@@ -43,13 +43,13 @@ class Bucket:
         size = sum(int(layer.grads[key].size) for _, layer, key in entries)
         with device:
             self.flat = device.xp.zeros(size, dtype=dtype)                     # (E,)
-        offset = 0
-        for _, layer, key in entries:
-            grad = layer.grads[key]
-            view = self.flat[offset:offset + grad.size].reshape(grad.shape)    # same shape as the grad
-            view[...] = grad
-            layer.grads[key] = view
-            offset += grad.size
+            offset = 0
+            for _, layer, key in entries:
+                grad = layer.grads[key]
+                view = self.flat[offset:offset + grad.size].reshape(grad.shape)    # same shape as the grad
+                view[...] = grad
+                layer.grads[key] = view
+                offset += grad.size
         self.device, self.names = device, [f"{name}.{key}" for name, _, key in entries]
         self.layers = {name for name, _, _ in entries}
         self.pending, self.request, self.started = set(self.layers), None, False

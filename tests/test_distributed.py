@@ -290,7 +290,8 @@ def test_a_failing_rank_ends_the_whole_job(cache, tmp_path, mode):
 
 
 @needs_mpi
-def test_sigterm_stops_every_rank_at_one_step_with_one_checkpoint(cache, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_stops_every_rank_at_one_step_with_one_checkpoint(cache, tmp_path, signum):
     out = str(tmp_path / "run")
     command = ["mpiexec", "-n", "2", sys.executable, os.path.join(ROOT, "train.py"), "--data", cache, "--out", out,
                *ARGS, "--epochs", "1000"]
@@ -303,7 +304,7 @@ def test_sigterm_stops_every_rank_at_one_step_with_one_checkpoint(cache, tmp_pat
             break
         assert process.poll() is None, process.communicate()
         time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)                               # to mpiexec, which passes it to every rank
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, (stdout, stderr)
     assert "Traceback" not in stderr and stdout.count("interrupted at step") == 1
