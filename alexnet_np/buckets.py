@@ -25,13 +25,11 @@ import numpy as np
 
 BUCKET_BYTES = 32 * 2 ** 20
 MIN_BUCKET_BYTES = 2 ** 20   # a bias alone is not worth a reduction of its own
-BACKWARD_ORDER = ("fc8", "fc7_stage", "fc6_stage", "conv3_to_pool5", "conv1_to_pool2")  # as AlexNet.backward
-
-
 def backward_order(model):
-    """Layer names (as ``AlexNet.named_layers``) in the order backward finishes them."""
-    return [name for stage in BACKWARD_ORDER
-            for name in (["fc8"] if stage == "fc8" else model.stage_layer_names(stage))]
+    """Layer names (as ``AlexNet.named_layers``) in the order backward finishes them: fc8,
+    then the towers' stages in reverse (``Tower.stage_names``)."""
+    stages = reversed(model.towers[0].stage_names)
+    return ["fc8"] + [name for stage in stages for name in model.stage_layer_names(stage)]
 
 
 class Bucket:

@@ -83,7 +83,7 @@ def rank_devices(kind, towers, gpus, world):
     with BLAS on the rank's share of the cores (at least one thread).
     """
     if world.size == 1:
-        return tower_devices(kind, towers, gpus or (0, 1))
+        return tower_devices(kind, towers, gpus)
     if kind == "auto":
         kind = "gpu" if backend.gpu_available() else "cpu"
     if kind == "gpu":
@@ -140,7 +140,8 @@ def open_trained_model(path, device_kind, gpus, data, cache_dir=None, workers=No
 
     ``path`` None means the best checkpoint of the latest run; ``data`` None means the data
     that run used. Returns ``(path, checkpoint, model, cache)``; refuses a checkpoint whose
-    classes do not fit the data's (``classmap.for_checkpoint``). ``world``: the ranks (rank 0 prepares data first).
+    classes do not fit the data's (``classmap.for_checkpoint``). ``world``: the ranks (rank 0
+    prepares data first).
     """
     world = world or World()
     path = world.bcast(path or (latest_checkpoint() if world.is_root else None))

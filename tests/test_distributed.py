@@ -142,11 +142,13 @@ SMALL = Config(num_classes=5, input_size=67, conv_channels=(4, 8, 8, 8, 6), fc_u
                init_std=0.1, dtype="float64", seed=3)
 
 
-def test_buckets_hold_the_gradients_and_start_as_backward_finishes_them():
+@pytest.mark.parametrize("across", [False, True], ids=["paper", "lrn-across-towers"])
+def test_buckets_hold_the_gradients_and_start_as_backward_finishes_them(across):
     rng = np.random.default_rng(0)
     images = rng.standard_normal((4, 3, 67, 67))
     labels = rng.integers(0, 5, 4)
-    plain = AlexNet(SMALL)
+    config = SMALL.replace(lrn_across_towers=across)
+    plain = AlexNet(config)
     plain.forward_loss(images, labels, train=True)
     plain.zero_grads()
     seen = []
@@ -154,7 +156,7 @@ def test_buckets_hold_the_gradients_and_start_as_backward_finishes_them():
     assert seen == backward_order(plain)                      # every layer once, in backward's order
     assert sorted(seen) == sorted(name for name, _ in plain.named_layers())
 
-    net, world = AlexNet(SMALL), RecordingWorld(ranks=3)
+    net, world = AlexNet(config), RecordingWorld(ranks=3)
     buckets = GradientBuckets(net, world, bucket_bytes=2000)  # small: several buckets per device
     assert len(buckets.buckets) > 2 * len(set(map(id, net.devices)))
     flats = [b.flat for b in buckets.buckets]

@@ -12,7 +12,7 @@ from alexnet_np.backend import Device
 from alexnet_np.model import AlexNet
 from gradcheck import directional_derivative
 from tagged import TaggedDevice
-from test_model import SMALL, batch, reset_dropout
+from test_model import SMALL, batch
 
 ACROSS = SMALL.replace(lrn_across_towers=True)
 
@@ -22,7 +22,6 @@ def test_whole_network_gradients_with_lrn_across_towers():
     images, labels = batch(ACROSS)
 
     def loss():
-        reset_dropout(net)
         return float(net.forward_loss(images, labels, train=True))
 
     loss()
