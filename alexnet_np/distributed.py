@@ -32,6 +32,8 @@ import os
 import sys
 import time
 
+import numpy as np
+
 MPI_LAUNCH_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
 
 
@@ -173,7 +175,6 @@ class MpiWorld(World):
             self.MPI.Request.Testall(mpi)
 
     def sum_values(self, values):
-        import numpy as np
         array = np.array(values, dtype=np.float64)  # (V,)
         self.wait([self.start_sum(array)])
         return array.tolist()
