@@ -21,7 +21,7 @@ from alexnet_np.buckets import GradientBuckets, backward_order, flat_gradients
 from alexnet_np.config import Config
 from alexnet_np.model import AlexNet
 
-from test_train_helpers import arrays_of, make_tiny_cache
+from test_train_helpers import arrays_of, assert_bitwise_equal, make_tiny_cache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["--input-size", "67", "--conv-channels", "16,32,32,32,32", "--fc-units", "64,64",
@@ -72,17 +72,19 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(cache, tmp_path_factory):
-    """{(dtype, R): (run folder, completed process)}: STEPS steps at R = 1 (one process), 2, 3."""
+    """{(dtype, R): (run folder, completed process)}: STEPS steps at R = 1 (one process), 2, 3;
+    and "mpiexec -n 1" (float64)."""
     if MPI_MISSING:
         pytest.skip(MPI_MISSING)
     root = tmp_path_factory.mktemp("runs")
     done = {}
     for dtype in ("float64", "float32"):
-        for ranks in (0, 2, 3):
+        for ranks in ((0, 1, 2, 3) if dtype == "float64" else (0, 2, 3)):   # 0: plain python; 1: mpiexec -n 1
             out = str(root / f"{dtype}-{ranks}")
             result = launch(ranks, "--data", cache, "--out", out, *ARGS, "--dtype", dtype, "--max-steps", str(STEPS))
             assert result.returncode == 0, result.stderr
-            done[dtype, max(ranks, 1)] = (out, result)
+            key = "mpiexec -n 1" if ranks == 1 else (dtype, max(ranks, 1))   # (dtype, 1): one plain process
+            done[key] = (out, result)
     return done
 
 
@@ -223,6 +225,13 @@ def test_the_same_training_whatever_the_number_of_ranks(runs, dtype, rtol):
     for key in ("val_top1", "val_top5", "val_images"):          # sharded validation: exactly one process's
         assert epochs[0][0][key] == epochs[1][0][key] == epochs[2][0][key]
     assert epochs[0][0]["val_loss"] == pytest.approx(epochs[2][0]["val_loss"], rel=rtol)
+
+
+@needs_mpi
+def test_one_rank_under_mpiexec_is_one_process(runs):
+    assert "ranks:" not in runs["mpiexec -n 1"][1].stdout
+    assert_bitwise_equal(arrays_of(os.path.join(runs["float64", 1][0], "last.npz")),
+                         arrays_of(os.path.join(runs["mpiexec -n 1"][0], "last.npz")))
 
 
 @needs_mpi
