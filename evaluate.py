@@ -50,7 +50,8 @@ def build_parser():
     parser.add_argument("--device", type=Choice("auto", "cpu", "gpu"), default="auto",
                         help="cpu or gpu (default: the GPU when one is usable)")
     parser.add_argument("--gpus", type=Several(NON_NEGATIVE_INT), default=None, metavar="I,J",
-                        help="the GPU of each tower (default 0,1; with one GPU both towers share it; under mpiexec by node-local rank)")
+                        help="the GPU of each tower (default 0,1; with one GPU both towers share it; "
+                             "under mpiexec by node-local rank)")
     parser.add_argument("--batch-size", type=POSITIVE_INT, default=None,
                         help="views per forward pass (default: the training batch size)")
     parser.add_argument("--json", type=output_file, default=None, help="where to write the result (default: next to the checkpoint)")
