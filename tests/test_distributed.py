@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 
 import numpy as np
@@ -29,9 +30,11 @@ ARGS = ["--input-size", "67", "--conv-channels", "16,32,32,32,32", "--fc-units",
         "--device", "cpu", "--no-progress", "--no-figures", "--log-every", "1"]
 STEPS = 7   # 60 images, batch 12: 5 steps per epoch, so 7 crosses a validation
 
+# mpiexec: on PATH, or where pip put the mpich wheel's scripts (a virtual environment not activated)
+MPIEXEC = shutil.which("mpiexec") or shutil.which("mpiexec", path=sysconfig.get_path("scripts"))
 try:
     import mpi4py  # noqa: F401
-    MPI_MISSING = None if shutil.which("mpiexec") else "mpiexec is not on PATH (pip install -r requirements-mpi.txt)"
+    MPI_MISSING = None if MPIEXEC else "mpiexec is not on PATH (pip install -r requirements-mpi.txt)"
 except ImportError:
     MPI_MISSING = "mpi4py is not installed (pip install -r requirements-mpi.txt)"
 needs_mpi = pytest.mark.skipif(MPI_MISSING is not None, reason=MPI_MISSING or "")
@@ -48,7 +51,7 @@ def launch(ranks, *args, script="train.py", timeout=180):
     """``mpiexec -n ranks python script args`` (plain ``python`` for ranks == 0)."""
     command = [sys.executable, os.path.join(ROOT, script), *args]
     if ranks:
-        command = ["mpiexec", "-n", str(ranks)] + command
+        command = [MPIEXEC, "-n", str(ranks)] + command
     return subprocess.run(command, cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=timeout)
 
 
@@ -304,7 +307,7 @@ def test_a_failing_rank_ends_the_whole_job(cache, tmp_path, mode):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_a_signal_stops_every_rank_at_one_step_with_one_checkpoint(cache, tmp_path, signum):
     out = str(tmp_path / "run")
-    command = ["mpiexec", "-n", "2", sys.executable, os.path.join(ROOT, "train.py"), "--data", cache, "--out", out,
+    command = [MPIEXEC, "-n", "2", sys.executable, os.path.join(ROOT, "train.py"), "--data", cache, "--out", out,
                *ARGS, "--epochs", "1000"]
     process = subprocess.Popen(command, cwd=ROOT, env=environment(), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
