@@ -50,6 +50,20 @@ def test_round_trip_restores_weights_and_momentum(tmp_path):
     assert "generators" not in ck.meta                         # masks come from (seed, step): nothing to store
 
 
+def test_a_checkpoint_with_dropout_generator_states_still_loads(tmp_path):
+    """Checkpoints written before the masks came from (seed, step) held generator states."""
+    model, opt = trained(TINY)
+    path = os.path.join(tmp_path, "old.npz")
+    old_state = np.random.default_rng(0).bit_generator.state
+    checkpoint.save(path, model, opt, {"position": {"epoch": 0, "batch": 2, "step": 2},
+                                       "generators": {"tower0.drop6": old_state, "tower1.drop7": None}})
+    ck = checkpoint.load(path, TINY)
+    fresh = AlexNet(TINY)
+    fresh_opt = SGD(fresh.parameters(), lr=0.5)
+    checkpoint.restore(ck, fresh, fresh_opt)
+    assert np.array_equal(fresh.state_dict()["fc8.W"], model.state_dict()["fc8.W"])
+
+
 def test_written_atomically_and_old_file_kept_on_failure(tmp_path, monkeypatch):
     path, model, opt = save_one(tmp_path)
     before = open(path, "rb").read()
