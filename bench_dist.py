@@ -8,7 +8,8 @@ Each configuration runs in fresh processes: R = 1 as ``python bench_dist.py --wo
 (the towers side by side, one thread each), R > 1 as ``mpiexec -n R python bench_dist.py
 --worker`` with one BLAS thread per rank (on this machine's 2 cores a rank then runs its
 towers in turn). A training step is forward + loss, backward with the gradient sums
-started bucket by bucket as backward finishes them, the wait for the sums, and the SGD
+started bucket by bucket as backward finishes them (moved forward by MPI at backward's
+stage boundaries only, or also by a thread every 0.5 ms: both are run), the wait for the sums, and the SGD
 update, on a synthetic batch (the data pipeline is timed by ``alexnet_np.bench_data``).
 Medians of ``--steps`` steps after ``--warmup``. Per step it reports the time left
 waiting for the sums after backward (*exposed*), and, timed separately after the steps,
@@ -57,7 +58,7 @@ def worker(args):
     rows = world.rows(config.batch_size)
     devices = rank_devices("cpu", config.towers, None, world)
     model = AlexNet(config, devices)
-    buckets = GradientBuckets(model, world) if world.size > 1 else None
+    buckets = GradientBuckets(model, world, progress_thread=not args.no_progress_thread) if world.size > 1 else None
     sgd = SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     rng = np.random.default_rng(world.rank)
     n = rows.stop - rows.start
@@ -94,7 +95,8 @@ def worker(args):
     result = {key: statistics.median(v) for key, v in times.items()}
     result.update(reduction=statistics.median(reduction) if reduction else 0.0, ranks=world.size,
                   batch=config.batch_size, per_rank=n, buckets=buckets.describe() if buckets else "none",
-                  side_by_side=len({id(d) for d in devices}) > 1)
+                  side_by_side=len({id(d) for d in devices}) > 1,
+                  progress_thread=bool(buckets and buckets.progress))
     everyone = world.allgather(result)
     if world.is_root:
         # The slowest rank sets the pace: the largest of each time. But the exposed wait: the
@@ -108,9 +110,10 @@ def worker(args):
 
 # --------------------------------------------------------------------------- the launcher
 
-def launch(ranks, args):
+def launch(ranks, args, progress_thread=True):
     command = [sys.executable, os.path.abspath(__file__), "--worker", "--steps", str(args.steps),
                "--warmup", str(args.warmup), "--batch-size", str(args.batch_size)]
+    command += [] if progress_thread else ["--no-progress-thread"]
     env = dict(os.environ)
     if ranks > 1:
         command = ["mpiexec", "-n", str(ranks)] + command
@@ -123,15 +126,17 @@ def launch(ranks, args):
 
 
 def measured_table(results):
-    lines = ["| R | threads per rank | images per rank | step (s) | images/s | vs R = 1 | forward (s) | "
-             "backward (s) | reduction (s) | exposed after backward (s) | hidden |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| R | threads per rank | MPI progress | images per rank | step (s) | images/s | vs R = 1 | "
+             "forward (s) | backward (s) | reduction (s) | exposed after backward (s) | hidden |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     base = results[0]["batch"] / results[0]["step"]
     for r in results:
         rate = r["batch"] / r["step"]
         threads = "2 (towers side by side)" if r["side_by_side"] else "1 (towers in turn)"
         hidden = (f"{max(0.0, r['reduction'] - r['exposed']) / r['reduction']:.0%}" if r["reduction"] else "-")
-        lines.append(f"| {r['ranks']} | {threads} | {r['per_rank']} | {r['step']:.2f} | {rate:.1f} | "
+        progress = "-" if r["ranks"] == 1 else ("a thread, every 0.5 ms" if r["progress_thread"]
+                                                else "at stage boundaries")
+        lines.append(f"| {r['ranks']} | {threads} | {progress} | {r['per_rank']} | {r['step']:.2f} | {rate:.1f} | "
                      f"{rate / base:.2f}x | {r['forward']:.2f} | {r['backward']:.2f} | "
                      f"{r['reduction']:.3f} | {r['exposed']:.3f} | {hidden} |")
     return "\n".join(lines)
@@ -180,13 +185,17 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3, help="measured steps (median)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=128, help="the global batch (default §5's 128)")
+    parser.add_argument("--no-progress-thread", action="store_true",
+                        help="(worker) move the sums forward at backward's stage boundaries only")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
     ranks = [int(r) for r in args.ranks.split(",")]
     print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")
-    results = [launch(r, args) for r in ranks]
+    # R > 1 twice: the sums moved forward at backward's stage boundaries only, and by a thread.
+    results = [launch(r, args) for r in ranks if r == 1]
+    results += [launch(r, args, progress_thread=thread) for r in ranks if r > 1 for thread in (False, True)]
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     print(f"\nThe paper's configuration, float32, global batch {args.batch_size}, median of {args.steps} steps "
           f"({results[-1]['buckets']} at R > 1):\n")

@@ -69,6 +69,7 @@ class World:
     """One process: rank 0 of 1. The interface every world has; here nothing to talk to."""
 
     rank, size, local_rank, local_size = 0, 1, 0, 1
+    threads_ok = False   # may a second thread call the communication library
 
     @property
     def is_root(self):
@@ -146,6 +147,7 @@ class MpiWorld(World):
         self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
         local.Free()
         self.host = MPI.Get_processor_name()
+        self.threads_ok = MPI.Query_thread() == MPI.THREAD_MULTIPLE
         self._reducers = {}
         self.said = set()
 
