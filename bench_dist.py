@@ -9,11 +9,12 @@ Each configuration runs in fresh processes: R = 1 as ``python bench_dist.py --wo
 --worker`` with one BLAS thread per rank (on this machine's 2 cores a rank then runs its
 towers in turn). A training step is forward + loss, backward with the gradient sums
 started bucket by bucket as backward finishes them (moved forward by MPI at backward's
-stage boundaries only, or also by a thread every 0.5 ms: both are run), the wait for the sums, and the SGD
-update, on a synthetic batch (the data pipeline is timed by ``alexnet_np.bench_data``).
-Medians of ``--steps`` steps after ``--warmup``. Per step it reports the time left
-waiting for the sums after backward (*exposed*), and, timed separately after the steps,
-the same sums with nothing to hide them (*reduction*); hidden = reduction - exposed.
+stage boundaries only, or also by a thread every 0.5 ms: both are run), the wait for the
+sums, and the SGD update, on a synthetic batch (the data pipeline is timed by
+``alexnet_np.bench_data``). Medians of ``--steps`` steps after ``--warmup``. Per step it
+reports the time left waiting for the sums after backward (*exposed*), and, timed
+separately after the steps, the same sums with nothing to hide them (*reduction*); hidden
+= reduction - exposed.
 
 The scaling table: for R = 1..64 ranks and a global batch of 128 (§5), a step costs the
 compute of 128/R images plus a ring all-reduce of the gradients, 2 (R-1)/R x 60,965,224 x

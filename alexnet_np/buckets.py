@@ -3,23 +3,25 @@
 Dimensions:
     E  entries of a bucket (the gradients of several layers, end to end)
 
-Data parallelism (``distributed``) sums every gradient over the ranks after each
-backward. Layer by layer that would be 2 x 7 x 2 + 2 small reductions; once, after
-backward, it would all stay exposed. So, as PyTorch's DistributedDataParallel and Horovod
-do, the gradients live in a few flat buckets per device, filled in the order backward
-produces them (fc8; fc7; fc6; conv5-conv3; conv2-conv1), at most ``BUCKET_BYTES`` each
-(a larger gradient gets a bucket of its own; one under ``MIN_BUCKET_BYTES`` joins the next). Every layer's ``grads`` become views into its
-bucket, so backward writes there directly, nothing is copied, and the buffers are reused
-from step to step. A bucket's sum starts, non-blocking, as soon as backward has finished
-all its layers (the ``finished`` argument of ``AlexNet.backward``) and runs while
-backward goes on; ``wait`` finishes them all before the SGD update and records how long
-that wait was: the part of the reduction that backward did not hide.
+Data parallelism (``distributed``) sums every gradient over the ranks after each backward.
+Layer by layer that would be 2 x 7 x 2 + 2 small reductions; once, after backward, it
+would all stay exposed. So, as PyTorch's DistributedDataParallel and Horovod do, the
+gradients live in a few flat buckets per device, filled in the order backward produces
+them (fc8; fc7; fc6; conv5-conv3; conv2-conv1), at most ``BUCKET_BYTES`` each (a larger
+gradient gets a bucket of its own; one under ``MIN_BUCKET_BYTES`` joins the next). Every
+layer's ``grads`` become views into its bucket, so backward writes there directly, nothing
+is copied, and the buffers are reused from step to step. A bucket's sum starts,
+non-blocking, as soon as backward has finished all its layers (the ``finished`` argument of
+``AlexNet.backward``) and runs while backward goes on; ``wait`` finishes them all before
+the SGD update and records how long that wait was: the part of the reduction that backward
+did not hide.
 
 On the CPU, MPI moves a non-blocking sum forward only inside MPI calls. So, by default
 (``progress_thread``), a thread tests the requests in flight every 0.5 ms while backward
-runs (this needs MPI_THREAD_MULTIPLE, which mpi4py asks for); otherwise ``finished``
-tests them at each stage boundary. Measured (``bench_dist.py``, README): the thread hides
-97% of the reduction under backward, the stage boundaries 17-39%. On GPUs, NCCL runs on a stream of its own (``distributed.NcclReducer``).
+runs (this needs MPI_THREAD_MULTIPLE, which mpi4py asks for); otherwise ``finished`` tests
+them at each stage boundary. Measured (``bench_dist.py``, README): the thread hides 97% of
+the reduction under backward, the stage boundaries 17-39%. On GPUs, NCCL runs on a stream
+of its own (``distributed.NcclReducer``).
 """
 import threading
 import time

@@ -27,9 +27,10 @@ a run resumes at any number of ranks.
 
 Stopping. Ctrl-C (SIGINT) or SIGTERM sets a flag; the ranks agree on it in the step's
 reduction, finish that step (never half an SGD update), write one checkpoint at that
-position and return "interrupted"; a second Ctrl-C stops at once without saving. A loss that is not finite stops training before the
-update (``TrainingError`` names the step); the last checkpoint on disk is the last good one.
-A loss that stays at ln K (the loss of a uniform guess) for a long time is reported once.
+position and return "interrupted"; a second Ctrl-C stops at once without saving. A loss
+that is not finite stops training before the update (``TrainingError`` names the step);
+the last checkpoint on disk is the last good one. A loss that stays at ln K (the loss of a
+uniform guess) for a long time is reported once.
 """
 import collections
 import dataclasses
