@@ -10,10 +10,11 @@ import warnings
 import numpy as np
 import pytest
 
-from alexnet_np import backend
+from alexnet_np import backend, distributed
 from alexnet_np.backend import Device
+from alexnet_np.buckets import GradientBuckets
 from alexnet_np.config import Config
-from alexnet_np.layers import Conv2D, LocalResponseNorm, MaxPool
+from alexnet_np.layers import Conv2D, Dropout, LocalResponseNorm, MaxPool
 from alexnet_np.model import AlexNet
 from alexnet_np.optim import SGD
 from gradcheck import assert_close
@@ -96,3 +97,60 @@ def test_layers_on_a_gpu_match_numpy(make):
                            + [np.asarray(device.to_host(g)).copy() for g in layer.grads.values()])
     for gpu_array, cpu_array in zip(*results):
         assert_close(gpu_array, cpu_array, rtol=1e-10, atol=1e-12, what="gpu vs numpy")
+
+
+# --------------------------------------------------------------------------- ranks (never run: written without a GPU)
+
+class OneRank(distributed.World):
+    """One rank whose GPU gradients go through a GPU reducer: a communicator of one adds
+    nothing, so the sums must leave every gradient as it was, through the real calls."""
+
+    def __init__(self, reducer):
+        self.make_reducer = reducer
+
+    def reducer(self, device):
+        return self.make_reducer(self, device)
+
+    def wait(self, requests):
+        for request in requests:
+            if request is not None:
+                request.wait()
+
+
+@pytest.mark.parametrize("reducer", ["nccl", "host copies"])
+def test_gradient_buckets_on_the_gpus(reducer):
+    if reducer == "nccl" and distributed.nccl_missing():
+        pytest.skip(distributed.nccl_missing())
+    make = distributed.NcclReducer if reducer == "nccl" else distributed.HostReducer
+    gpus = backend.tower_devices("gpu", SMALL.towers)
+    images, labels = batch()
+    plain = AlexNet(SMALL, gpus)
+    plain.forward_loss(images, labels, train=True)
+    plain.zero_grads()
+    plain.backward()
+    net = AlexNet(SMALL, gpus)
+    buckets = GradientBuckets(net, OneRank(make))
+    net.forward_loss(images, labels, train=True)
+    net.zero_grads()
+    net.backward(finished=buckets.finished)
+    buckets.wait()
+    for (name, _, grad, device), (_, _, expected, _) in zip(net.parameters(), plain.parameters()):
+        assert device.holds(grad), name
+        assert np.array_equal(device.to_host(grad), device.to_host(expected)), name
+
+
+def test_dropout_masks_of_a_global_batch_split_in_rows_on_a_gpu():
+    gpu = backend.tower_devices("gpu", 1)[0]
+    with gpu:
+        x = gpu.receive(np.ones((12, 30)))
+        whole = Dropout(gpu, 0.5, (3, 6, 1))
+        whole.position = (7, 0, None)
+        full = gpu.to_host(whole.forward(x, True) != 0)                      # (12, 30)
+        again = gpu.to_host(whole.forward(x, True) != 0)                     # the same step: the same mask
+        parts = []
+        for first in (0, 4, 8):
+            part = Dropout(gpu, 0.5, (3, 6, 1))
+            part.position = (7, first, 12)
+            parts.append(gpu.to_host(part.forward(x[first:first + 4], True) != 0))
+    assert np.array_equal(full, again) and np.array_equal(np.concatenate(parts), full)
+    assert 0.3 < full.mean() < 0.7
