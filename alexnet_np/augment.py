@@ -43,11 +43,13 @@ def crop_offsets(image_size, crop_size):
     return count
 
 
-def draw_augmentation(rng, n, image_size, crop_size, flip=True, lighting_std=0.1):
+def draw_augmentation(rng, n, image_size, crop_size, flip=True, lighting_std=0.1, random_crop=True):
     """The random choices for one training batch of ``n`` images (§4.1), from host ``rng``.
 
     Always draws in the same order (offsets y, offsets x, flips, lighting), whatever is
-    switched off, so that turning flips or lighting off leaves the crops unchanged.
+    switched off, so that turning flips or lighting off leaves the crops unchanged, and
+    turning random crops off (centre crops, offset (R - S) // 2) leaves flips and lighting
+    unchanged.
     Returns ``(ys (N,) int64, xs (N,) int64, flips (N,) bool, alphas (N, C) float64)``.
     """
     count = crop_offsets(image_size, crop_size)
@@ -55,6 +57,8 @@ def draw_augmentation(rng, n, image_size, crop_size, flip=True, lighting_std=0.1
     xs = rng.integers(0, count, size=n)                  # (N,)
     flips = rng.random(n) < 0.5                          # (N,)
     alphas = rng.normal(0.0, 1.0, size=(n, 3))           # (N, C)
+    if not random_crop:
+        ys[:] = xs[:] = (image_size - crop_size) // 2    # the centre crop, as at test time
     if not flip:
         flips[:] = False
     alphas *= lighting_std

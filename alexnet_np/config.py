@@ -43,6 +43,9 @@ def option(default, accepts, also=""):
     return dataclasses.field(default=default, metadata={"accepts": accepts, "also": also and f"; {also}"})
 
 
+ACTIVATIONS = ("relu", "tanh")   # §3.1: the paper's ReLU, and the saturating tanh it compares with
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     # --- Architecture (§3, Figure 2). Channel and unit counts are of both towers together.
@@ -63,6 +66,10 @@ class Config:
     lrn_across_towers: bool = option(False, FLAG)                    # False: each tower normalises its own maps (two GPUs, §3.2);
                                                                      # True: the window crosses the towers' boundary (Caffe's
                                                                      # bvlc_alexnet: one LRN over all 96 / 256 maps)
+    activation: str = option("relu", Choice(*ACTIVATIONS))           # §3.1: ReLU (the paper) or tanh (Figure 1's comparison)
+    lrn: bool = option(True, FLAG)                                   # §3.3: LRN after conv1's and conv2's ReLU (off: +1.4% top-1 claimed)
+    pool_size: int = option(3, POSITIVE_INT)                         # §3.4: overlapping pooling, z = 3 ...
+    pool_stride: int = option(2, POSITIVE_INT, "at most --pool-size")  # §3.4: ... s = 2 (non-overlapping: 2 and 2)
     dropout: float = option(0.5, PROBABILITY)                        # §4.2: probability of dropping an fc6/fc7 unit
     dropout_inverted: bool = option(False, FLAG)                     # False: as §4.2, outputs x (1 - p) at test time;
                                                                      # True: outputs x 1/(1 - p) at training time instead
@@ -79,6 +86,7 @@ class Config:
     lr_drops: int = option(3, NON_NEGATIVE_INT)                      # §5: "reduced three times prior to termination"
     # --- Data and augmentation (§2, §4.1)
     image_size: int = option(256, POSITIVE_INT, "at least --input-size")   # §2: shorter side to 256, central 256x256 crop
+    random_crop: bool = option(True, FLAG)                           # §4.1: random crops in training (off: centre crops)
     flip: bool = option(True, FLAG)                                  # §4.1: horizontal reflections
     lighting_std: float = option(0.1, NON_NEGATIVE)                  # §4.1: a_i ~ N(0, 0.1), in units of sqrt(eigenvalue) of 0-255 pixels
     mean: str = option("pixel", Choice("pixel", "channel"))          # §2: per-pixel mean image ("pixel") or per-channel ("channel")
@@ -87,6 +95,7 @@ class Config:
     ARCHITECTURE = (
         "num_classes", "input_size", "towers", "conv_channels", "fc_units",
         "lrn_size", "lrn_k", "lrn_alpha", "lrn_beta", "lrn_alpha_over_n", "lrn_across_towers",
+        "activation", "lrn", "pool_size", "pool_stride",
         "dropout", "dropout_inverted", "dtype",
     )
 
@@ -108,6 +117,11 @@ class Config:
             if any(count % self.towers for count in getattr(self, name)):
                 raise ConfigError(name, getattr(self, name), f"every count must divide by the towers "
                                   f"(--towers {self.towers})")
+        if self.lrn_across_towers and not self.lrn:  # §3.3: there is no window to widen without LRN
+            raise ConfigError("lrn_across_towers", True, "needs --lrn (LRN is switched off by --no-lrn)")
+        if self.pool_stride > self.pool_size:        # §3.4: windows that touch or overlap
+            raise ConfigError("pool_stride", self.pool_stride, f"at most --pool-size {self.pool_size} "
+                              "(3/2 overlapping as §3.4, 2/2 not; a larger stride would skip pixels)")
         if self.image_size < self.input_size:        # §4.1: crops are cut from the stored images
             raise ConfigError("image_size", self.image_size, f"at least --input-size {self.input_size} "
                               "(the crops are cut from the stored images)")
@@ -137,6 +151,22 @@ class Config:
         """``[(field, ours, theirs), ...]`` where the two architectures differ."""
         mine, theirs = self.architecture(), other.architecture()
         return [(k, mine[k], theirs[k]) for k in self.ARCHITECTURE if mine[k] != theirs[k]]
+
+
+def one_tower_comparison(config):
+    """§3.2's comparison net for ``config``: one tower, half the kernels of conv1-conv4.
+
+    The paper compares its two-GPU net with "a net with half as many kernels in each
+    convolutional layer trained on one GPU", and its footnote 2 says which layers are *not*
+    halved: the last convolutional layer (conv5) and the fully connected layers after it,
+    "to make the two nets have approximately the same number of parameters" (fc6 holds most
+    of them and reads conv5). So conv1-conv4 get the kernels of one tower, conv5 and fc6-fc8
+    keep the two-tower net's size (the comparison favours the one-GPU net, as the paper says).
+    """
+    c1, c2, c3, c4, c5 = config.conv_channels
+    if any(n % 2 for n in (c1, c2, c3, c4)):
+        raise ValueError(f"conv_channels={config.conv_channels}: conv1-conv4 must be even to be halved")
+    return config.replace(towers=1, conv_channels=(c1 // 2, c2 // 2, c3 // 2, c4 // 2, c5))
 
 
 # A configuration small enough to train in about two minutes on a laptop CPU (the demo),

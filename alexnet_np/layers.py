@@ -67,6 +67,19 @@ def conv_output_size(size, kernel, stride, pad, what="convolution"):
     return span // stride + 1
 
 
+def pool_output_size(size, kernel, stride, what="max pooling"):
+    """``floor((size - kernel) / stride) + 1``: windows that would cross the border are left out.
+
+    With the paper's 3x3 windows at stride 2 every map of Figure 2 is covered exactly
+    (55 -> 27 -> 13 -> 6); with 2x2 at stride 2 (§3.4's comparison) the last row and
+    column of an odd map are not pooled, and the sizes are the same: 27, 13, 6 (as
+    PyTorch's default floor mode). Asserted to leave at least one window.
+    """
+    if size < kernel:
+        raise ValueError(f"{what}: input size {size} is smaller than the {kernel}x{kernel} window")
+    return (size - kernel) // stride + 1
+
+
 def im2col(x, KH, KW, stride, col):
     """Unfold the (already padded) ``x`` so that convolution becomes one matrix product.
 
@@ -215,6 +228,27 @@ class ReLU(Layer):
 
     def backward(self, dy):
         return self.device.xp.multiply(dy, self.y > 0, out=self.device.scratch("relu_dx", dy.shape, dy.dtype))
+
+
+class Tanh(Layer):
+    """f(x) = tanh(x), the saturating non-linearity §3.1 compares ReLU with (Figure 1).
+
+    Backward: f'(x) = 1 - tanh(x)^2 = 1 - y^2, from the kept output. x, y: any shape.
+    """
+
+    def __init__(self, device):
+        super().__init__(device)
+
+    def forward(self, x, train=False):
+        self.y = self.device.xp.tanh(x, out=self.buffer("y", x.shape, x.dtype))  # same shape as x
+        return self.y
+
+    def backward(self, dy):
+        xp = self.device.xp
+        dx = xp.multiply(self.y, self.y, out=self.device.scratch("tanh_dx", dy.shape, dy.dtype))  # y^2
+        xp.subtract(dy.dtype.type(1), dx, out=dx)                                                   # 1 - y^2
+        dx *= dy
+        return dx
 
 
 class Dropout(Layer):
@@ -366,12 +400,14 @@ class ChannelSlice(Layer):
 class MaxPool(Layer):
     """Overlapping max pooling (§3.4): windows of ``size`` x ``size`` every ``stride`` pixels.
 
-    x (C, N, H, W) -> y (C, N, OH, OW). Done separably: the maximum over a window is the
-    maximum over its ``size`` rows of the maximum over its ``size`` columns. Forward takes
-    the column maxima (C, N, H, OW), then the row maxima (C, N, OH, OW), remembering at
-    each stage which offset won. On a tie the first offset wins at both stages, so the
-    winner is the window's first maximum in row-major order (as PyTorch and Caffe).
-    Backward sends each gradient back through the two stages to the winner. Each loop
+    x (C, N, H, W) -> y (C, N, OH, OW), OH = floor((H - size) / stride) + 1 (see
+    ``pool_output_size``: rows and columns past the last whole window get no gradient).
+    Done separably: the maximum over a window is the maximum over its ``size`` rows of
+    the maximum over its ``size`` columns. Forward takes the column maxima (C, N, H, OW),
+    then the row maxima (C, N, OH, OW), remembering at each stage which offset won. On a
+    tie the first offset wins at both stages, so the winner is the window's first maximum
+    in row-major order (as PyTorch and Caffe). Backward sends each gradient back through
+    the two stages to the winner. Each loop
     runs over the ``size`` offsets of one stage, as strided views: no scatter-add.
     """
 
@@ -380,7 +416,7 @@ class MaxPool(Layer):
         self.size, self.stride = size, stride
 
     def output_size(self, size):
-        return conv_output_size(size, self.size, self.stride, 0, what="max pooling")
+        return pool_output_size(size, self.size, self.stride)
 
     def _offset(self, a, axis, k, count):
         """The view of ``a`` at k, k + s, ..., k + s*(count-1) along ``axis``."""

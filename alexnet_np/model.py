@@ -22,7 +22,9 @@ import numpy as np
 from .backend import Device, SideBySide, move
 from .config import ConfigError
 from .layers import (ChannelSlice, Conv2D, Dropout, Flatten, Linear, LocalResponseNorm,
-                     MaxPool, ReLU, SoftmaxCrossEntropy, conv_output_size)
+                     MaxPool, ReLU, SoftmaxCrossEntropy, Tanh, conv_output_size, pool_output_size)
+
+ACTIVATION_LAYERS = {"relu": ReLU, "tanh": Tanh}   # config.activation (§3.1) -> layer class
 
 DROPOUT_STREAM = 0xD0  # keeps the dropout masks' generators apart from other users of the seed
 
@@ -30,10 +32,11 @@ DROPOUT_STREAM = 0xD0  # keeps the dropout masks' generators apart from other us
 def layer_sizes(config):
     """Spatial sizes after each stage, asserted to fit (STYLE 15). Returns a dict."""
     S = config.input_size
+    z, s = config.pool_size, config.pool_stride
     conv1 = conv_output_size(S, 11, 4, 0, "conv1 (11x11, stride 4) on the input image")
-    pool1 = conv_output_size(conv1, 3, 2, 0, "pool1 (3x3, stride 2)")
-    pool2 = conv_output_size(pool1, 3, 2, 0, "pool2 (3x3, stride 2)")  # conv2 keeps the size (pad 2)
-    pool5 = conv_output_size(pool2, 3, 2, 0, "pool5 (3x3, stride 2)")  # conv3-5 keep it (pad 1)
+    pool1 = pool_output_size(conv1, z, s, f"pool1 ({z}x{z}, stride {s})")
+    pool2 = pool_output_size(pool1, z, s, f"pool2 ({z}x{z}, stride {s})")  # conv2 keeps the size (pad 2)
+    pool5 = pool_output_size(pool2, z, s, f"pool5 ({z}x{z}, stride {s})")  # conv3-5 keep it (pad 1)
     return {"input": S, "conv1": conv1, "pool1": pool1, "conv2": pool1,
             "pool2": pool2, "conv3": pool2, "pool5": pool5}
 
@@ -73,6 +76,12 @@ class Tower:
         # any number of ranks, and after a resume (layers.Dropout).
         dropout_key = (c.seed, DROPOUT_STREAM)
 
+        def activation():
+            return ACTIVATION_LAYERS[c.activation](device)             # §3.1: ReLU (or tanh)
+
+        def pool():
+            return MaxPool(device, c.pool_size, c.pool_stride)         # §3.4: 3x3, stride 2
+
         self.conv1 = conv(3, C1, 11, 0.0, stride=4, input_grad=False)
         self.conv2 = conv(C1, C2, 5, 1.0, pad=2)
         self.conv3 = conv(C2 * G, C3, 3, 0.0, pad=1)    # input: pool2 of every tower
@@ -82,28 +91,42 @@ class Tower:
         self.fc7 = linear(F6 * G, F7, 1.0)               # input: fc6 of every tower
         self.drop6 = Dropout(device, c.dropout, dropout_key + (6, index), c.dropout_inverted)
         self.drop7 = Dropout(device, c.dropout, dropout_key + (7, index), c.dropout_inverted)
+        # Every other layer has a name too (the trace prints them): relu1 ... relu7 are the
+        # activations (tanh with config.activation == "tanh"), lrn1 and lrn2 exist only
+        # with config.lrn (§3.3).
+        self.relu1, self.relu2, self.relu3, self.relu4, self.relu5, self.relu6, self.relu7 = (
+            activation() for _ in range(7))
+        self.lrn1, self.lrn2 = (lrn(), lrn()) if c.lrn else (None, None)
+        self.pool1, self.pool2, self.pool5 = pool(), pool(), pool()
+        self.flatten = Flatten(device)
 
         # The four stages between crossings, each a straight list of layers.
-        self.conv1_to_pool2 = [self.conv1, ReLU(device), lrn(), MaxPool(device, 3, 2),
-                                self.conv2, ReLU(device), lrn(), MaxPool(device, 3, 2)]
-        self.conv3_to_pool5 = [self.conv3, ReLU(device),
-                               self.conv4, ReLU(device),
-                               self.conv5, ReLU(device), MaxPool(device, 3, 2), Flatten(device)]
-        self.fc6_stage = [self.fc6, ReLU(device), self.drop6]
-        self.fc7_stage = [self.fc7, ReLU(device), self.drop7]
+        self.conv1_to_pool2 = [layer for layer in (
+            self.conv1, self.relu1, self.lrn1, self.pool1,
+            self.conv2, self.relu2, self.lrn2, self.pool2) if layer is not None]
+        self.conv3_to_pool5 = [self.conv3, self.relu3,
+                               self.conv4, self.relu4,
+                               self.conv5, self.relu5, self.pool5, self.flatten]
+        self.fc6_stage = [self.fc6, self.relu6, self.drop6]
+        self.fc7_stage = [self.fc7, self.relu7, self.drop7]
         self.stages = [self.conv1_to_pool2, self.conv3_to_pool5, self.fc6_stage, self.fc7_stage]
         self.stage_names = ["conv1_to_pool2", "conv3_to_pool5", "fc6_stage", "fc7_stage"]   # forward order
         if c.lrn_across_towers:
             # Caffe's bvlc_alexnet normalises conv1's 96 (conv2's 256) maps as one: the window of
             # a map at a tower's edge reaches into the other tower. Each tower gets all maps
             # (``AlexNet.exchange_lrn1/2``), normalises them, and keeps its own channels.
-            self.conv1_relu = [self.conv1, ReLU(device)]
-            self.lrn1_to_relu2 = [lrn(), ChannelSlice(device, index * C1, (index + 1) * C1), MaxPool(device, 3, 2),
-                                  self.conv2, ReLU(device)]
-            self.lrn2_pool2 = [lrn(), ChannelSlice(device, index * C2, (index + 1) * C2), MaxPool(device, 3, 2)]
+            self.slice1 = ChannelSlice(device, index * C1, (index + 1) * C1)
+            self.slice2 = ChannelSlice(device, index * C2, (index + 1) * C2)
+            self.conv1_relu = [self.conv1, self.relu1]
+            self.lrn1_to_relu2 = [self.lrn1, self.slice1, self.pool1, self.conv2, self.relu2]
+            self.lrn2_pool2 = [self.lrn2, self.slice2, self.pool2]
             self.conv1_to_pool2 = None
             self.stages = [self.conv1_relu, self.lrn1_to_relu2, self.lrn2_pool2] + self.stages[1:]
             self.stage_names = ["conv1_relu", "lrn1_to_relu2", "lrn2_pool2"] + self.stage_names[1:]
+
+    def layer_name(self, layer):
+        """The attribute name of one of this tower's layers ("conv1", "lrn2", "drop7", ...)."""
+        return next(name for name, value in vars(self).items() if value is layer)
 
     def take_images(self, images):
         """images (N, 3, S, S) from the host or any device -> (3, N, S, S) here, in the model's dtype."""

@@ -118,22 +118,25 @@ class TorchAlexNet(nn.Module):
         P5 = layer_sizes(c)["pool5"]
         self.config = config
 
-        def relu():
-            return nn.ReLU(inplace=inplace_relu)
+        def relu():   # config.activation (§3.1); the name stays relu* for either
+            return nn.Tanh() if c.activation == "tanh" else nn.ReLU(inplace=inplace_relu)
 
-        def lrn():
-            return TowerLRN(G, c.lrn_size, torch_lrn_alpha(c), c.lrn_beta, c.lrn_k)
+        def lrn():    # config.lrn (§3.3): off is the identity
+            return TowerLRN(G, c.lrn_size, torch_lrn_alpha(c), c.lrn_beta, c.lrn_k) if c.lrn else nn.Identity()
+
+        def pool():   # config.pool_size, pool_stride (§3.4); floor mode, as ours
+            return nn.MaxPool2d(c.pool_size, c.pool_stride)
 
         self.conv1 = nn.Conv2d(3, C1, 11, stride=4)                 # both towers see the image
-        self.relu1, self.lrn1, self.pool1 = relu(), lrn(), nn.MaxPool2d(3, 2)
+        self.relu1, self.lrn1, self.pool1 = relu(), lrn(), pool()
         self.conv2 = nn.Conv2d(C1, C2, 5, padding=2, groups=G)       # own tower only
-        self.relu2, self.lrn2, self.pool2 = relu(), lrn(), nn.MaxPool2d(3, 2)
+        self.relu2, self.lrn2, self.pool2 = relu(), lrn(), pool()
         self.conv3 = nn.Conv2d(C2, C3, 3, padding=1)                # both towers (crossing)
         self.relu3 = relu()
         self.conv4 = nn.Conv2d(C3, C4, 3, padding=1, groups=G)       # own tower only
         self.relu4 = relu()
         self.conv5 = nn.Conv2d(C4, C5, 3, padding=1, groups=G)       # own tower only
-        self.relu5, self.pool5 = relu(), nn.MaxPool2d(3, 2)
+        self.relu5, self.pool5 = relu(), pool()
         self.flatten = nn.Flatten()                                 # (N, C5*P5*P5), C-major
         self.fc6 = nn.Linear(C5 * P5 * P5, F6)                      # all of pool5 (crossing)
         self.relu6, self.drop6 = relu(), MaskedDropout(c.dropout, c.dropout_inverted)

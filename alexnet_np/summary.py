@@ -30,22 +30,28 @@ def layer_table(config):
         rows.append((name, (out_ch, size, size), out_ch * size * size, params, macs, macs // G, source))
 
     def pool(name, size, ch):
-        rows.append((name, (ch, size, size), ch * size * size, 0, 0, 0, "max 3x3, stride 2"))
+        rows.append((name, (ch, size, size), ch * size * size, 0, 0, 0,
+                     f"max {c.pool_size}x{c.pool_size}, stride {c.pool_stride}"))
+
+    act = "ReLU" if c.activation == "relu" else "tanh"
+    norm = f"{act}, LRN" if c.lrn else act
+    own = "own tower" if G > 1 else "the one tower"
+    both = "BOTH towers" if G > 1 else "all of pool2"
 
     def fc(name, out_units, in_units, source, towers):
         macs = out_units * in_units
         rows.append((name, (out_units,), out_units, macs + out_units, macs, macs // towers, source))
 
-    conv("conv1", s["conv1"], C1, 3, 11, "image; 11x11 stride 4; ReLU, LRN")
+    conv("conv1", s["conv1"], C1, 3, 11, f"image; 11x11 stride 4; {norm}")
     pool("pool1", s["pool1"], C1)
-    conv("conv2", s["conv2"], C2, C1 // G, 5, "own tower; 5x5 pad 2; ReLU, LRN")
+    conv("conv2", s["conv2"], C2, C1 // G, 5, f"{own}; 5x5 pad 2; {norm}")
     pool("pool2", s["pool2"], C2)
-    conv("conv3", s["conv3"], C3, C2, 3, "BOTH towers; 3x3 pad 1; ReLU")
-    conv("conv4", s["conv3"], C4, C3 // G, 3, "own tower; 3x3 pad 1; ReLU")
-    conv("conv5", s["conv3"], C5, C4 // G, 3, "own tower; 3x3 pad 1; ReLU")
+    conv("conv3", s["conv3"], C3, C2, 3, f"{both}; 3x3 pad 1; {act}")
+    conv("conv4", s["conv3"], C4, C3 // G, 3, f"{own}; 3x3 pad 1; {act}")
+    conv("conv5", s["conv3"], C5, C4 // G, 3, f"{own}; 3x3 pad 1; {act}")
     pool("pool5", s["pool5"], C5)
-    fc("fc6", F6, C5 * s["pool5"] ** 2, "ALL of pool5; ReLU, dropout", G)
-    fc("fc7", F7, F6, "ALL of fc6; ReLU, dropout", G)
+    fc("fc6", F6, C5 * s["pool5"] ** 2, f"ALL of pool5; {act}, dropout", G)
+    fc("fc7", F7, F6, f"ALL of fc6; {act}, dropout", G)
     fc("fc8", K, F7, "ALL of fc7 (tower 0's device); softmax", 1)
     return rows
 
@@ -74,14 +80,29 @@ def choices(config):
         ("mean", "per-pixel mean image of the training set, cropped and flipped with the image"
                  if c.mean == "pixel" else "per-channel mean of the training set"),
         ("init", f"weights N(0, {c.init_std}); biases 1 in conv2, conv4, conv5, fc6, fc7, else 0 (§5)"),
+        ("switches", switches(c)),
         ("dtype", c.dtype),
     ]
+
+
+def switches(config):
+    """The paper's tricks as this configuration sets them (experiments.py switches each off)."""
+    c = config
+    pooling = "overlapping" if c.pool_stride < c.pool_size else "non-overlapping"
+    return ", ".join([
+        f"activation {c.activation} (§3.1)", f"towers {c.towers} (§3.2)",
+        f"LRN {'on' if c.lrn else 'off'} (§3.3)",
+        f"pooling {c.pool_size}/{c.pool_stride}, {pooling} (§3.4)",
+        f"random crops {'on' if c.random_crop else 'off (centre crops)'}, "
+        f"flips {'on' if c.flip else 'off'}, lighting std {c.lighting_std} (§4.1)",
+        f"dropout {c.dropout} (§4.2)"])
 
 
 def format_summary(config):
     rows = layer_table(config)
     paper = config == Config() or config.architecture() == Config().architecture()
-    lines = [f"AlexNet, {config.towers} towers, {config.num_classes} classes, input "
+    towers = f"{config.towers} tower" + ("s" if config.towers > 1 else "")
+    lines = [f"AlexNet, {towers}, {config.num_classes} classes, input "
              f"3x{config.input_size}x{config.input_size}",
              "",
              f"{'layer':6} {'output (C,H,W)':>16} {'neurons':>10} {'paper':>10} {'parameters':>12} "

@@ -117,6 +117,19 @@ def test_logits_loss_gradients_float64(alpha_over_n, inverted, train):
             assert 0.2 < float((m.numpy() == 0).mean()) < 0.8
 
 
+@pytest.mark.parametrize("change", [{"activation": "tanh"}, {"pool_size": 2, "pool_stride": 2},
+                                    {"lrn": False}, {"towers": 1, "conv_channels": (4, 8, 12, 12, 16)}],
+                         ids=["tanh", "pool-2-2", "no-lrn", "one-tower"])
+def test_the_papers_switches_agree_with_pytorch(change):
+    """Each switch of experiments.py (§3.1-3.4) built both ways: logits, loss, every gradient."""
+    config = SMALL.replace(**change)
+    ours, theirs = nets(config)
+    images, labels = batch(config, BATCH)
+    check_step(ours, theirs, images, labels, True, RTOL["float64"])
+    if "towers" in change:
+        assert len(ours.towers) == 1 and ours.crossings() == {"conv3": 0, "fc6": 0, "fc7": 0, "fc8": 0}
+
+
 def test_lrn_convention_matters():
     """The two LRN conventions give different logits: the tests above tell them apart."""
     images, labels = batch(SMALL, BATCH)
