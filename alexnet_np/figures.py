@@ -333,3 +333,40 @@ def nearest_neighbours(features, queries, batches, k=6, to_host=np.asarray):
         best_i = np.take_along_axis(all_i, order, axis=1)
         offset += B
     return best_i, best_d
+
+
+# --------------------------------------------------------------------------- experiments
+
+ARM_COLOURS = (BLUE, ORANGE, GREEN, RED)
+
+
+def arm_curves(arms, path, title, ylabel="validation top-1 error (%)", target=None, ymax=None):
+    """Each arm of an experiment: its mean over seeds as a line, its spread (min to max) as a band.
+
+    arms: [(label, dashed, epochs (E,), values (K, E))] with K seeds (values in %, NaN where
+    a run has no value). ``target``: a level drawn across (Figure 1's 25%). Writes ``path``.
+    """
+    image = Image.new("RGB", (760, 480), "white")
+    draw = ImageDraw.Draw(image, "RGBA")
+    draw.text((12, 6), title, fill="black", font=font(15))
+    every = [v for _, _, _, values in arms for v in np.asarray(values, dtype=float).ravel() if math.isfinite(v)]
+    top = ymax if ymax is not None else max(every + [1.0]) * 1.05
+    last = max([max(epochs) for _, _, epochs, _ in arms if len(epochs)] + [1])
+    panel = Panel(draw, (0, 30, 760, 480), (0, last), (0, top), title="", xlabel="epoch", ylabel=ylabel)
+    legend = []
+    for i, (label, dashed, epochs, values) in enumerate(arms):
+        colour = ARM_COLOURS[i % len(ARM_COLOURS)]
+        values = np.asarray(values, dtype=float)                               # (K, E)
+        with np.errstate(all="ignore"):
+            low, high, mean = np.nanmin(values, 0), np.nanmax(values, 0), np.nanmean(values, 0)
+        band = [panel.xy(e, h) for e, h in zip(epochs, high) if math.isfinite(h)]
+        band += [panel.xy(e, lo) for e, lo in reversed(list(zip(epochs, low))) if math.isfinite(lo)]
+        if len(band) > 2:
+            draw.polygon(band, fill=colour + (50,))
+        panel.line(list(epochs), [float(m) for m in mean], colour, dashed=dashed)
+        legend.append((f"{label} (mean of {values.shape[0]}, band: min-max)", colour, dashed))
+    if target is not None:
+        panel.hline(target, GREY, f"{target:g}%")
+    panel.legend(legend)
+    image.save(path)
+    return path

@@ -115,10 +115,13 @@ class Trainer:
     """One run: model, optimiser, schedule, position, history; ``run()`` trains to the end.
 
     ``data_info``: a JSON-able dict saved with every checkpoint (where the data came from),
-    so that evaluate.py can find the data of a run.
+    so that evaluate.py can find the data of a run. ``model``: the net to train (default
+    ``AlexNet(config, devices)``); experiments.py passes Figure 1's four-layer net, which
+    has the same interface (run it with ``Options(figures=False)``: it has no towers).
     """
 
-    def __init__(self, config, cache, devices, run_dir, options=None, data_info=None, say=_say, world=None):
+    def __init__(self, config, cache, devices, run_dir, options=None, data_info=None, say=_say, world=None,
+                 model=None):
         self.config, self.cache, self.devices = config, cache, list(devices)
         self.run_dir, self.options = run_dir, options or Options()
         self.world = world or World()
@@ -127,7 +130,7 @@ class Trainer:
         self.progress = self.options.progress and self.world.is_root
         self.rows = self.world.rows(config.batch_size)   # this rank's rows of every batch
         self.device = self.devices[0]
-        self.model = AlexNet(config, self.devices)
+        self.model = model if model is not None else AlexNet(config, self.devices)
         # Several ranks: gradients in flat buckets summed while backward runs (before SGD,
         # which keeps references to them).
         self.buckets = GradientBuckets(self.model, self.world) if self.world.size > 1 else None

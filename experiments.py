@@ -1,0 +1,65 @@
+"""Rerun the paper's claims: each trick on and off, several seeds, the measured effect.
+
+    python experiments.py lrn                     # §3.3 on the demo data, 3 seeds
+    python experiments.py all                     # every experiment in turn
+    python experiments.py figure1 --cifar10 ~/cifar-10-batches-bin   # Figure 1 on CIFAR-10
+
+Experiments: lrn (§3.3), pooling (§3.4), towers (§3.2), crops, flips, lighting (§4.1),
+dropout (§4.2), figure1 (§3.1). What each switches off, the paper's claim and how the effect
+is measured: alexnet_np/experiments.py. Exit status 0, or 2 with one line ``error: ...``.
+"""
+import argparse
+import os
+import sys
+import time
+
+from alexnet_np.backend import DeviceError
+from alexnet_np.data import DataError
+from alexnet_np.experiments import ORDER, ExperimentError, run_experiment
+from alexnet_np.trainer import TrainingError
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python experiments.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", choices=ORDER + ("all",), help="the experiment, or all of them in turn")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default 3; figure1: 2)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs per run (default: 12 on the demo data; figure1 8, or 30 on CIFAR-10)")
+    parser.add_argument("--data", default=None, help="an ImageFolder root or prepared cache (default: the demo data)")
+    parser.add_argument("--cifar10", default=None, metavar="DIR",
+                        help="figure1 on CIFAR-10: the folder cifar-10-batches-bin (binary version)")
+    parser.add_argument("--target", type=float, default=25.0,
+                        help="figure1: the training top-1 error (%%) to reach (default 25, the paper's)")
+    parser.add_argument("--out", default=None, help="folder of the experiment (default runs/experiments/<name>-<time>)")
+    parser.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu", help="default cpu")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if (args.seeds is not None and args.seeds < 1) or (args.epochs is not None and args.epochs < 1):
+        print("error: --seeds and --epochs must be at least 1", file=sys.stderr)
+        return 2
+    if args.cifar10 is not None and args.name not in ("figure1", "all"):
+        print("error: --cifar10 is for figure1 (the paper's Figure 1 is on CIFAR-10)", file=sys.stderr)
+        return 2
+    if args.data is not None and not os.path.exists(args.data):
+        print(f"error: --data {args.data}: no such folder", file=sys.stderr)
+        return 2
+    names = ORDER if args.name == "all" else (args.name,)
+    started = time.perf_counter()
+    try:
+        for name in names:
+            out = os.path.join(args.out, name) if args.out and len(names) > 1 else args.out
+            run_experiment(name, args.seeds, args.epochs, args.data,
+                           args.cifar10 if name == "figure1" else None, out, args.device, args.target)
+    except (DataError, DeviceError, ExperimentError, TrainingError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"\n{len(names)} experiment(s) in {(time.perf_counter() - started) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
