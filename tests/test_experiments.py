@@ -1,0 +1,158 @@
+"""experiments.py (issue 9): the runner on a tiny configuration with two seeds, the
+measurements it reports, Figure 1's net, and the CIFAR-10 binary reader."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet_np import experiments
+from alexnet_np.cifar10 import cifar10_cache, read_batch
+from alexnet_np.config import Config
+from alexnet_np.data import Cache, DataError
+from alexnet_np.figure1_net import Figure1Net, figure1_sizes
+from alexnet_np.prepare import prepare
+from gradcheck import directional_derivative
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = Config(num_classes=3, input_size=67, image_size=70, conv_channels=(4, 8, 8, 8, 8), fc_units=(8, 8),
+              init_std=0.05, lrn_alpha_over_n=True, batch_size=8, epochs=1, lr=0.01)
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    """3 classes, 24 training and 9 validation images of 70x70 (class = brightness)."""
+    src = tmp_path_factory.mktemp("exp_src")
+    rng = np.random.default_rng(0)
+    for split, count in [("train", 24), ("val", 9)]:
+        for i in range(count):
+            label = i % 3
+            (src / split / f"c{label}").mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 80, (70, 70, 3)) + 80 * label
+            Image.fromarray(pixels.astype(np.uint8)).save(src / split / f"c{label}" / f"{i:03d}.png")
+    dst = tmp_path_factory.mktemp("exp_cache") / "cache"
+    return prepare(str(src), str(dst), image_size=70, workers=1, progress=False, print_fn=lambda *a: None)
+
+
+def test_runner_two_seeds_on_and_off(tiny_cache, tmp_path):
+    lines = []
+    results = experiments.run_experiment("lrn", seeds=2, data=tiny_cache, out=str(tmp_path / "lrn"),
+                                         base=TINY, say=lines.append)
+    runs = results["runs"]
+    assert list(runs) == ["on (paper)", "off (--no-lrn)"]
+    for label, lrn in (("on (paper)", True), ("off (--no-lrn)", False)):
+        assert [r["config"]["seed"] for r in runs[label]] == [0, 1]
+        assert all(r["config"]["lrn"] is lrn and len(r["history"]) == 1 for r in runs[label])
+    # The only difference between the arms is the switch.
+    on, off = runs["on (paper)"][0]["config"], runs["off (--no-lrn)"][0]["config"]
+    assert {k for k in on if on[k] != off[k]} == {"lrn"}
+    # The effect is (off - on) per seed, in points, with its mean and standard deviation.
+    diffs = [100 * (b["history"][-1]["val_top1"] - a["history"][-1]["val_top1"])
+             for a, b in zip(runs["on (paper)"], runs["off (--no-lrn)"])]
+    mean, std, listed = results["summary"]["effect"]["val_top1"]
+    assert listed == pytest.approx(diffs) and mean == pytest.approx(np.mean(diffs))
+    assert std == pytest.approx(np.std(diffs, ddof=1))
+    saved = json.load(open(tmp_path / "lrn" / "results.json"))
+    assert len(saved["runs"]["off (--no-lrn)"]) == 2 and saved["experiment"]["top1"] == 1.4
+    assert Image.open(tmp_path / "lrn" / "curves.png").size == (760, 480)
+    report = "\n".join(lines)
+    assert "LRN: top-1 -1.4%, top-5 -1.2% (§3.3)" in report and "±" in report
+    assert ("does NOT reproduce" in report) == (mean <= 0)
+
+
+def test_each_experiment_switches_off_one_trick():
+    base = Config()
+    expected = {"lrn": {"lrn": False}, "pooling": {"pool_size": 2, "pool_stride": 2},
+                "towers": {"towers": 1, "conv_channels": (48, 128, 192, 192, 256)},
+                "crops": {"random_crop": False}, "flips": {"flip": False}, "lighting": {"lighting_std": 0.0},
+                "dropout": {"dropout": 0.0}, "figure1": {"activation": "tanh"}}
+    assert set(expected) == set(experiments.ORDER) == set(experiments.EXPERIMENTS)
+    for name, change in expected.items():
+        off = experiments.EXPERIMENTS[name].off(base)
+        assert off == base.replace(**change), name
+        differing = {k for k, v in off.to_dict().items() if v != base.to_dict()[k]}
+        assert differing and differing <= set(change), name
+
+
+def test_epochs_to_reach_a_training_error():
+    history = [{"epoch": 1, "train_top1": 0.6}, {"epoch": 2, "train_top1": 0.3}, {"epoch": 3, "train_top1": 0.2}]
+    assert experiments.epochs_to_reach(history, 25.0) == pytest.approx(2.5)    # 30% -> 20% in epoch 3
+    assert experiments.epochs_to_reach(history, 60.0) == pytest.approx(1.0)
+    assert experiments.epochs_to_reach(history, 10.0) is None
+
+
+def test_figure1_runs_both_activations(tiny_cache, tmp_path):
+    base = experiments.FIGURE1.replace(batch_size=8, epochs=1, input_size=16)   # 16 -> 7 -> 3 -> 1
+    results = experiments.run_experiment("figure1", seeds=2, data=tiny_cache, out=str(tmp_path / "f1"),
+                                         base=base, say=lambda line: None, target=95.0)
+    runs = results["runs"]
+    assert [r["config"]["activation"] for r in runs["ReLU"] + runs["tanh"]] == ["relu"] * 2 + ["tanh"] * 2
+    assert [r["config"]["lr"] for r in runs["ReLU"] + runs["tanh"]] == [0.002] * 2 + [0.01] * 2
+    for label, arm in results["summary"]["arms"].items():
+        assert arm["epochs_to_target"] == [experiments.epochs_to_reach(r["history"], 95.0) for r in runs[label]]
+    assert os.path.isfile(tmp_path / "f1" / "curves.png")
+
+
+def test_figure1_net_shapes_and_gradients():
+    config = experiments.FIGURE1.replace(num_classes=10, dtype="float64", init_std=0.1)
+    assert figure1_sizes(config) == {"pool1": 15, "pool2": 7, "pool3": 3}
+    net = Figure1Net(config)
+    shapes = {name: p.shape for name, p, _, _ in net.parameters()}
+    assert shapes == {"conv1.W": (32, 3, 5, 5), "conv1.b": (32,), "conv2.W": (32, 32, 5, 5), "conv2.b": (32,),
+                      "conv3.W": (64, 32, 5, 5), "conv3.b": (64,), "fc.W": (10, 576), "fc.b": (10,)}
+    rng = np.random.default_rng(0)
+    images, labels = rng.standard_normal((2, 3, 16, 16)), np.array([1, 7])     # 16 -> 7 -> 3 -> 1: faster
+    for activation in ("relu", "tanh"):
+        net = Figure1Net(config.replace(activation=activation, input_size=16))
+
+        def loss():
+            return float(net.forward_loss(images, labels))
+
+        loss()
+        net.zero_grads()
+        net.backward()
+        for name, w, dw, _ in net.parameters():
+            direction = rng.standard_normal(w.shape)
+            numeric = directional_derivative(loss, w, direction, eps=1e-6)
+            assert float(np.sum(dw * direction)) == pytest.approx(numeric, rel=1e-4, abs=1e-9), (activation, name)
+
+
+def write_cifar_batch(path, labels, rng):
+    """A CIFAR-10 binary batch: per record the label byte, then R, G, B planes of 32x32."""
+    images = rng.integers(0, 256, (len(labels), 32, 32, 3), dtype=np.uint8)   # (M, 32, 32, 3)
+    planes = images.transpose(0, 3, 1, 2).reshape(len(labels), -1)            # (M, 3072): R, G, B
+    np.concatenate([np.asarray(labels, np.uint8)[:, None], planes], axis=1).tofile(path)
+    return images
+
+
+def test_cifar10_binary_reader(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    src = tmp_path / "cifar-10-batches-bin"
+    src.mkdir()
+    written = [write_cifar_batch(src / f"data_batch_{i}.bin", [i % 10, (i + 3) % 10, 9], rng) for i in range(1, 6)]
+    test_images = write_cifar_batch(src / "test_batch.bin", [0, 5], rng)
+    images, labels = read_batch(str(src / "data_batch_2.bin"))
+    np.testing.assert_array_equal(images, written[1])            # red plane first, rows top to bottom
+    assert labels.tolist() == [2, 5, 9]
+    cache = Cache(cifar10_cache(str(src), str(tmp_path / "cache")))
+    assert cache.image_size == 32 and len(cache.classes) == 10 and cache.splits == ["train", "val"]
+    np.testing.assert_array_equal(cache.split("train").images, np.concatenate(written))
+    np.testing.assert_array_equal(cache.split("val").images, test_images)
+    np.testing.assert_allclose(cache.mean_image, np.concatenate(written).mean(axis=0), rtol=1e-6)
+    pixels = np.concatenate(written).reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(cache.pca_cov, np.cov(pixels, rowvar=False), rtol=1e-9)
+    (src / "test_batch.bin").write_bytes(b"\x00" * 100)
+    with pytest.raises(DataError, match="not a CIFAR-10 binary batch"):
+        read_batch(str(src / "test_batch.bin"))
+    with pytest.raises(DataError, match="missing"):
+        cifar10_cache(str(tmp_path / "nowhere"), str(tmp_path / "cache2"))
+
+
+def test_command_line_errors_are_one_line():
+    for args, fragment in [(["lrn", "--cifar10", "x"], "figure1"), (["lrn", "--data", "/no/such"], "/no/such"),
+                           (["lrn", "--seeds", "0"], "--seeds")]:
+        done = subprocess.run([sys.executable, "experiments.py"] + args, cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 2 and fragment in done.stderr and "Traceback" not in done.stderr, args
