@@ -10,7 +10,7 @@ forward and backward, and prints one row per layer and tower, in the order they 
 input and output shapes (convolutional maps are (C, N, H, W) inside the net, see
 layers.py), mean and standard deviation of the output and of the gradient arriving at it,
 the fraction of zeros after each ReLU and of dead units (zero for every image of the
-batch), time forward and backward, and the output's bytes; then the crossings between the
+batch), of saturated outputs after each tanh (|y| > 0.99), time forward and backward, and the output's bytes; then the crossings between the
 towers (Figure 2's lines), what they moved and where.
 
 ``--break LAYER[:TOWER]`` (e.g. ``--break lrn1:1``, ``--break conv3``, ``--break fc8``)
@@ -102,6 +102,8 @@ class Traced:
         self.row["bytes"] = sum(int(v.nbytes) for v in values)
         if self.row["kind"] == "ReLU":
             self.row["zeros %"], self.row["dead %"] = zeros(y)
+        if self.row["kind"] == "Tanh":   # saturated: |y| > 0.99, where tanh's gradient is < 0.02
+            self.row["sat %"] = 100 * float((abs(np.asarray(y.get() if hasattr(y, "get") else y)) > 0.99).mean())
         return y
 
     def backward(self, *args):
@@ -168,7 +170,7 @@ def check_stop(stop, model):
 
 
 COLUMNS = [("layer", 9, "s"), ("tower", 5, "s"), ("in", 22, "s"), ("out", 22, "s"),
-           ("out mean", 10, ".3g"), ("out std", 10, ".3g"), ("zeros %", 8, ".1f"), ("dead %", 7, ".1f"),
+           ("out mean", 10, ".3g"), ("out std", 10, ".3g"), ("zeros %", 8, ".1f"), ("dead %", 7, ".1f"), ("sat %", 6, ".1f"),
            ("grad mean", 10, ".2e"), ("grad std", 10, ".2e"), ("forward ms", 10, ".1f"),
            ("backward ms", 11, ".1f"), ("bytes", 12, ",")]
 
@@ -245,7 +247,7 @@ def main(argv=None, debugger=None):
     print(f"{'paper' if args.paper else 'demo'} configuration, {config.towers} tower(s), batch {args.batch} "
           f"of {cache.path} (val), training mode (dropout on); loss {loss:.4f} (ln K = {np.log(config.num_classes):.4f})")
     print("Shapes: conv maps (C, N, H, W), fc (N, D); 'grad' is dL/d(output); zeros/dead: after each ReLU; "
-          "time on this CPU, towers one after the other")
+          "sat: tanh outputs beyond +-0.99; time on this CPU, towers one after the other")
     print(format_table(trace.rows))
     print(format_crossings(model, trace.rows))
     return trace

@@ -88,3 +88,12 @@ def test_break_errors_are_one_line(demo_sized_cache, stop, fragment, capsys):
     with pytest.raises(SystemExit) as info:
         trace.main(["--data", demo_sized_cache, "--break", stop], debugger=StandIn())
     assert info.value.code == 2 and fragment in capsys.readouterr().err
+
+
+def test_tanh_rows_report_saturation(demo_sized_cache):
+    result = trace.main(["--data", demo_sized_cache, "--batch", str(BATCH), "--activation", "tanh", "--no-lrn"])
+    rows = {(row["layer"], row["tower"]): row for row in result.rows}
+    assert ("lrn1", "0") not in rows and rows[("relu1", "0")]["kind"] == "Tanh"
+    assert "zeros %" not in rows[("relu1", "0")] and 0 <= rows[("relu1", "0")]["sat %"] <= 100
+    tanh = result.model.towers[0].relu1
+    assert rows[("relu1", "0")]["sat %"] == pytest.approx(100 * float((np.abs(tanh.y) > 0.99).mean()))
