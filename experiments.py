@@ -15,7 +15,7 @@ import time
 
 from alexnet_np.backend import DeviceError
 from alexnet_np.data import DataError
-from alexnet_np.experiments import ORDER, ExperimentError, run_experiment
+from alexnet_np.experiments import ORDER, ExperimentError, format_overview, run_experiment
 from alexnet_np.trainer import TrainingError
 
 
@@ -49,14 +49,17 @@ def main(argv=None):
         return 2
     names = ORDER if args.name == "all" else (args.name,)
     started = time.perf_counter()
+    done = []
     try:
         for name in names:
             out = os.path.join(args.out, name) if args.out and len(names) > 1 else args.out
-            run_experiment(name, args.seeds, args.epochs, args.data,
-                           args.cifar10 if name == "figure1" else None, out, args.device, args.target)
+            done.append(run_experiment(name, args.seeds, args.epochs, args.data,
+                                       args.cifar10 if name == "figure1" else None, out, args.device, args.target))
     except (DataError, DeviceError, ExperimentError, TrainingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if len(done) > 1:
+        print(format_overview(done))
     print(f"\n{len(names)} experiment(s) in {(time.perf_counter() - started) / 60:.1f} min")
     return 0
 

@@ -343,6 +343,21 @@ def format_report(results):
     return "\n".join(lines)
 
 
+def format_overview(all_results):
+    """One row per experiment run (``python experiments.py all`` prints it at the end)."""
+    lines = ["", "| experiment | the paper's claim | measured | verdict | minutes |", "|---|---|---|---|---:|"]
+    for results in all_results:
+        e, s = results["experiment"], results["summary"]
+        if e["name"] == "figure1":
+            measured = "no ratio" if s["ratio"] is None else f"ratio {s['ratio']:.1f}"
+        else:
+            measured = (f"top-1 {pm(s['effect']['val_top1'])}, top-5 {pm(s['effect']['val_top5'])} points "
+                        f"({results['seeds']} seeds)")
+        lines.append(f"| {e['name']} ({e['section']}) | {e['claim']} | {measured} | {s['verdict']} | "
+                     f"{results['seconds'] / 60:.1f} |")
+    return "\n".join(lines)
+
+
 def draw(experiment, runs, path, target):
     if experiment.name == "figure1":
         arms = [(label, i == 1) + series(rs, "train_top1") for i, (label, rs) in enumerate(runs.items())]

@@ -61,6 +61,8 @@ def test_runner_two_seeds_on_and_off(tiny_cache, tmp_path):
     report = "\n".join(lines)
     assert "LRN: top-1 -1.4%, top-5 -1.2% (§3.3)" in report and "±" in report
     assert ("does NOT reproduce" in report) == (mean <= 0)
+    overview = experiments.format_overview([results])
+    assert "| lrn (§3.3) | LRN: top-1 -1.4%, top-5 -1.2% |" in overview and results["summary"]["verdict"] in overview
 
 
 def test_each_experiment_switches_off_one_trick():
