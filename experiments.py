@@ -3,6 +3,7 @@
     python experiments.py lrn                     # §3.3 on the demo data, 3 seeds
     python experiments.py all                     # every experiment in turn
     python experiments.py figure1 --cifar10 ~/cifar-10-batches-bin   # Figure 1 on CIFAR-10
+    python experiments.py --report runs/experiments/lrn-*            # the tables again
 
 Experiments: lrn (§3.3), pooling (§3.4), towers (§3.2), crops, flips, lighting (§4.1),
 dropout (§4.2), figure1 (§3.1). What each switches off, the paper's claim and how the effect
@@ -15,14 +16,17 @@ import time
 
 from alexnet_np.backend import DeviceError
 from alexnet_np.data import DataError
-from alexnet_np.experiments import ORDER, ExperimentError, format_overview, run_experiment
+from alexnet_np.experiments import ORDER, ExperimentError, format_overview, format_report, report, run_experiment
 from alexnet_np.trainer import TrainingError
 
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="python experiments.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=ORDER + ("all",), help="the experiment, or all of them in turn")
+    parser.add_argument("name", choices=ORDER + ("all",), nargs="?",
+                        help="the experiment, or all of them in turn")
+    parser.add_argument("--report", nargs="+", default=None, metavar="FOLDER",
+                        help="print the tables of finished experiments again, from their results.json")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default 3; figure1: 2)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs per run (default: 12 on the demo data; figure1 8, or 30 on CIFAR-10)")
@@ -37,7 +41,20 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.report:
+        try:
+            done = [report(folder) for folder in args.report]
+        except ExperimentError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        for results in done:
+            print(format_report(results))
+        print(format_overview(done))
+        return 0
+    if args.name is None:
+        parser.error("give an experiment (or all), or --report FOLDER")
     if (args.seeds is not None and args.seeds < 1) or (args.epochs is not None and args.epochs < 1):
         print("error: --seeds and --epochs must be at least 1", file=sys.stderr)
         return 2

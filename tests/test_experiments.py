@@ -158,3 +158,26 @@ def test_command_line_errors_are_one_line():
                            (["lrn", "--seeds", "0"], "--seeds")]:
         done = subprocess.run([sys.executable, "experiments.py"] + args, cwd=ROOT, capture_output=True, text=True)
         assert done.returncode == 2 and fragment in done.stderr and "Traceback" not in done.stderr, args
+
+
+def test_figure1_verdict_when_tanh_does_not_always_reach_the_target():
+    def run(errors):
+        return {"history": [{"epoch": e + 1, "train_top1": v / 100, "val_top1": 0.5, "val_top5": 0.1}
+                            for e, v in enumerate(errors)], "seconds": 1.0}
+    runs = {"ReLU": [run([50, 20, 10]), run([60, 24, 10])],       # reach 25% at 1.83 and 1.97
+            "tanh": [run([90, 80, 20]), run([90, 85, 80])]}       # 2.91, then never within 3
+    summary = experiments.summarise(experiments.EXPERIMENTS["figure1"], runs, 25.0)
+    relu = [1 + 25 / 30, 1 + 35 / 36]
+    assert summary["arms"]["ReLU"]["epochs_to_target"] == pytest.approx(relu)
+    assert summary["ratio"] == pytest.approx(np.mean([2 + 55 / 60, 3]) / np.mean(relu))
+    assert "1 of 2 seeds" in summary["verdict"] and "at least" in summary["verdict"]
+
+
+def test_report_prints_the_tables_again(tiny_cache, tmp_path):
+    experiments.run_experiment("dropout", seeds=2, data=tiny_cache, out=str(tmp_path / "d"), base=TINY,
+                               say=lambda line: None)
+    done = subprocess.run([sys.executable, "experiments.py", "--report", str(tmp_path / "d")], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "| dropout (§4.2) |" in done.stdout and "±" in done.stdout
+    with pytest.raises(experiments.ExperimentError, match="already holds"):
+        experiments.run_experiment("dropout", seeds=2, data=tiny_cache, out=str(tmp_path / "d"), base=TINY)
