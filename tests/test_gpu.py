@@ -14,7 +14,7 @@ from alexnet_np import backend, distributed
 from alexnet_np.backend import Device
 from alexnet_np.buckets import GradientBuckets
 from alexnet_np.config import Config
-from alexnet_np.layers import Conv2D, Dropout, LocalResponseNorm, MaxPool
+from alexnet_np.layers import Conv2D, Dropout, LocalResponseNorm, MaxPool, Tanh
 from alexnet_np.model import AlexNet
 from alexnet_np.optim import SGD
 from gradcheck import assert_close
@@ -82,7 +82,9 @@ def test_training_mode_runs_on_the_gpus_in_float32():
     lambda d, r: Conv2D(d, r.standard_normal((5, 3, 3, 3)), r.standard_normal(5), stride=2, pad=1),
     lambda d, r: LocalResponseNorm(d, size=5, k=1.0, alpha=2.0, beta=0.75),
     lambda d, r: MaxPool(d, 3, 2),
-], ids=["conv", "lrn", "maxpool"])
+    lambda d, r: MaxPool(d, 2, 2),     # §3.4's non-overlapping comparison, on an odd map
+    lambda d, r: Tanh(d),              # §3.1's comparison
+], ids=["conv", "lrn", "maxpool", "maxpool-2-2", "tanh"])
 def test_layers_on_a_gpu_match_numpy(make):
     gpu = backend.tower_devices("gpu", 1)[0]
     x = np.random.default_rng(1).standard_normal((3, 2, 9, 9))   # (C, N, H, W)
