@@ -29,14 +29,28 @@ ACTIVATION_LAYERS = {"relu": ReLU, "tanh": Tanh}   # config.activation (§3.1) -
 DROPOUT_STREAM = 0xD0  # keeps the dropout masks' generators apart from other users of the seed
 
 
+def pooled_size(size, size_z, stride, what):
+    """A pooling layer's output size in Figure 2's net (STYLE 15).
+
+    Overlapping windows (§3.4's 3x3 at stride 2) must cover the map exactly, as they do from
+    227 (55 -> 27 -> 13 -> 6): ``(size - z)`` must divide by the stride. Windows that do not
+    overlap (the 2x2, stride 2 comparison) cannot tile an odd map: the last row and column
+    are left out (floor), which gives the paper's 27, 13 and 6 from 55.
+    """
+    if stride < size_z and size >= size_z and (size - size_z) % stride:
+        raise ValueError(f"{what}: input size {size} with overlapping {size_z}x{size_z} windows at stride "
+                         f"{stride} does not fit: (size - {size_z}) = {size - size_z} must divide by the stride")
+    return pool_output_size(size, size_z, stride, what)
+
+
 def layer_sizes(config):
     """Spatial sizes after each stage, asserted to fit (STYLE 15). Returns a dict."""
     S = config.input_size
     z, s = config.pool_size, config.pool_stride
     conv1 = conv_output_size(S, 11, 4, 0, "conv1 (11x11, stride 4) on the input image")
-    pool1 = pool_output_size(conv1, z, s, f"pool1 ({z}x{z}, stride {s})")
-    pool2 = pool_output_size(pool1, z, s, f"pool2 ({z}x{z}, stride {s})")  # conv2 keeps the size (pad 2)
-    pool5 = pool_output_size(pool2, z, s, f"pool5 ({z}x{z}, stride {s})")  # conv3-5 keep it (pad 1)
+    pool1 = pooled_size(conv1, z, s, f"pool1 ({z}x{z}, stride {s})")
+    pool2 = pooled_size(pool1, z, s, f"pool2 ({z}x{z}, stride {s})")  # conv2 keeps the size (pad 2)
+    pool5 = pooled_size(pool2, z, s, f"pool5 ({z}x{z}, stride {s})")  # conv3-5 keep it (pad 1)
     return {"input": S, "conv1": conv1, "pool1": pool1, "conv2": pool1,
             "pool2": pool2, "conv3": pool2, "pool5": pool5}
 
