@@ -9,33 +9,33 @@ Experiments: lrn (§3.3), pooling (§3.4), towers (§3.2), crops, flips, lightin
 dropout (§4.2), figure1 (§3.1). What each switches off, the paper's claim and how the effect
 is measured: alexnet_np/experiments.py. Exit status 0, or 2 with one line ``error: ...``.
 """
-import argparse
 import os
 import sys
 import time
 
+from alexnet_np.accepts import POSITIVE, POSITIVE_INT
 from alexnet_np.backend import DeviceError
+from alexnet_np.cli import Parser, existing_path, fail, folder_to_write
 from alexnet_np.data import DataError
 from alexnet_np.experiments import ORDER, ExperimentError, format_overview, format_report, report, run_experiment
 from alexnet_np.trainer import TrainingError
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python experiments.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="python experiments.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("name", choices=ORDER + ("all",), nargs="?",
                         help="the experiment, or all of them in turn")
     parser.add_argument("--report", nargs="+", default=None, metavar="FOLDER",
                         help="print the tables of finished experiments again, from their results.json")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default 3; figure1: 2)")
-    parser.add_argument("--epochs", type=int, default=None,
+    parser.add_argument("--seeds", type=POSITIVE_INT, default=None, help="seeds per arm (default 3; figure1: 2)")
+    parser.add_argument("--epochs", type=POSITIVE_INT, default=None,
                         help="epochs per run (default: 12 on the demo data; figure1 8, or 30 on CIFAR-10)")
-    parser.add_argument("--data", default=None, help="an ImageFolder root or prepared cache (default: the demo data)")
-    parser.add_argument("--cifar10", default=None, metavar="DIR",
+    parser.add_argument("--data", type=existing_path, default=None, help="an ImageFolder root or prepared cache (default: the demo data)")
+    parser.add_argument("--cifar10", type=existing_path, default=None, metavar="DIR",
                         help="figure1 on CIFAR-10: the folder cifar-10-batches-bin (binary version)")
-    parser.add_argument("--target", type=float, default=25.0,
+    parser.add_argument("--target", type=POSITIVE, default=25.0,
                         help="figure1: the training top-1 error (%%) to reach (default 25, the paper's)")
-    parser.add_argument("--out", default=None, help="folder of the experiment (default runs/experiments/<name>-<time>)")
+    parser.add_argument("--out", type=folder_to_write, default=None, help="folder of the experiment (default runs/experiments/<name>-<time>)")
     parser.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu", help="default cpu")
     return parser
 
@@ -47,23 +47,15 @@ def main(argv=None):
         try:
             done = [report(folder) for folder in args.report]
         except ExperimentError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+            return fail(error)
         for results in done:
             print(format_report(results))
         print(format_overview(done))
         return 0
     if args.name is None:
         parser.error("give an experiment (or all), or --report FOLDER")
-    if (args.seeds is not None and args.seeds < 1) or (args.epochs is not None and args.epochs < 1):
-        print("error: --seeds and --epochs must be at least 1", file=sys.stderr)
-        return 2
     if args.cifar10 is not None and args.name not in ("figure1", "all"):
-        print("error: --cifar10 is for figure1 (the paper's Figure 1 is on CIFAR-10)", file=sys.stderr)
-        return 2
-    if args.data is not None and not os.path.exists(args.data):
-        print(f"error: --data {args.data}: no such folder", file=sys.stderr)
-        return 2
+        return fail("--cifar10 is for figure1 (the paper's Figure 1 is on CIFAR-10)")
     names = ORDER if args.name == "all" else (args.name,)
     started = time.perf_counter()
     done = []
@@ -72,9 +64,9 @@ def main(argv=None):
             out = os.path.join(args.out, name) if args.out and len(names) > 1 else args.out
             done.append(run_experiment(name, args.seeds, args.epochs, args.data,
                                        args.cifar10 if name == "figure1" else None, out, args.device, args.target))
-    except (DataError, DeviceError, ExperimentError, TrainingError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (DataError, DeviceError, ExperimentError, TrainingError, ValueError) as error:   # ValueError: a
+        # configuration the data cannot take (ConfigError), one line
+        return fail(error)
     if len(done) > 1:
         print(format_overview(done))
     print(f"\n{len(names)} experiment(s) in {(time.perf_counter() - started) / 60:.1f} min")

@@ -133,7 +133,7 @@ class ExperimentError(ValueError):
 
 def train_once(config, cache, run_dir, device_kind="cpu", model_class=None, say=print):
     """One training run; returns its record: config, every epoch's record, seconds."""
-    devices = tower_devices(device_kind, config.towers if model_class is None else 1, (0, 1))
+    devices = tower_devices(device_kind, config.towers if model_class is None else 1)
     model = None if model_class is None else model_class(config, devices)
     options = Options(progress=False, figures=False, checkpoint_every=0, log_every=10 ** 9, threads=1)
     started = time.perf_counter()
@@ -171,8 +171,7 @@ def run_experiment(name, seeds=None, epochs=None, data=None, cifar10=None, out=N
     """
     experiment = EXPERIMENTS[name]
     seeds = seeds or default_seeds(name)
-    cache, default_base = open_experiment_data(experiment, data, cifar10)
-    base = base or default_base
+    cache, base = open_experiment_data(experiment, data, cifar10, base)
     base = base.replace(epochs=epochs or base.epochs, num_classes=len(cache.classes))
     folder = out or os.path.join(ROOT, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if os.path.exists(os.path.join(folder, "results.json")):
@@ -209,26 +208,33 @@ def report(folder):
     return results
 
 
-def open_experiment_data(experiment, data, cifar10):
-    """(cache, base configuration): the demo data and DEMO, or --data and the paper's, or CIFAR-10."""
+def open_experiment_data(experiment, data, cifar10, base=None):
+    """(cache, base configuration): the demo data and DEMO, or --data and the paper's, or CIFAR-10.
+    A ``base`` given replaces the default configuration."""
+    cache, default = open_default_data(experiment, data, cifar10)
+    return cache, base or default()
+
+
+def open_default_data(experiment, data, cifar10):
+    """(cache, a function giving the default base configuration for it)."""
     if cifar10 is not None:
         if experiment.name != "figure1":
             raise ExperimentError("--cifar10 is for figure1 (the paper's Figure 1 is on CIFAR-10)")
         from .cifar10 import cifar10_cache
         from .data import Cache
-        return Cache(cifar10_cache(cifar10, os.path.join("data_cache", "cifar-10-32"))), FIGURE1.replace(epochs=30)
+        return Cache(cifar10_cache(cifar10, os.path.join("data_cache", "cifar-10-32"))), lambda: FIGURE1.replace(epochs=30)
     if experiment.name == "figure1":
         if data is not None:
             cache, _ = open_data(data, FIGURE1.image_size, progress=False)
-            return cache, FIGURE1
+            return cache, lambda: FIGURE1
         from .data import Cache
         from .demo_data import demo_cache
-        return Cache(demo_cache("data_cache", image_size=FIGURE1.image_size)), FIGURE1
+        return Cache(demo_cache("data_cache", image_size=FIGURE1.image_size)), lambda: FIGURE1
     if data is None:
         cache, _ = open_data(None, DEMO.image_size, progress=False)
-        return cache, DEMO.replace(epochs=DEMO_EPOCHS)
+        return cache, lambda: DEMO.replace(epochs=DEMO_EPOCHS)
     cache, _ = open_data(data, Config().image_size, progress=False)
-    return cache, Config(image_size=cache.image_size)
+    return cache, lambda: Config(image_size=cache.image_size)
 
 
 def slug(label):

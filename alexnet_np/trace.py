@@ -23,14 +23,15 @@ and then calls it; the model's own forward and backward run unchanged. The tower
 device here, so they run one after the other in the main thread (where the debugger works),
 not side by side as in training.
 """
-import argparse
 import pdb
 import sys
 import time
 
 import numpy as np
 
+from .accepts import POSITIVE_INT
 from .backend import Device
+from .cli import Parser, existing_path
 from .config import DEMO, Config, add_config_arguments, config_from_arguments
 from .model import AlexNet
 
@@ -219,10 +220,10 @@ def load_batch(config, data, batch):
 
 
 def main(argv=None, debugger=None):
-    parser = argparse.ArgumentParser(prog="python -m alexnet_np.trace", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m alexnet_np.trace", description=__doc__.splitlines()[0])
     parser.add_argument("--paper", action="store_true", help="the paper's full configuration (default: the demo's)")
-    parser.add_argument("--batch", type=int, default=8, help="images in the batch (default 8)")
-    parser.add_argument("--data", default=None, help="an ImageFolder root or prepared cache (default: the demo data)")
+    parser.add_argument("--batch", type=POSITIVE_INT, default=8, help="images in the batch (default 8)")
+    parser.add_argument("--data", type=existing_path, default=None, help="an ImageFolder root or prepared cache (default: the demo data)")
     parser.add_argument("--break", dest="stop", default=None, metavar="LAYER[:TOWER]",
                         help="stop in pdb at the start of that layer's forward, e.g. lrn1:1, conv3, fc8")
     parser.add_argument("--break-backward", action="store_true", help="with --break: stop at its backward too")
@@ -230,8 +231,6 @@ def main(argv=None, debugger=None):
     args = parser.parse_args(argv)
     try:
         config = config_from_arguments(args, Config() if args.paper else DEMO)
-        if args.batch < 1:
-            raise ValueError("--batch must be at least 1")
         cache, images, labels = load_batch(config, args.data, args.batch)
         if len(cache.classes) != config.num_classes:
             config = config.replace(num_classes=len(cache.classes))

@@ -154,7 +154,7 @@ def test_cifar10_binary_reader(tmp_path, monkeypatch):
 
 
 def test_command_line_errors_are_one_line():
-    for args, fragment in [(["lrn", "--cifar10", "x"], "figure1"), (["lrn", "--data", "/no/such"], "/no/such"),
+    for args, fragment in [(["lrn", "--cifar10", ROOT], "figure1"), (["figure1", "--cifar10", "/no/where"], "/no/where"), (["lrn", "--data", "/no/such"], "/no/such"),
                            (["lrn", "--seeds", "0"], "--seeds")]:
         done = subprocess.run([sys.executable, "experiments.py"] + args, cwd=ROOT, capture_output=True, text=True)
         assert done.returncode == 2 and fragment in done.stderr and "Traceback" not in done.stderr, args
