@@ -306,6 +306,13 @@ def summarise(experiment, runs, target):
             if len(relu) < len(reached[on_label]):
                 verdict += f"; ReLU reached it in {len(relu)} of {len(reached[on_label])} seeds"
             verdict += "; agrees in sign" if ratio > 1 else "; does NOT agree"
+        # A second measure that needs no target both reach: the error tanh ends at, and when ReLU got there.
+        level = float(np.mean([100 * r["history"][-1]["train_top1"] for r in off_runs]))
+        relu_there = [epochs_to_reach(r["history"], level) for r in on_runs]
+        if all(e is not None for e in relu_there):
+            level_ratio = epochs / float(np.mean(relu_there))
+            verdict += (f". tanh ends at {level:.1f}% training error after {epochs} epochs; ReLU was there after "
+                        f"{np.mean(relu_there):.1f}: {level_ratio:.1f}x sooner")
         return {"arms": arms, "ratio": ratio, "verdict": verdict, "reproduced": ratio is not None and ratio > 1}
     effect = {}
     for key in ("val_top1", "val_top5", "train_top1"):

@@ -171,6 +171,8 @@ def test_figure1_verdict_when_tanh_does_not_always_reach_the_target():
     assert summary["arms"]["ReLU"]["epochs_to_target"] == pytest.approx(relu)
     assert summary["ratio"] == pytest.approx(np.mean([2 + 55 / 60, 3]) / np.mean(relu))
     assert "1 of 2 seeds" in summary["verdict"] and "at least" in summary["verdict"]
+    # tanh ends at (20 + 80) / 2 = 50%; ReLU got there at epochs 1 and 1 + 10/36: 3 / 1.139 = 2.6x sooner.
+    assert "tanh ends at 50.0%" in summary["verdict"] and "2.6x sooner" in summary["verdict"]
 
 
 def test_report_prints_the_tables_again(tiny_cache, tmp_path):
