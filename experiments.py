@@ -58,12 +58,13 @@ def main(argv=None):
         return fail("--cifar10 is for figure1 (the paper's Figure 1 is on CIFAR-10)")
     names = ORDER if args.name == "all" else (args.name,)
     started = time.perf_counter()
-    done = []
+    done, runs = [], {}   # runs: every run made so far, reused where an experiment repeats one
     try:
         for name in names:
             out = os.path.join(args.out, name) if args.out and len(names) > 1 else args.out
             done.append(run_experiment(name, args.seeds, args.epochs, args.data,
-                                       args.cifar10 if name == "figure1" else None, out, args.device, args.target))
+                                       args.cifar10 if name == "figure1" else None, out, args.device, args.target,
+                                       done=runs))
     except (DataError, DeviceError, ExperimentError, TrainingError, ValueError) as error:   # ValueError: a
         # configuration the data cannot take (ConfigError), one line
         return fail(error)

@@ -183,3 +183,19 @@ def test_report_prints_the_tables_again(tiny_cache, tmp_path):
     assert done.returncode == 0 and "| dropout (§4.2) |" in done.stdout and "±" in done.stdout
     with pytest.raises(experiments.ExperimentError, match="already holds"):
         experiments.run_experiment("dropout", seeds=2, data=tiny_cache, out=str(tmp_path / "d"), base=TINY)
+
+
+def test_all_reuses_the_runs_experiments_share(tiny_cache, tmp_path):
+    """Every experiment's 'on' arm is the same configuration and seeds: trained once in 'all'."""
+    done, lines = {}, []
+    first = experiments.run_experiment("flips", seeds=2, data=tiny_cache, out=str(tmp_path / "f"), base=TINY,
+                                       say=lines.append, done=done)
+    second = experiments.run_experiment("lighting", seeds=2, data=tiny_cache, out=str(tmp_path / "l"), base=TINY,
+                                        say=lines.append, done=done)
+    assert second["runs"]["on (paper)"] == first["runs"]["on (paper)"]
+    assert sorted(os.listdir(tmp_path / "l")) == ["curves.png", "off-seed0", "off-seed1", "results.json"]
+    assert sum("reused" in line for line in lines) == 2 and len(done) == 6
+    # A fresh run of the same configuration gives the same numbers (what makes reuse sound).
+    again = experiments.run_experiment("flips", seeds=1, data=tiny_cache, out=str(tmp_path / "g"), base=TINY,
+                                       say=lambda line: None)
+    assert again["runs"]["on (paper)"][0]["history"][-1]["val_loss"] == first["runs"]["on (paper)"][0]["history"][-1]["val_loss"]
