@@ -199,3 +199,15 @@ def test_all_reuses_the_runs_experiments_share(tiny_cache, tmp_path):
     again = experiments.run_experiment("flips", seeds=1, data=tiny_cache, out=str(tmp_path / "g"), base=TINY,
                                        say=lambda line: None)
     assert again["runs"]["on (paper)"][0]["history"][-1]["val_loss"] == first["runs"]["on (paper)"][0]["history"][-1]["val_loss"]
+
+
+def test_overfitting_claims_are_judged_by_the_train_validation_gap():
+    def run(val, train):
+        return {"history": [{"epoch": 1, "val_top1": val, "val_top5": 0.1, "train_top1": train}], "seconds": 1.0}
+    crops = experiments.EXPERIMENTS["crops"]
+    overfits = {"on": [run(0.30, 0.28), run(0.32, 0.30)], "off": [run(0.40, 0.10), run(0.42, 0.12)]}
+    summary = experiments.summarise(crops, overfits, 25.0)
+    assert summary["reproduced"] and summary["verdict"].startswith("overfits more without the trick (val - train +30.0")
+    early = {"on": [run(0.70, 0.71), run(0.68, 0.69)], "off": [run(0.60, 0.60), run(0.62, 0.61)]}
+    summary = experiments.summarise(crops, early, 25.0)
+    assert not summary["reproduced"] and summary["verdict"].startswith("not testable here")
