@@ -41,7 +41,8 @@ from . import figures
 from .backend import tower_devices
 from .config import DEMO, Config, one_tower_comparison
 from .figure1_net import Figure1Net
-from .trainer import Options, Trainer, open_data
+from .runs import open_data
+from .trainer import Options, Trainer
 
 ROOT = os.path.join("runs", "experiments")
 

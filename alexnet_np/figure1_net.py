@@ -45,7 +45,7 @@ def figure1_sizes(config):
 class Figure1Net:
     """The four-layer net of Figure 1 on one device (no towers, hence ``towers = ()``)."""
 
-    towers = ()   # nothing to split; checkpoint.py finds no dropout generators to save
+    towers = ()   # nothing split between devices
 
     def __init__(self, config, devices=None):
         device = (devices or [Device()])[0]
@@ -69,8 +69,9 @@ class Figure1Net:
         self.layers = block(self.conv1) + block(self.conv2) + block(self.conv3) + [Flatten(device), self.fc]
         self.loss_layer = SoftmaxCrossEntropy(device)
 
-    def forward(self, images, train=False):
-        """images (N, 3, S, S) -> logits (N, K), a fresh array."""
+    def forward(self, images, train=False, step=0, rows=None):
+        """images (N, 3, S, S) -> logits (N, K), a fresh array. ``step`` and ``rows`` (AlexNet's
+        dropout positions) do not matter here: the net has no dropout."""
         with self.device:
             x = self.device.xp.ascontiguousarray(move(images, self.device).transpose(1, 0, 2, 3),
                                                  dtype=self.config.dtype)    # (3, N, S, S)
@@ -79,16 +80,21 @@ class Figure1Net:
             self.fc7_features = x   # (N, K): the last layer's output (no fc7 here)
             return x
 
-    def forward_loss(self, images, labels, train=True):
+    def forward_loss(self, images, labels, train=True, step=0, rows=None):
+        """The mean cross-entropy; with ``rows = (first, B)`` these rows' part of a batch of B."""
         self.logits = self.forward(images, train)
         with self.device:
-            return self.loss_layer.forward(self.logits, move(labels, self.device))
+            return self.loss_layer.forward(self.logits, move(labels, self.device), None if rows is None else rows[1])
 
-    def backward(self):
+    def backward(self, finished=None):
+        """Gradients into every layer's ``grads``; ``finished`` (data-parallel buckets) is told
+        at the end that every layer is done."""
         with self.device:
             d = self.loss_layer.backward()
             for layer in reversed(self.layers):
                 d = layer.backward(d)
+        if finished is not None:
+            finished([name for name, _ in self.named_layers()])
 
     def named_layers(self):
         return [("conv1", self.conv1), ("conv2", self.conv2), ("conv3", self.conv3), ("fc", self.fc)]

@@ -36,6 +36,12 @@ from .config import DEMO, Config, add_config_arguments, config_from_arguments
 from .model import AlexNet
 
 CROSSINGS = ("exchange3", "exchange6", "exchange7", "gather8")
+LRN_CROSSINGS = ("exchange_lrn1", "exchange_lrn2")   # with --lrn-across-towers (Caffe's LRN)
+
+
+def crossings(model):
+    """The model's crossings between towers: Figure 2's four, and LRN's two when it spans the towers."""
+    return CROSSINGS + tuple(name for name in LRN_CROSSINGS if hasattr(model, name))
 
 
 class Stop:
@@ -144,7 +150,7 @@ class Trace:
             for stage in tower.stages:
                 for i, layer in enumerate(stage):
                     stage[i] = Traced(layer, tower.layer_name(layer), tower.index, self)
-        for name in CROSSINGS:
+        for name in crossings(model):
             setattr(model, name, Traced(getattr(model, name), name, None, self))
         model.fc8 = Traced(model.fc8, "fc8", None, self)
         model.loss_layer = Traced(model.loss_layer, "loss", None, self)
@@ -160,17 +166,18 @@ class Trace:
 def check_stop(stop, model):
     """A one-line ValueError when ``--break`` names no layer or tower of ``model``."""
     layers = {tower.layer_name(layer) for tower in model.towers for stage in tower.stages for layer in stage}
-    layers |= set(CROSSINGS) | {"fc8", "loss"}
+    untowered = set(crossings(model)) | {"fc8", "loss"}
+    layers |= untowered
     if stop.layer not in layers:
         raise ValueError(f"--break {stop.layer}: no such layer; the layers are {', '.join(sorted(layers))}")
-    towered = stop.layer not in set(CROSSINGS) | {"fc8", "loss"}
+    towered = stop.layer not in untowered
     if stop.tower is not None and (not towered or not 0 <= stop.tower < len(model.towers)):
         raise ValueError(f"--break {stop.layer}:{stop.tower}: " + (
             f"{stop.layer} belongs to no tower (give it without ':')" if not towered else
             f"the net has towers 0..{len(model.towers) - 1}"))
 
 
-COLUMNS = [("layer", 9, "s"), ("tower", 5, "s"), ("in", 22, "s"), ("out", 22, "s"),
+COLUMNS = [("layer", 13, "s"), ("tower", 5, "s"), ("in", 22, "s"), ("out", 22, "s"),
            ("out mean", 10, ".3g"), ("out std", 10, ".3g"), ("zeros %", 8, ".1f"), ("dead %", 7, ".1f"), ("sat %", 6, ".1f"),
            ("grad mean", 10, ".2e"), ("grad std", 10, ".2e"), ("forward ms", 10, ".1f"),
            ("backward ms", 11, ".1f"), ("bytes", 12, ",")]
@@ -208,7 +215,7 @@ def format_crossings(model, rows):
 def load_batch(config, data, batch):
     """(images (N, 3, S, S), labels (N,)) of the first ``batch`` validation images, mean subtracted."""
     from .data import Cache, eval_batches
-    from .trainer import open_data
+    from .runs import open_data
     if data is None:
         from .demo_data import demo_cache
         cache = Cache(demo_cache("data_cache", image_size=config.image_size))
