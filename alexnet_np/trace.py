@@ -16,13 +16,15 @@ towers (Figure 2's lines), what they moved and where.
 ``--break LAYER[:TOWER]`` (e.g. ``--break lrn1:1``, ``--break conv3``, ``--break fc8``)
 stops in Python's debugger (pdb) at the first line of that layer's ``forward``, with the
 real input array ``x``: step through the code next to the paper (``n`` next line, ``p
-x.shape``, ``c`` continue). ``--break-backward`` stops at its ``backward`` too.
+x.shape``, ``c`` continue). ``--break-backward`` stops at its ``backward`` too. ``q`` (or
+the end of the debugger's input) quits: one line saying where, exit status 1.
 
 How: each layer of the model is wrapped, in place, by a ``Traced`` stand-in that records
 and then calls it; the model's own forward and backward run unchanged. The towers share one
 device here, so they run one after the other in the main thread (where the debugger works),
 not side by side as in training.
 """
+import bdb
 import pdb
 import sys
 import time
@@ -37,6 +39,10 @@ from .model import AlexNet
 
 CROSSINGS = ("exchange3", "exchange6", "exchange7", "gather8")
 LRN_CROSSINGS = ("exchange_lrn1", "exchange_lrn2")   # with --lrn-across-towers (Caffe's LRN)
+
+
+class DebuggerQuit(Exception):
+    """The user quit the debugger (``q``, or its input ended) at a ``--break``: the trace stops."""
 
 
 def crossings(model):
@@ -72,7 +78,19 @@ class Stop:
         shapes = ", ".join(str(tuple(a.shape)) for a in args if hasattr(a, "shape"))
         print(f"\n--break: stopping at the first line of {where} ({type(method.__self__).__name__}); "
               f"its input: {shapes}. pdb: n = next line, s = step in, p x.shape, c = continue\n", flush=True)
-        return self.debugger.runcall(method, *args)
+        if not isinstance(self.debugger, bdb.Bdb):   # a stand-in (the tests)
+            return self.debugger.runcall(method, *args)
+        # pdb's own runcall, except that a quit is not swallowed: Bdb.runcall returns None
+        # then, and the trace would go on with no output.
+        self.debugger.reset()
+        sys.settrace(self.debugger.trace_dispatch)
+        try:
+            return method(*args)
+        except bdb.BdbQuit:
+            raise DebuggerQuit(f"--break: quit in the debugger at {where}; the trace stopped there") from None
+        finally:
+            self.debugger.quitting = True
+            sys.settrace(None)
 
 
 class Traced:
@@ -250,6 +268,8 @@ def main(argv=None, debugger=None):
         loss = trace.run(images, labels)
     except (ValueError, OSError) as error:
         parser.exit(2, f"error: {error}\n")
+    except DebuggerQuit as quit:
+        parser.exit(1, f"{quit}\n")
     print(f"{'paper' if args.paper else 'demo'} configuration, {config.towers} tower(s), batch {args.batch} "
           f"of {cache.path} (val), training mode (dropout on); loss {loss:.4f} (ln K = {np.log(config.num_classes):.4f})")
     print("Shapes: conv maps (C, N, H, W), fc (N, D); 'grad' is dL/d(output); zeros/dead: after each ReLU; "

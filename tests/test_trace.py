@@ -82,6 +82,24 @@ def test_break_stops_at_the_layer_with_its_real_input(demo_sized_cache, capsys):
     assert [m.__self__ for m, _ in debugger.calls] == [result.model.towers[0].conv3]
 
 
+def test_real_pdb_continue_finishes_and_quit_is_one_line(demo_sized_cache, capsys):
+    """pdb itself, fed its commands: 'c' goes on to the table; 'q', or the end of its input (a
+    non-interactive run), stops the trace with one line and status 1, not a traceback
+    (Bdb.runcall swallows the quit and returns None, which the trace used to take as the output)."""
+    import io
+    import pdb
+    result = trace.main(["--data", demo_sized_cache, "--batch", str(BATCH), "--break", "lrn1:1", "--break-backward"],
+                        debugger=pdb.Pdb(stdin=io.StringIO("p x.shape\nc\nc\n"), stdout=io.StringIO()))
+    assert ("lrn1", 1, "backward") in result.stop.reached and "gather8" in capsys.readouterr().out
+    for commands, where in [("q\n", "lrn1.forward of tower 1"), ("", "lrn1.forward of tower 1"),
+                            ("c\n", "lrn1.backward of tower 1")]:
+        with pytest.raises(SystemExit) as info:
+            trace.main(["--data", demo_sized_cache, "--batch", str(BATCH), "--break", "lrn1:1", "--break-backward"],
+                       debugger=pdb.Pdb(stdin=io.StringIO(commands), stdout=io.StringIO()))
+        err = capsys.readouterr().err
+        assert info.value.code == 1 and err == f"--break: quit in the debugger at {where}; the trace stopped there\n"
+
+
 @pytest.mark.parametrize("stop,fragment", [("nosuch", "no such layer"), ("fc8:1", "no tower"),
                                            ("conv1:5", "towers 0..1"), ("conv1:x", "must be a number")])
 def test_break_errors_are_one_line(demo_sized_cache, stop, fragment, capsys):
