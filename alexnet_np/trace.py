@@ -245,7 +245,9 @@ def load_batch(config, data, batch):
 
 
 def main(argv=None, debugger=None):
-    parser = Parser(prog="python -m alexnet_np.trace", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m alexnet_np.trace", description=__doc__.splitlines()[0],
+                    epilog="Without --paper: the DEMO configuration (alexnet_np/config.py), the defaults shown "
+                           "being the paper's; any option given overrides either.")
     parser.add_argument("--paper", action="store_true", help="the paper's full configuration (default: the demo's)")
     parser.add_argument("--batch", type=POSITIVE_INT, default=8, help="images in the batch (default 8)")
     parser.add_argument("--data", type=existing_path, default=None, help="an ImageFolder root or prepared cache (default: the demo data)")
