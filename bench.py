@@ -654,8 +654,9 @@ def main(argv=None):
         return
     try:
         devices = tower_devices(args.device)
-    except DeviceError as error:
-        sys.exit(f"bench.py: {error}")
+    except DeviceError as error:   # one line and status 2, as every script of the project
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     use_torch, why = (False, "--no-torch") if args.no_torch else torch_status(args.device)
     threads = blas_threads()
     if args.device == "cpu":
@@ -720,4 +721,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

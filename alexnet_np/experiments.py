@@ -339,7 +339,9 @@ def summarise(experiment, runs, target):
         effect[key] = mean_std(diffs) + (diffs,)
     mean, std, diffs = effect["val_top1"]
     noise = 2 * std / math.sqrt(len(diffs)) if len(diffs) > 1 else float("inf")
-    if mean > noise:
+    if mean == 0:   # equal errors (e.g. one seed and few images): no sign to compare
+        verdict = "no effect measured: both arms end at the same error"
+    elif mean > noise:
         verdict = "reproduces: the trick lowers the error, beyond noise"
     elif mean > 0:
         verdict = "same sign as the paper, but within noise"
@@ -347,6 +349,8 @@ def summarise(experiment, runs, target):
         verdict = "does NOT reproduce here: opposite sign, within noise"
     else:
         verdict = "does NOT reproduce here: the error is higher with the trick, beyond noise"
+    if len(diffs) == 1:
+        verdict += " (one seed: its noise is unknown)"
     gap = {label: arms[label]["val_top1"][0] - arms[label]["train_top1"][0] for label in runs}
     reproduced = mean > noise
     if experiment.top1 is None:   # a claim about overfitting: does the net overfit more without the trick?
