@@ -24,7 +24,7 @@ from alexnet_np import distributed, figures
 from alexnet_np.accepts import NON_NEGATIVE_INT, POSITIVE_INT, WORKERS, Choice, Several
 from alexnet_np.backend import DeviceError
 from alexnet_np.checkpoint import CheckpointError
-from alexnet_np.cli import Parser, existing_file, fail, folder_to_write, output_file
+from alexnet_np.cli import Parser, existing_file, folder_to_write, output_file
 from alexnet_np.config import ConfigError
 from alexnet_np.data import DataError
 from alexnet_np.evaluation import draw_figure4, evaluate_split, kernel_weights, sample_indices
@@ -68,28 +68,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        world = distributed.world()   # one process, unless started by mpiexec
-    except RuntimeError as error:
-        return fail(error)
-    quiet = None
-    if not world.is_root:   # one voice: rank 0 prints (errors still reach stderr)
-        quiet, sys.stdout = sys.stdout, open(os.devnull, "w")
-    try:
-        return run(args, world)
-    except (ConfigError, DeviceError, DataError, CheckpointError) as error:
-        return world.fail(error)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130 if world.size == 1 else world.fail("interrupted", 130)
-    except Exception as error:   # a bug or a fault on this rank: end the whole job, naming the rank
-        if world.size == 1:
-            raise
-        return world.crash(error)
-    finally:
-        if quiet is not None:
-            sys.stdout.close()
-            sys.stdout = quiet
+    return distributed.run_on_ranks(run, args, errors=(ConfigError, DeviceError, DataError, CheckpointError))
 
 
 def run(args, world=None):

@@ -27,7 +27,7 @@ from alexnet_np import distributed
 from alexnet_np.accepts import NON_NEGATIVE_INT, POSITIVE_INT, WORKERS, Choice, Several
 from alexnet_np.backend import DeviceError
 from alexnet_np.checkpoint import CheckpointError, check_architecture, load, require_training_state
-from alexnet_np.cli import Parser, existing_path, fail, folder_to_write
+from alexnet_np.cli import Parser, existing_path, folder_to_write
 from alexnet_np.config import DEMO, Config, ConfigError, add_config_arguments, config_from_arguments
 from alexnet_np.data import DataError
 from alexnet_np.model import check_input_size
@@ -114,32 +114,12 @@ def resume_point(path):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        world = distributed.world()   # one process, unless started by mpiexec
-    except RuntimeError as error:
-        return fail(error)
-    quiet = None
-    if not world.is_root:   # one voice: rank 0 prints (errors still reach stderr)
-        quiet, sys.stdout = sys.stdout, open(os.devnull, "w")
-    try:
-        return run(args, world)
-    except (ConfigError, TrainingError, distributed.SharedError) as error:   # met by every rank at one point
-        return world.fail(error, agreed=True)
-    except (DeviceError, DataError, CheckpointError) as error:
-        return world.fail(error)
-    except ValueError as error:  # an impossible configuration (sizes that do not fit, ...)
-        return world.fail(error)
-    except KeyboardInterrupt:
-        print("interrupted: stopped without saving; the last checkpoint, if any, is kept", file=sys.stderr)
-        return 130 if world.size == 1 else world.fail("interrupted twice: stopped without saving", 130)
-    except Exception as error:   # a bug or a fault on this rank: end the whole job, naming the rank
-        if world.size == 1:
-            raise
-        return world.crash(error)
-    finally:
-        if quiet is not None:
-            sys.stdout.close()
-            sys.stdout = quiet
+    return distributed.run_on_ranks(
+        run, args,
+        agreed=(ConfigError, TrainingError, distributed.SharedError),   # met by every rank at one point
+        errors=(DeviceError, DataError, CheckpointError,
+                ValueError),   # ValueError: an impossible configuration (sizes that do not fit, ...)
+        interrupted="interrupted: stopped without saving; the last checkpoint, if any, is kept")
 
 
 def run(args, world=None):

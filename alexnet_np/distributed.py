@@ -300,3 +300,44 @@ class _StreamWait:
 def world():
     """``MpiWorld`` when launched by an MPI launcher, else the one-process ``World``."""
     return MpiWorld() if launched_under_mpi() else World()
+
+
+def run_on_ranks(run, args, agreed=(), errors=(), interrupted="interrupted"):
+    """``run(args, world)`` on this process's rank, with the job's rules (train.py, evaluate.py).
+
+    - One voice: rank 0 alone prints; the other ranks' stdout goes nowhere (errors still
+      reach stderr).
+    - ``agreed``: errors every rank meets at the same point (a bad configuration, a batch
+      that does not divide): said once, and every rank stops without an abort.
+    - ``errors``: errors of this rank (a file, a device): one line naming the rank; under MPI
+      the job ends.
+    - Ctrl-C: exit status 130, with the line ``interrupted``.
+    - Anything else is a bug or a fault: its traceback in one process; under MPI one line
+      naming the rank, and the job ends.
+    Returns the exit status.
+    """
+    try:
+        current = world()   # one process, unless started by mpiexec
+    except RuntimeError as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return 2
+    quiet = None
+    if not current.is_root:
+        quiet, sys.stdout = sys.stdout, open(os.devnull, "w")
+    try:
+        return run(args, current)
+    except agreed as error:
+        return current.fail(error, agreed=True)
+    except errors as error:
+        return current.fail(error)
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130 if current.size == 1 else current.fail(interrupted, 130)
+    except Exception as error:
+        if current.size == 1:
+            raise
+        return current.crash(error)
+    finally:
+        if quiet is not None:
+            sys.stdout.close()
+            sys.stdout = quiet
