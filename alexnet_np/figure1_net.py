@@ -27,7 +27,7 @@ import numpy as np
 
 from .backend import Device, move
 from .layers import Conv2D, Flatten, Linear, MaxPool, SoftmaxCrossEntropy, pool_output_size
-from .model import ACTIVATION_LAYERS, init_bias, init_weight
+from .model import ACTIVATION_LAYERS, LayerParameters, init_bias, init_weight
 
 CHANNELS = (32, 32, 64)   # conv1, conv2, conv3
 KERNEL = 5
@@ -42,7 +42,7 @@ def figure1_sizes(config):
     return sizes
 
 
-class Figure1Net:
+class Figure1Net(LayerParameters):
     """The four-layer net of Figure 1 on one device (no towers, hence ``towers = ()``)."""
 
     towers = ()   # nothing split between devices
@@ -98,18 +98,3 @@ class Figure1Net:
 
     def named_layers(self):
         return [("conv1", self.conv1), ("conv2", self.conv2), ("conv3", self.conv3), ("fc", self.fc)]
-
-    def parameters(self):
-        """[(name, array, grad, device)], as AlexNet.parameters."""
-        return [(f"{lname}.{key}", layer.params[key], layer.grads[key], layer.device)
-                for lname, layer in self.named_layers() for key in layer.params]
-
-    def zero_grads(self):
-        for _, layer in self.named_layers():
-            layer.zero_grads()
-
-    def num_parameters(self):
-        return sum(int(p.size) for _, p, _, _ in self.parameters())
-
-    def state_dict(self):
-        return {name: np.array(device.to_host(p)) for name, p, _, device in self.parameters()}

@@ -215,7 +215,42 @@ class Exchange:
         return dxs
 
 
-class AlexNet:
+class LayerParameters:
+    """The parameter bookkeeping of a network made of layers: everything here is derived from
+    the network's ``named_layers()`` ([(name, layer)] of the layers with parameters), so a
+    network (``AlexNet``, ``figure1_net.Figure1Net``) only says which layers it has."""
+
+    def parameters(self):
+        """[(name, array, grad, device)], e.g. ("tower1.conv3.W", W, dW, device)."""
+        return [(f"{lname}.{key}", layer.params[key], layer.grads[key], layer.device)
+                for lname, layer in self.named_layers() for key in layer.params]
+
+    def zero_grads(self):
+        for _, layer in self.named_layers():
+            layer.zero_grads()
+
+    def num_parameters(self):
+        return sum(int(p.size) for _, p, _, _ in self.parameters())
+
+    def state_dict(self):
+        """{name: NumPy array} of every parameter (a copy on the host)."""
+        return {name: np.array(device.to_host(p)) for name, p, _, device in self.parameters()}
+
+    def load_state_dict(self, state):
+        """Copy ``state`` ({name: array}) into the parameters; names and shapes must match."""
+        mine = {name: (p, device) for name, p, _, device in self.parameters()}
+        missing, unexpected = set(mine) - set(state), set(state) - set(mine)
+        if missing or unexpected:
+            raise ValueError(f"parameters do not match: missing {sorted(missing)[:3]}, "
+                             f"unexpected {sorted(unexpected)[:3]}")
+        for name, (p, device) in mine.items():
+            if tuple(state[name].shape) != tuple(p.shape):
+                raise ValueError(f"{name}: shape {tuple(state[name].shape)} != {tuple(p.shape)}")
+            with device:
+                p[...] = device.receive(np.asarray(state[name], dtype=p.dtype))
+
+
+class AlexNet(LayerParameters):
     """The whole net. ``devices``: one per tower (default: all on the CPU).
 
     Usage (one training step, without the optimiser):
@@ -350,35 +385,6 @@ class AlexNet:
     def named_layers(self):
         """[(name, layer)] for every layer with parameters: tower0.conv1 ... tower1.fc7, fc8."""
         return [pair for tower in self.towers for pair in tower.named_layers()] + [("fc8", self.fc8)]
-
-    def parameters(self):
-        """[(name, array, grad, device)], e.g. ("tower1.conv3.W", W, dW, device)."""
-        return [(f"{lname}.{key}", layer.params[key], layer.grads[key], layer.device)
-                for lname, layer in self.named_layers() for key in layer.params]
-
-    def zero_grads(self):
-        for _, layer in self.named_layers():
-            layer.zero_grads()
-
-    def num_parameters(self):
-        return sum(int(p.size) for _, p, _, _ in self.parameters())
-
-    def state_dict(self):
-        """{name: NumPy array} of every parameter (a copy on the host)."""
-        return {name: np.array(device.to_host(p)) for name, p, _, device in self.parameters()}
-
-    def load_state_dict(self, state):
-        """Copy ``state`` ({name: array}) into the parameters; names and shapes must match."""
-        mine = {name: (p, device) for name, p, _, device in self.parameters()}
-        missing, unexpected = set(mine) - set(state), set(state) - set(mine)
-        if missing or unexpected:
-            raise ValueError(f"parameters do not match: missing {sorted(missing)[:3]}, "
-                             f"unexpected {sorted(unexpected)[:3]}")
-        for name, (p, device) in mine.items():
-            if tuple(state[name].shape) != tuple(p.shape):
-                raise ValueError(f"{name}: shape {tuple(state[name].shape)} != {tuple(p.shape)}")
-            with device:
-                p[...] = device.receive(np.asarray(state[name], dtype=p.dtype))
 
     def crossings(self):
         """{exchange name: arrays that changed device so far}, forward and backward together."""
