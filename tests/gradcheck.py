@@ -51,3 +51,14 @@ def assert_close(actual, expected, rtol=1e-6, atol=1e-9, what="", scale_atol=Fal
     pairs = ", ".join(f"{actual.ravel()[i]:.8g} vs {expected.ravel()[i]:.8g}" for i in worst)
     raise AssertionError(f"{what}: max abs diff {err.max():.3g} (max |expected| "
                          f"{np.abs(expected).max():.3g}); worst: {pairs}")
+
+
+def check_parameter_directions(net, loss, rel=1e-5):
+    """Every parameter of ``net`` (its gradients already computed by ``net.backward()``)
+    against the finite difference of ``loss`` along one random direction (STYLE 7)."""
+    import pytest
+    r = np.random.default_rng(1)
+    for name, w, dw, _ in net.parameters():
+        direction = r.standard_normal(w.shape)
+        numeric = directional_derivative(loss, w, direction, eps=1e-6)
+        assert float(np.sum(dw * direction)) == pytest.approx(numeric, rel=rel, abs=1e-9), name

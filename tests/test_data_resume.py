@@ -52,9 +52,10 @@ def _files(folder):
     return out
 
 
-def _kill_when(source, dst, state_name):
-    """Run prepare in a process of its own, kill it (SIGKILL) once ``state_name`` shows progress."""
-    command = [sys.executable, "-m", "alexnet_np.prepare", source, dst, "--image-size", str(R),
+def kill_prepare_midway(source, dst, state_name, image_size=R):
+    """Run prepare in a process of its own, kill it (SIGKILL) once ``state_name`` shows progress
+    (16 files done); returns ``dst``. Also used by test_ilsvrc.py (a tar as the source)."""
+    command = [sys.executable, "-m", "alexnet_np.prepare", source, dst, "--image-size", str(image_size),
                "--workers", "1", "--checkpoint-seconds", "0", "--no-progress"]
     process = subprocess.Popen(command, cwd=ROOT, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -80,7 +81,7 @@ def _kill_when(source, dst, state_name):
 
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_killed_then_rerun_gives_the_same_cache(source, uninterrupted, tmp_path, split):
-    dst = _kill_when(source, str(tmp_path / "cache"), f".{split}.state.npz")
+    dst = kill_prepare_midway(source, str(tmp_path / "cache"), f".{split}.state.npz")
     assert not is_cache(dst), "an interrupted run must not look complete"
     with pytest.raises(DataError, match="not a finished data cache"):
         Cache(dst)

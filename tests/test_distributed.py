@@ -22,7 +22,7 @@ from alexnet_np.buckets import GradientBuckets, backward_order, flat_gradients
 from alexnet_np.config import Config
 from alexnet_np.model import AlexNet
 
-from test_train_helpers import arrays_of, assert_bitwise_equal, make_tiny_cache
+from test_train_helpers import arrays_of, assert_bitwise_equal, make_tiny_cache, wait_for_logged_steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["--input-size", "67", "--conv-channels", "16,32,32,32,32", "--fc-units", "64,64",
@@ -311,13 +311,7 @@ def test_a_signal_stops_every_rank_at_one_step_with_one_checkpoint(cache, tmp_pa
                *ARGS, "--epochs", "1000"]
     process = subprocess.Popen(command, cwd=ROOT, env=environment(), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    log = os.path.join(out, "log.jsonl")
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if os.path.exists(log) and sum('"kind": "step"' in line for line in open(log)) >= 3:
-            break
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.05)
+    wait_for_logged_steps(process, out)
     process.send_signal(signum)                               # to mpiexec, which passes it to every rank
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, (stdout, stderr)

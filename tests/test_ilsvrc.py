@@ -6,11 +6,8 @@ Dimensions: M images, R stored side, C channels.
 import csv
 import io
 import os
-import signal
-import subprocess
 import sys
 import tarfile
-import time
 
 import numpy as np
 import pytest
@@ -19,6 +16,7 @@ from PIL import Image
 from alexnet_np import ilsvrc
 from alexnet_np.data import Cache, DataError, is_cache
 from alexnet_np.prepare import main as prepare_main, prepare
+from test_data_resume import kill_prepare_midway
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 R = 32
@@ -335,27 +333,7 @@ def big_tar(tmp_path_factory):
 def test_killed_then_rerun_gives_the_same_cache_from_a_tar(big_tar, tmp_path):
     reference = str(tmp_path / "whole")
     prepare(big_tar, reference, image_size=R, **QUIET)
-    dst = str(tmp_path / "killed")
-    command = [sys.executable, "-m", "alexnet_np.prepare", big_tar, dst, "--image-size", str(R),
-               "--workers", "1", "--checkpoint-seconds", "0", "--no-progress"]
-    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = os.path.join(dst, ".train.state.npz")
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline and process.poll() is None:
-            try:
-                with np.load(state) as saved:
-                    if int(saved["next"]) >= 16:
-                        break
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.002)
-        assert process.poll() is None, "prepare finished before it could be interrupted"
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    dst = kill_prepare_midway(big_tar, str(tmp_path / "killed"), ".train.state.npz", image_size=R)
     assert not is_cache(dst)
     lines = []
     prepare(big_tar, dst, image_size=R, workers=1, progress=False, print_fn=lines.append)

@@ -15,7 +15,7 @@ from alexnet_np.config import Config, add_config_arguments, config_from_argument
 from alexnet_np.layers import LocalResponseNorm, MaxPool, ReLU, Tanh
 from alexnet_np.model import AlexNet, layer_sizes
 from alexnet_np.summary import format_summary
-from gradcheck import assert_close, directional_derivative, numerical_gradient
+from gradcheck import assert_close, check_parameter_directions, numerical_gradient
 
 CPU = Device()
 SMALL = Config(num_classes=5, input_size=67, conv_channels=(4, 8, 8, 8, 6), fc_units=(8, 6),
@@ -159,15 +159,7 @@ def test_one_tower_net_runs_with_no_crossings_and_correct_gradients():
     net.zero_grads()
     net.backward()
     assert net.crossings() == {"conv3": 0, "fc6": 0, "fc7": 0, "fc8": 0}
-    check_directions(net, loss)
-
-
-def check_directions(net, loss, rel=1e-5):
-    r = np.random.default_rng(1)
-    for name, w, dw, _ in net.parameters():
-        direction = r.standard_normal(w.shape)
-        numeric = directional_derivative(loss, w, direction, eps=1e-6)
-        assert float(np.sum(dw * direction)) == pytest.approx(numeric, rel=rel, abs=1e-9), name
+    check_parameter_directions(net, loss)
 
 
 @pytest.mark.parametrize("change,rel", [({"activation": "tanh"}, 1e-3), ({"pool_size": 2, "pool_stride": 2}, 1e-5),
@@ -186,7 +178,7 @@ def test_whole_network_gradients_with_a_switch(change, rel):
     loss()
     net.zero_grads()
     net.backward()
-    check_directions(net, loss, rel)
+    check_parameter_directions(net, loss, rel)
 
 
 # --------------------------------------------------------------------------- data

@@ -10,6 +10,7 @@ paper's 0.01 such narrow layers pass almost no signal and the loss stays at ln K
 stall test and README).
 """
 import os
+import time
 
 import numpy as np
 from PIL import Image
@@ -59,3 +60,15 @@ def assert_bitwise_equal(a, b):
     different = [name for name in a if not np.array_equal(a[name], b[name])]
     assert not different, f"{len(different)} arrays differ, e.g. {different[:3]}: max |diff| " + \
         str(max(float(np.abs(a[n].astype(np.float64) - b[n]).max()) for n in different))
+
+
+def wait_for_logged_steps(process, out, steps=3, timeout=120):
+    """Wait until the run writing to ``out`` has logged ``steps`` step records (the process
+    must still be running: a finished or crashed one fails the test with its output)."""
+    log = os.path.join(out, "log.jsonl")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(log) and sum('"kind": "step"' in line for line in open(log)) >= steps:
+            return
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)

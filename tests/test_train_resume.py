@@ -5,14 +5,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 import train
 from alexnet_np.checkpoint import load
 
-from test_train_helpers import TINY_ARGS, arrays_of, assert_bitwise_equal, make_tiny_cache
+from test_train_helpers import TINY_ARGS, arrays_of, assert_bitwise_equal, make_tiny_cache, wait_for_logged_steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS_PER_EPOCH = 6   # 60 training images, batch 10
@@ -67,13 +66,7 @@ def test_ctrl_c_saves_and_resume_is_exact(cache, tmp_path):
     command = [sys.executable, os.path.join(ROOT, "train.py"), "--data", cache, "--out", out, *TINY_ARGS,
                "--epochs", "1000", "--log-every", "1", "--no-figures"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = os.path.join(out, "log.jsonl")
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if os.path.exists(log) and sum('"kind": "step"' in line for line in open(log)) >= 3:
-            break
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.05)
+    wait_for_logged_steps(process, out)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, (stdout, stderr)
@@ -81,7 +74,7 @@ def test_ctrl_c_saves_and_resume_is_exact(cache, tmp_path):
     assert "interrupted at step" in stdout
     epoch, batch, step = load(os.path.join(out, "last.npz")).position
     assert step >= 3 and step < 1000 * 6
-    records = [json.loads(line) for line in open(log)]
+    records = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
     assert records[-1]["kind"] == "interrupted" and records[-1]["step"] == step
 
     target = str(step + 3)
