@@ -222,7 +222,8 @@ class TrainLoader:
     """Training batches of one epoch (§4.1), from batch ``start_batch`` on, made ahead in threads.
 
     Each batch: ``N = config.batch_size`` images of the epoch's permutation, a random
-    S x S crop (every offset equally likely; the centre crop when not config.random_crop), a flip with probability 0.5 (config.flip),
+    S x S crop (every offset equally likely; the centre crop when not config.random_crop),
+    a flip with probability 0.5 (config.flip),
     PCA lighting (config.lighting_std, 0-255 units, see ``augment``) and the mean subtracted
     (config.mean). Crops and flips are made on the host in uint8; only those move to the
     device, where the float work runs with ``device.xp``. The last partial batch is dropped.
