@@ -5,7 +5,6 @@ The paper's net is split over two GPUs ("towers", §3.2). Here a *device* is the
 
 - ``xp``: its array module (``numpy`` or ``cupy``), chosen once, here; layer code
   writes ``xp = self.device.xp`` and never asks "am I on the GPU?";
-- random generators made from a seed (``device.generator(seed)``);
 - reusable scratch buffers (``device.scratch``) so that a training step does not
   allocate (and page-fault) the large im2col matrices afresh every time.
 
@@ -28,6 +27,7 @@ GPUs work at once anyway.
 """
 import contextlib
 import contextvars
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -69,10 +69,6 @@ class Device:
         """``x`` as a NumPy array (no copy on the CPU)."""
         return x
 
-    def generator(self, seed):
-        """A random generator on this device, seeded; passed explicitly to whoever draws."""
-        return np.random.default_rng(seed)
-
     def synchronize(self):
         """Wait until queued work is done (for timing); nothing to wait for on the CPU."""
 
@@ -93,41 +89,78 @@ class Device:
 
 
 class GPU(Device):
-    """GPU number ``index``, running CuPy."""
+    """GPU number ``index``, running CuPy.
+
+    Its context (``with gpu:``) makes GPU ``index`` current for the thread and, on leaving
+    the outermost one, leaves it current. CuPy's own ``with cupy.cuda.Device(i)`` sets the
+    device that was current before again, which in the main thread and in every new
+    (loader) thread is GPU 0: since CUDA 12 that creates a context there (about 0.5 GB of
+    GPU 0 in every rank, and a failure in exclusive-process mode). So a process only ever
+    makes its own GPUs current. Nested contexts of two GPUs restore the outer one.
+    """
+
+    _threads = threading.local()   # .stack: the GPUs entered in this thread, outermost first
 
     def __init__(self, cupy, index):
         super().__init__()
         self.xp = cupy
         self.index = index
         self.name = f"gpu:{index}"
-        self._contexts = []
 
     def __enter__(self):
-        context = self.xp.cuda.Device(self.index)
-        context.__enter__()
-        self._contexts.append(context)
+        stack = self._stack()
+        current = self.xp.cuda.runtime.getDevice()
+        stack.append(current if stack else None)   # None: entered from outside any GPU of ours
+        if current != self.index:
+            self.xp.cuda.Device(self.index).use()
         return self
 
     def __exit__(self, *exc):
-        return self._contexts.pop().__exit__(*exc)
+        previous = self._stack().pop()
+        if previous is not None and previous != self.index:
+            self.xp.cuda.Device(previous).use()
+        return False
+
+    def _stack(self):
+        if not hasattr(self._threads, "stack"):
+            self._threads.stack = []
+        return self._threads.stack
 
     def holds(self, x):
         return isinstance(x, self.xp.ndarray) and x.device.id == self.index
 
     def receive(self, x):
         with self:
-            if isinstance(x, self.xp.ndarray):
-                # A peer copy: ndarray.copy() copies into the *current* device.
+            if not isinstance(x, self.xp.ndarray):
+                return self.xp.asarray(x)      # host -> device
+            if x.device.id == self.index:
                 return x.copy()
-            return self.xp.asarray(x)  # host -> device
+            return self._peer_copy(x)
+
+    def _peer_copy(self, x):
+        """``x`` from another GPU, copied here in stream order on both sides.
+
+        The copy is queued on this GPU's stream, which knows nothing of the source's: it
+        waits on an event recorded on the source after the work that wrote ``x``; and the
+        source's stream waits on an event recorded after the copy, so that ``x``'s memory
+        (often scratch memory) is not overwritten before it has been read. Correct with any
+        streams, not only CuPy's legacy default stream.
+        """
+        cuda = self.xp.cuda
+        ready, copied = cuda.Event(disable_timing=True), cuda.Event(disable_timing=True)
+        with cuda.Device(x.device.id):                 # inside our context: exits back here
+            x = self.xp.ascontiguousarray(x)          # a peer copy reads contiguous memory
+            ready.record()
+        cuda.get_current_stream().wait_event(ready)
+        y = x.copy()                                   # ndarray.copy() copies into the current device
+        copied.record()
+        with cuda.Device(x.device.id):
+            cuda.get_current_stream().wait_event(copied)
+        return y
 
     def to_host(self, x):
-        return self.xp.asnumpy(x)
-
-    def generator(self, seed):
-        # CuPy's default_rng takes an int: reduce an entropy list the way NumPy would.
-        with self:
-            return self.xp.random.default_rng(int(np.random.SeedSequence(seed).generate_state(1)[0]))
+        with self:   # the transfer runs in this GPU's context (CuPy's would return to GPU 0)
+            return self.xp.asnumpy(x)
 
     def synchronize(self):
         with self:

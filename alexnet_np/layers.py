@@ -30,6 +30,7 @@ to step instead of allocating fresh ones, which costs page faults and zeroing ev
   runs on that device. This keeps the memory of a training step near PyTorch's.
 Copy an output if you keep it longer (the model's logits and fc7 features are fresh).
 """
+from . import counter_rng
 
 
 class Layer:
@@ -259,13 +260,15 @@ class Dropout(Layer):
     ``inverted=True`` scales kept units by 1/(1 - p) at training time instead, and test
     time is the identity. Both give the same expected activation.
 
-    Masks. The mask of a step is a function of ``key`` (seed, layer, tower) and the step,
-    drawn for the whole *global* batch of ``total`` rows, of which these ``x`` are rows
-    ``first ..`` (``position``, set by the model before each forward). So a batch split
-    over R ranks gets the masks of one process, and a resumed run (on the CPU or a GPU)
-    the masks of an uninterrupted one, with no generator state to save. Cost: every rank
-    draws all B x D numbers (fc6 and fc7 at B = 128, D = 2048 per tower: 1.5 ms per mask
-    on a CPU core, four per step). A test may pass ``mask`` explicitly.
+    Masks. Unit (row r, column c) of step s is kept when z >= t, where z is element
+    r * D + c of the counter-based stream of (``key``, s) (``counter_rng``: seed, layer,
+    tower, step) and t = p * 2^64. The rows are those of the *global* batch of ``total``,
+    of which these ``x`` are rows ``first ..`` (``position``, set by the model before each
+    forward). So the mask is a function of where a unit is, not of who computes it: the
+    same bits on NumPy and on any GPU, a batch split over R ranks gets the masks of one
+    process, a resumed run those of an uninterrupted one, and no generator is built or
+    saved. Each rank computes only its own rows: nine integer array operations on (N, D)
+    uint64. A test may pass ``mask`` explicitly.
     """
 
     def __init__(self, device, p, key, inverted=False):
@@ -275,13 +278,12 @@ class Dropout(Layer):
         self.test_scale = 1.0 if inverted else 1.0 - p
         self.position = (0, 0, None)  # (step, first row, rows in the global batch; None = N)
 
-    def draw_mask(self, shape, dtype):
+    def draw_mask(self, shape, dtype=None):
         """The kept units (True) of rows ``first .. first+N`` of the global batch: (N, D) bool."""
-        step, first, total = self.position
+        step, first, _ = self.position
         N, D = shape
-        total = N if total is None else total
-        rng = self.device.generator(list(self.key) + [step])
-        return rng.random((total, D), dtype=dtype)[first:first + N] >= self.p   # (N, D)
+        z = counter_rng.bits64(self.device.xp, counter_rng.stream_key(*self.key, step), first * D, N * D)
+        return (z >= counter_rng.below_threshold(self.p)).reshape(N, D)   # (N, D)
 
     def forward(self, x, train=False, mask=None):
         if not train:

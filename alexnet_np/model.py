@@ -227,7 +227,16 @@ class LayerParameters:
 
     def zero_grads(self):
         for _, layer in self.named_layers():
-            layer.zero_grads()
+            with layer.device:          # the memsets run on the layer's own device
+                layer.zero_grads()
+
+    def first_not_finite(self):
+        """The name of the first parameter holding a value that is not finite, or None."""
+        for name, w, _, device in self.parameters():
+            with device:
+                if not bool(device.xp.isfinite(w).all()):
+                    return name
+        return None
 
     def num_parameters(self):
         return sum(int(p.size) for _, p, _, _ in self.parameters())

@@ -186,9 +186,9 @@ class Trainer:
     def save(self, name):
         """Write checkpoint ``name`` of the current state (rank 0); never one with weights not
         finite (every rank checks: they hold the same weights, so they stop together)."""
-        bad = [n for n, w, _, d in self.model.parameters() if not bool(d.xp.isfinite(w).all())]
-        if bad:
-            self.fail(weight=bad[0])
+        bad = self.model.first_not_finite()
+        if bad is not None:
+            self.fail(weight=bad)
         path = os.path.join(self.run_dir, name)
         if self.world.is_root:
             checkpoint.save(path, self.model, self.optimizer, self.meta())
