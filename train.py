@@ -40,8 +40,9 @@ def build_parser():
         prog="python train.py", description=__doc__.split("\n\n")[0],
         epilog="Without --data: the built-in demo data set (10 generated classes) and the DEMO configuration.")
     run = parser.add_argument_group("run")
-    run.add_argument("--device", type=Choice("auto", "cpu", "gpu"), default="auto",
-                     help="cpu (NumPy) or gpu (CuPy); default: the GPU when one is usable, else the CPU")
+    run.add_argument("--device", type=Choice("auto", "cpu", "gpu"), default=None,
+                     help="cpu (NumPy) or gpu (CuPy); default: the GPU when one is usable, else the CPU; "
+                          "with --resume, the device the run was trained on")
     run.add_argument("--gpus", type=Several(NON_NEGATIVE_INT), default=None, metavar="I,J",
                      help="the GPU of each tower (default 0,1; with one GPU both towers share it)")
     run.add_argument("--data", default=None,
@@ -106,6 +107,16 @@ def new_run_folder():
     return out
 
 
+def device_kind(asked, ckpt):
+    """--device as given; else, resuming, the kind of device the run was trained on (its
+    checkpoint says); else auto. A resumed run keeps its arithmetic unless told otherwise."""
+    if asked is not None:
+        return asked
+    if ckpt is not None:
+        return ckpt.meta.get("device", "auto")   # checkpoints older than this record: auto
+    return "auto"
+
+
 def resume_point(path):
     if os.path.isdir(path):
         return os.path.join(path, LAST)
@@ -155,8 +166,15 @@ def run(args, world=None):
         print(f"ranks: {world.describe()}; each computes {config.batch_size // world.size} of every "
               f"batch of {config.batch_size}")
     # The device first: a wrong --device should fail before any data is prepared.
-    devices = rank_devices(args.device, config.towers, args.gpus, world)
-    print(describe_devices(args.device, devices))
+    kind = device_kind(args.device, ckpt)
+    try:
+        devices = rank_devices(kind, config.towers, args.gpus, world)
+    except DeviceError as error:
+        if args.device is None and ckpt is not None:   # the kind came from the checkpoint
+            raise DeviceError(f"{error} (--resume continues on the {kind.upper()} the run was trained "
+                              "on: give --device cpu to continue on the CPU)") from None
+        raise
+    print(describe_devices(kind, devices))
 
     if data is None and ckpt is None:
         print("no --data: training on the built-in demo data set (10 generated classes of shapes) "

@@ -38,9 +38,10 @@ class DeviceError(RuntimeError):
 
 
 class Device:
-    """The CPU, running NumPy. Subclasses: ``GPU`` (CuPy) and, in the tests, tagged fakes."""
+    """The CPU, running NumPy. Subclass: ``GPU`` (CuPy, or in the tests the CuPy stand-in)."""
 
     name = "cpu"
+    kind = "cpu"   # what --device calls it
     xp = np
 
     def __init__(self):
@@ -100,6 +101,7 @@ class GPU(Device):
     """
 
     _threads = threading.local()   # .stack: the GPUs entered in this thread, outermost first
+    kind = "gpu"
 
     def __init__(self, cupy, index):
         super().__init__()
@@ -208,25 +210,94 @@ def _single_threaded_blas():
     return lambda: controller.limit(limits=1, user_api="blas")
 
 
+INSTALL_CUPY = ('pip install "cupy-cuda13x[ctk]" (CUDA 13) or "cupy-cuda12x[ctk]" (CUDA 12); '
+                '[ctk] brings the CUDA libraries CuPy needs (cuBLAS, cuRAND, NVRTC) where only a '
+                'driver is installed')
+
+
 def _import_cupy():
+    """CuPy and the number of GPUs it sees (no CUDA context is made). Raises DeviceError."""
     try:
         import cupy
     except ImportError as error:
-        raise DeviceError(
-            "--device gpu needs CuPy, which is not installed "
-            f"({error}); install it with: pip install cupy-cuda12x"
-        ) from None
+        raise DeviceError(f"--device gpu needs CuPy, which cannot be imported ({error}); "
+                          f"install it with: {INSTALL_CUPY}") from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as error:  # CUDA driver missing or broken
-        raise DeviceError(f"--device gpu: CuPy cannot reach a GPU ({error})") from None
+        raise DeviceError(f"--device gpu: CuPy cannot reach a GPU ({one_line(error)})") from None
     if count == 0:
         raise DeviceError("--device gpu: CuPy sees no GPU on this machine; use --device cpu")
     return cupy, count
 
 
+def cuda_major(cupy):
+    """The major version of the CUDA runtime CuPy runs on (12, 13, ...)."""
+    return cupy.cuda.runtime.runtimeGetVersion() // 1000
+
+
+def cupy_distribution():
+    """The name of the installed package that provides ``cupy`` (e.g. cupy-cuda13x), or None."""
+    import importlib.metadata
+    names = importlib.metadata.packages_distributions().get("cupy", [])
+    return names[0] if names else None
+
+
+def missing_libraries_hint(distribution, major):
+    """What to run when CuPy is installed but a CUDA library it needs is missing: the same
+    package with its [ctk] extra (never a second CuPy beside the installed one)."""
+    if distribution and distribution.startswith("cupy-cuda"):
+        return f'pip install "{distribution}[ctk]" (the same CuPy, with the CUDA {major} libraries)'
+    return (f"install the CUDA {major} libraries CuPy needs (cuBLAS, cuRAND, NVRTC) for the CuPy "
+            f"you have ({distribution or 'not from a wheel'})")
+
+
+def _probe_steps(cupy):
+    """(what, check) pairs: each runs one kind of work that training needs."""
+    def kernel():
+        return float((cupy.arange(4, dtype=cupy.float32) * 2).sum()) == 12.0
+
+    def matmul():
+        a = cupy.ones((2, 3), dtype=cupy.float32)
+        return float((a @ a.T).sum()) == 12.0
+
+    def random():
+        return float(cupy.random.default_rng(0).random(8).sum()) > 0.0
+
+    def compiled():
+        twice = cupy.ElementwiseKernel("float32 x", "float32 y", "y = x * 2", "alexnet_np_probe")
+        return float(twice(cupy.ones(3, dtype=cupy.float32)).sum()) == 6.0
+
+    return [("a kernel", kernel), ("a matrix product (cuBLAS)", matmul),
+            ("a random draw (cuRAND)", random), ("a compiled kernel (NVRTC)", compiled)]
+
+
+def check_gpu_works(device):
+    """Run one tiny piece of each kind of work on ``device`` before anything else is done.
+
+    CuPy imports and counts GPUs even when the CUDA libraries it loads later are missing
+    (the cupy-cuda12x wheel without its [ctk] extra): the first matrix product would end in
+    a traceback. Raises DeviceError with one line naming what failed and what to install.
+    """
+    cupy = device.xp
+    with device:
+        for what, check in _probe_steps(cupy):
+            try:
+                ok = check()
+            except Exception as error:
+                hint = missing_libraries_hint(cupy_distribution(), cuda_major(cupy))
+                raise DeviceError(f"--device gpu: CuPy {cupy.__version__} cannot run {what} on GPU "
+                                  f"{device.index} ({one_line(error)}); {hint}") from None
+            if not ok:
+                raise DeviceError(f"--device gpu: {what} on GPU {device.index} gave a wrong result")
+
+
+def one_line(error):
+    return " ".join(str(error).split("\n")).strip() or type(error).__name__
+
+
 def gpu_available():
-    """True when CuPy is installed and sees at least one GPU."""
+    """True when CuPy is installed and sees at least one GPU (nothing is run on it)."""
     try:
         _import_cupy()
     except DeviceError:
@@ -262,5 +333,7 @@ def tower_devices(kind, towers=2, gpu_ids=None):
         if index >= count:
             raise DeviceError(f"--gpus asks for GPU {index} but this machine has {count}")
     devices = {index: GPU(cupy, index) for index in sorted(set(ids))}
+    for device in devices.values():
+        check_gpu_works(device)
     return [devices[index] for index in ids]
 

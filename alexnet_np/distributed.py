@@ -205,7 +205,7 @@ class MpiWorld(World):
             else:
                 if "nccl" not in self.said and self.is_root:
                     print(f"note: NCCL cannot be used ({missing[0]}): GPU gradients are summed by MPI "
-                          "over host copies (slower); pip install nvidia-nccl-cu12", file=sys.stderr, flush=True)
+                          f"over host copies (slower); {nccl_install_hint(device.xp)}", file=sys.stderr, flush=True)
                 self.said.add("nccl")
                 self._reducers[device.name] = HostReducer(self, device)
         return self._reducers[device.name]
@@ -237,6 +237,15 @@ def nccl_missing():
     except ImportError as error:
         return f"cupy.cuda.nccl: {error}"
     return None if getattr(nccl, "available", False) else "cupy.cuda.nccl.available is False"
+
+
+def nccl_install_hint(cupy):
+    """The NCCL package for the CUDA major version CuPy runs on (nvidia-nccl-cu12, -cu13...)."""
+    try:
+        major = cupy.cuda.runtime.runtimeGetVersion() // 1000
+    except Exception:   # no runtime to ask: name both
+        return "pip install nvidia-nccl-cu13 (CUDA 13) or nvidia-nccl-cu12 (CUDA 12)"
+    return f"pip install nvidia-nccl-cu{major}"
 
 
 class HostReducer:

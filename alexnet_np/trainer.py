@@ -160,6 +160,7 @@ class Trainer:
                 "counter": self.counter.state_dict(), "best": self.best, "elapsed": self.elapsed,
                 "epoch_time": self.epoch_time, "stall": self.stall, "recent": list(self.recent),
                 "data": self.data_info, "options": dataclasses.asdict(self.options),
+                "device": self.device.kind,   # --resume continues on the same kind of device
                 "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}
 
     def resume(self, ckpt):

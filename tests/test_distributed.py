@@ -183,7 +183,7 @@ def test_buckets_hold_the_gradients_and_start_as_backward_finishes_them(across):
 
 class HostCopyWorld(RecordingWorld):
     """As RecordingWorld, with each device's arrays summed over host copies (the fallback
-    where a GPU has no NCCL), here on tagged devices that catch any array left on the wrong one."""
+    where a GPU has no NCCL), here on the CuPy stand-in's GPUs, which refuse any array left on the wrong one."""
 
     def reducer(self, device):
         return distributed.HostReducer(self, device)
@@ -195,17 +195,17 @@ class HostCopyWorld(RecordingWorld):
 
 
 def test_buckets_on_two_devices_sum_over_host_copies():
-    from tagged import TaggedDevice
+    from standin_gpus import standin_gpus
     rng = np.random.default_rng(1)
     images, labels = rng.standard_normal((3, 3, 67, 67)), rng.integers(0, 5, 3)
-    plain = AlexNet(SMALL, [TaggedDevice("gpu0"), TaggedDevice("gpu1")])
+    plain = AlexNet(SMALL, standin_gpus(2))
     plain.forward_loss(images, labels, train=True)
     plain.zero_grads()
     plain.backward()
-    net = AlexNet(SMALL, [TaggedDevice("gpu0"), TaggedDevice("gpu1")])
+    net = AlexNet(SMALL, standin_gpus(2))
     world = HostCopyWorld(ranks=2)
     buckets = GradientBuckets(net, world)
-    assert {b.device.tag for b in buckets.buckets} == {"gpu0", "gpu1"}   # each tower's gradients on its device
+    assert {b.device.index for b in buckets.buckets} == {0, 1}   # each tower's gradients on its device
     net.forward_loss(images, labels, train=True)
     net.zero_grads()
     net.backward(finished=buckets.finished)

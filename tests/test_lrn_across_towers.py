@@ -1,5 +1,5 @@
 """Caffe's LRN over both towers' maps (``Config.lrn_across_towers``, used by converted BVLC models):
-whole-network gradients against float64 finite differences, placement on two tagged devices,
+whole-network gradients against float64 finite differences, placement on two GPUs of the CuPy stand-in,
 and the forward pass against one LRN over all channels computed directly.
 
 Dimensions: N batch, C channels, S input side.
@@ -10,7 +10,7 @@ from alexnet_np.layers import LocalResponseNorm
 from alexnet_np.backend import Device
 from alexnet_np.model import AlexNet
 from gradcheck import check_parameter_directions
-from tagged import TaggedDevice
+from standin_gpus import standin_gpus
 from test_model import SMALL, batch
 
 ACROSS = SMALL.replace(lrn_across_towers=True)
@@ -49,13 +49,14 @@ def test_lrn1_is_one_lrn_over_all_maps_and_differs_from_per_tower():
 
 
 def test_placement_with_lrn_across_towers():
-    d0, d1 = TaggedDevice("gpu0"), TaggedDevice("gpu1")
+    d0, d1 = standin_gpus(2)
     net = AlexNet(ACROSS, [d0, d1])
     loss = net.forward_loss(*batch(ACROSS), train=True)
     net.zero_grads()
     net.backward()
-    assert np.isfinite(float(loss))
+    assert np.isfinite(float(d0.to_host(loss)))
     for name, w, dw, device in net.parameters():
         owner = d0 if name.startswith(("tower0", "fc8")) else d1
         assert device is owner and owner.holds(w) and owner.holds(dw), name
+    assert not d0.xp._rules.broken
     assert net.exchange_lrn1.crossings == 4 and net.exchange_lrn2.crossings == 4

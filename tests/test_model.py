@@ -8,7 +8,7 @@ from alexnet_np.config import Config
 from alexnet_np.model import AlexNet, layer_sizes
 from alexnet_np.optim import SGD
 from gradcheck import assert_close, check_parameter_directions, numerical_gradient
-from tagged import DeviceMixError, TaggedDevice
+from standin_gpus import standin_gpus
 
 # Small, with every structural feature of the paper's net: two towers, the four crossings,
 # LRN with an alpha large enough to matter, 5 classes. Init std 0.1 keeps activations O(1).
@@ -91,41 +91,33 @@ def test_gradients_are_not_trivial():
         assert np.abs(dw).max() > 0, name
 
 
-def test_placement_and_crossings_on_two_tagged_devices():
-    """Every array stays on its tower's device; data crosses only at conv3, fc6, fc7, fc8."""
-    d0, d1 = TaggedDevice("gpu0"), TaggedDevice("gpu1")
+def test_placement_and_crossings_on_two_gpus():
+    """Every array stays on its tower's GPU (the CuPy stand-in refuses any operation on another
+    GPU's array); data crosses only at conv3, fc6, fc7, fc8."""
+    d0, d1 = standin_gpus(2)
     net = AlexNet(SMALL, [d0, d1])
     images, labels = batch(SMALL)
     loss = net.forward_loss(images, labels, train=True)
     net.zero_grads()
     net.backward()
-    assert np.isfinite(float(loss))
+    assert np.isfinite(float(d0.to_host(loss)))
     for name, w, dw, device in net.parameters():
         owner = d0 if name.startswith(("tower0", "fc8")) else d1
         assert device is owner and owner.holds(w) and owner.holds(dw), name
     # Forward: each tower receives the other's output at conv3, fc6 and fc7 (2 each) and
     # tower 0 receives tower 1's fc7 for fc8 (1). Backward: the same, reversed.
     assert net.crossings() == {"conv3": 4, "fc6": 4, "fc7": 4, "fc8": 2}
-    assert d0.arrivals + d1.arrivals == 14   # nothing else crossed
-    SGD(net.parameters()).step()             # the update stays on each device too
-
-
-def test_tagged_backend_catches_a_forgotten_copy():
-    d0, d1 = TaggedDevice("gpu0"), TaggedDevice("gpu1")
-    a, b = d0.receive(np.ones(3)), d1.receive(np.ones(3))
-    with pytest.raises(DeviceMixError):
-        a + b
-    with pytest.raises(DeviceMixError):
-        np.concatenate([a, b])
-    assert d0.holds(backend.move(b, d0)) and d0.arrivals == 1
-    assert backend.move(a, d0) is a and d0.arrivals == 1   # already there: no copy
+    cupy = d0.xp
+    assert cupy._rules.peer_copies == 14   # nothing else crossed
+    SGD(net.parameters()).step()            # the update stays on each device too
+    assert cupy._rules.peer_copies == 14 and not cupy._rules.broken
 
 
 @pytest.mark.parametrize("train", [False, True])
 def test_one_device_and_two_devices_give_the_same_result(train):
     images, labels = batch(SMALL, n=4, seed=5)
     results = []
-    for devices in ([Device()] * 2, [TaggedDevice("gpu0"), TaggedDevice("gpu1")]):
+    for devices in ([Device()] * 2, standin_gpus(2)):
         net = AlexNet(SMALL, devices)
         loss = float(net.forward_loss(images, labels, train=train))
         net.zero_grads()

@@ -108,6 +108,8 @@ class ufunc:
         return self._run(self._u.reduce, args, kwargs)
 
     def _run(self, func, args, kwargs):
+        if self._u is _np.matmul:
+            _rules.require_library("cublas", "matmul")
         out = kwargs.get("out")
         _check(list(args) + list(kwargs.values()), self.__name__)
         if isinstance(out, tuple):

@@ -207,6 +207,8 @@ class ndarray(NDArrayOperatorsMixin):
     # ---------------------------------------------------------------- launches
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
         what = f"{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+        if ufunc is np.matmul:
+            _rules.require_library("cublas", "matmul")
         operands = list(inputs) + list(out or ()) + list(kwargs.values())
         check_operands(operands, what)
         if out is not None:
@@ -238,6 +240,8 @@ class ndarray(NDArrayOperatorsMixin):
                     _rules.launch([source], "copy (contiguous first)")
             require_ordered_copy(source)
             _rules.launch([], "peer copy")   # queued on the current device's stream
+            with _rules._lock:
+                _rules.peer_copies += 1
             return wrap(np.array(self._a, order=order))
         check_operands([self], "copy")
         return wrap(np.array(self._a, order=order))

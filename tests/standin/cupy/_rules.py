@@ -46,6 +46,7 @@ contexts = set()                         # devices that got a CUDA context in th
 broken = collections.Counter()           # (rule, place) -> times
 launches = collections.Counter()         # (device, thread) -> kernels that thread queued there
 peer_enabled = set()                     # (device, peer)
+peer_copies = 0                          # arrays copied from one device to another
 
 
 class PerformanceWarning(RuntimeWarning):
@@ -116,16 +117,19 @@ def report():
     """What this process did, as a dict (also written to CUPY_STANDIN_LOG at exit)."""
     return {"pid": os.getpid(), "argv": sys.argv[:3], "contexts": sorted(contexts),
             "broken": {f"{rule} at {where}": n for (rule, where), n in sorted(broken.items())},
+            "peer_copies": peer_copies,
             "launches": {str(d): sum(n for (e, _), n in launches.items() if e == d)
                          for d in sorted({d for d, _ in launches})}}
 
 
 def reset():
     """Forget what was recorded (tests that look at one piece of work)."""
+    global peer_copies
     with _lock:
         contexts.clear()
         broken.clear()
         launches.clear()
+        peer_copies = 0
 
 
 def _write_log():

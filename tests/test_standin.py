@@ -1,0 +1,255 @@
+"""The CuPy stand-in's rules, and every --device gpu path run on it (no GPU needed).
+
+The stand-in (``tests/standin/cupy``) keeps what CuPy on real GPUs enforces or silently gets
+wrong: a per-thread current device, work launched only on it, no NumPy arrays in device
+operations, peer copies ordered by events, and which devices get a CUDA context. The GPU
+paths run on it as whole processes (train on two GPUs and on one, resume, evaluate with ten
+crops, two ranks, ``tests/test_gpu.py``) must break no rule, make contexts only on their own
+GPUs, and give the CPU's results bitwise (the arithmetic underneath is NumPy's).
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+from alexnet_np import backend
+from standin_gpus import STANDIN, load_standin, standin_env, standin_gpus
+from test_train_helpers import TINY_ARGS, arrays_of, assert_bitwise_equal, make_tiny_cache
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GPU_ARGS = [a for a in TINY_ARGS if a not in ("--device", "cpu")] + ["--no-figures", "--log-every", "1"]
+
+
+# --------------------------------------------------------------------------- the rules themselves
+
+@pytest.fixture
+def cupy():
+    module = load_standin()
+    module._rules.GPUS = max(module._rules.GPUS, 2)
+    module._rules.reset()
+    return module
+
+
+def on(cupy, index, make):
+    with cupy.cuda.Device(index):
+        return make()
+
+
+def test_work_runs_on_the_current_device_only(cupy):
+    a = on(cupy, 1, lambda: cupy.ones(3, dtype=cupy.float32))
+    assert a.device.id == 1 and a[1:].device.id == 1 and a.T.device.id == 1   # views keep it
+    for launch in (lambda: a + 1, lambda: a.sum(), lambda: a.fill(0), lambda: a.astype(np.float64),
+                   lambda: cupy.concatenate([a, a]), lambda: a[cupy.arange(2)]):
+        with cupy.cuda.Device(0), pytest.raises(ValueError, match="Peer access is unavailable"):
+            launch()
+    with cupy.cuda.Device(1):
+        b = a * 2
+        b[0] = a[2]
+        assert b.device.id == 1 and float(b.sum()) == 5.0
+
+
+def test_peer_access_where_available_is_a_performance_warning(cupy, monkeypatch):
+    monkeypatch.setattr(cupy._rules, "PEER", True)
+    a = on(cupy, 1, lambda: cupy.ones(3))
+    with cupy.cuda.Device(0), pytest.warns(RuntimeWarning, match="Peer access has been activated"):
+        a + 1
+
+
+def test_host_arrays_are_refused_and_never_converted_implicitly(cupy):
+    with cupy.cuda.Device(0):
+        a = cupy.ones(3)
+        with pytest.raises(TypeError):
+            a + np.ones(3)
+        with pytest.raises(TypeError):
+            cupy.exp(np.ones(3))
+        with pytest.raises(TypeError):
+            cupy.ascontiguousarray(np.ones(3))
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        np.asarray(a)
+    assert np.array_equal(a.get(), np.ones(3)) and np.array_equal(cupy.asnumpy(a), np.ones(3))
+
+
+def test_a_peer_copy_must_be_ordered_by_an_event(cupy):
+    a = on(cupy, 1, lambda: cupy.arange(4.0) + 1)
+    with cupy.cuda.Device(0), pytest.raises(RuntimeError, match="no event orders"):
+        a.copy()
+    ready = cupy.cuda.Event()
+    on(cupy, 1, ready.record)
+    with cupy.cuda.Device(0):
+        cupy.cuda.get_current_stream().wait_event(ready)
+        b = a.copy()                                   # into the current device
+    assert b.device.id == 0 and np.array_equal(b.get(), a.get())
+    cupy._rules.reset()                                # (the refusal above was recorded)
+    moved = backend.GPU(cupy, 0).receive(a)            # our one crossing function does both sides
+    assert moved.device.id == 0 and not cupy._rules.broken
+
+
+def test_cupys_device_context_returns_to_gpu_0_and_ours_does_not(cupy):
+    def in_a_new_thread(work):
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join()
+
+    in_a_new_thread(lambda: on(cupy, 1, lambda: cupy.ones(2)))
+    assert cupy._rules.contexts == {0, 1}   # CuPy's __exit__ set device 0 again: a context there
+    cupy._rules.reset()
+    gpu = backend.GPU(cupy, 1)
+
+    def ours():
+        with gpu:
+            x = gpu.receive(np.ones(2)) * 2
+        gpu.to_host(x)
+        gpu.synchronize()
+    in_a_new_thread(ours)
+    assert cupy._rules.contexts == {1}
+
+
+def test_missing_cuda_libraries_are_found_before_anything_runs(cupy, monkeypatch):
+    monkeypatch.setattr(cupy._rules, "MISSING", {"cublas"})
+    with pytest.raises(backend.DeviceError, match=r"cannot run a matrix product \(cuBLAS\) on GPU 1"):
+        backend.check_gpu_works(backend.GPU(cupy, 1))
+    assert cupy._rules.contexts <= {1}
+    monkeypatch.setattr(cupy._rules, "MISSING", set())
+    backend.check_gpu_works(backend.GPU(cupy, 1))
+
+
+def test_install_hints_never_suggest_a_second_cupy():
+    assert backend.missing_libraries_hint("cupy-cuda12x", 12).startswith('pip install "cupy-cuda12x[ctk]"')
+    assert backend.missing_libraries_hint("cupy-cuda13x", 13).startswith('pip install "cupy-cuda13x[ctk]"')
+    assert "pip install" not in backend.missing_libraries_hint("cupy", 13)      # built from source
+    assert "pip install" not in backend.missing_libraries_hint(None, 12)
+
+
+def test_the_nccl_hint_follows_cupys_cuda_version(cupy, monkeypatch):
+    from alexnet_np import distributed
+    assert distributed.nccl_install_hint(cupy) == "pip install nvidia-nccl-cu13"
+    monkeypatch.setattr(cupy._rules, "CUDA_VERSION", 12080)
+    assert distributed.nccl_install_hint(cupy) == "pip install nvidia-nccl-cu12"
+
+
+def public_names(module, prefix):
+    """{dotted name} of everything the stand-in module provides, submodules followed."""
+    names = set()
+    for name in dir(module):
+        if name.startswith("_"):
+            continue
+        value = getattr(module, name)
+        names.add(f"{prefix}.{name}")
+        if type(value).__name__ == "module" and value.__name__.startswith("cupy_standin"):
+            names |= public_names(value, f"{prefix}.{name}")
+    return names
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cupy") is None or
+                    os.path.dirname(importlib.util.find_spec("cupy").origin).startswith(STANDIN),
+                    reason="real CuPy is not installed")
+def test_the_standin_exposes_only_what_real_cupy_has(cupy):
+    import importlib
+    real = importlib.import_module("cupy")
+    missing = []
+    for dotted in sorted(public_names(cupy, "cupy")):
+        obj = real
+        for part in dotted.split(".")[1:]:
+            obj = getattr(obj, part, None)
+            if obj is None:
+                missing.append(dotted)
+                break
+    assert not missing, f"the stand-in has names real CuPy lacks: {missing}"
+
+
+# --------------------------------------------------------------------------- whole runs on the stand-in
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return make_tiny_cache(str(tmp_path_factory.mktemp("standin")))
+
+
+def run(script, args, env, cwd=ROOT, launcher=()):
+    result = subprocess.run([*launcher, sys.executable, os.path.join(ROOT, script), *args], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def records(log):
+    return [json.loads(line) for line in open(log)]
+
+
+def assert_no_rule_broken(log, processes):
+    done = records(log)
+    assert len(done) == processes
+    for record in done:
+        assert record["broken"] == {}, record
+
+
+def test_training_on_two_gpus_resumed_and_evaluated_equals_the_cpu_bitwise(cache, tmp_path):
+    log = tmp_path / "standin.jsonl"
+    gpu, cpu = str(tmp_path / "gpu"), str(tmp_path / "cpu")
+    # Four steps with dropout, a resume (on the GPU: the checkpoint's device), four more.
+    first = run("train.py", ["--data", cache, "--out", gpu, *GPU_ARGS, "--device", "gpu", "--max-steps", "4"],
+                standin_env(log))
+    assert "device: gpu; tower 0: gpu:0, tower 1: gpu:1" in first.stdout
+    again = run("train.py", ["--resume", gpu, "--max-steps", "8"], standin_env(log))
+    assert "device: gpu;" in again.stdout
+    run("train.py", ["--data", cache, "--out", cpu, *GPU_ARGS, "--device", "cpu", "--max-steps", "8"], os.environ)
+    assert_bitwise_equal(arrays_of(os.path.join(cpu, "last.npz")), arrays_of(os.path.join(gpu, "last.npz")))
+    evaluations = []
+    for device, env in (("gpu", standin_env(log)), ("cpu", os.environ)):
+        out = str(tmp_path / f"eval-{device}.json")
+        run("evaluate.py", ["--checkpoint", os.path.join(gpu, "last.npz"), "--ten-crop", "--device", device,
+                            "--no-progress", "--json", out], env)
+        evaluations.append({k: v for k, v in json.load(open(out)).items() if k in ("top1_wrong", "top5_wrong", "loss")})
+    assert evaluations[0] == evaluations[1] and len(evaluations[0]) == 3
+    assert_no_rule_broken(log, 3)
+    assert all(r["contexts"] == [0, 1] and r["peer_copies"] > 0 for r in records(log))
+
+
+def test_both_towers_on_one_gpu_equal_the_cpu_bitwise(cache, tmp_path):
+    log = tmp_path / "standin.jsonl"
+    gpu, cpu = str(tmp_path / "gpu"), str(tmp_path / "cpu")
+    out = run("train.py", ["--data", cache, "--out", gpu, *GPU_ARGS, "--device", "gpu", "--max-steps", "3"],
+              standin_env(log, gpus=1))
+    assert "tower 0: gpu:0, tower 1: gpu:0" in out.stdout
+    run("train.py", ["--data", cache, "--out", cpu, *GPU_ARGS, "--device", "cpu", "--max-steps", "3"], os.environ)
+    assert_bitwise_equal(arrays_of(os.path.join(cpu, "last.npz")), arrays_of(os.path.join(gpu, "last.npz")))
+    assert_no_rule_broken(log, 1)
+    assert records(log)[0]["contexts"] == [0] and records(log)[0]["peer_copies"] == 0
+
+
+def test_two_ranks_make_contexts_on_their_own_gpus_only(cache, tmp_path):
+    from test_distributed import MPI_MISSING, MPIEXEC
+    if MPI_MISSING:
+        pytest.skip(MPI_MISSING)
+    log = tmp_path / "standin.jsonl"
+    out = str(tmp_path / "ranks")
+    run("train.py", ["--data", cache, "--out", out, *GPU_ARGS, "--device", "gpu", "--max-steps", "2"],
+        standin_env(log, gpus=4), launcher=(MPIEXEC, "-n", "2"))
+    assert_no_rule_broken(log, 2)
+    assert sorted(r["contexts"] for r in records(log)) == [[0, 1], [2, 3]]   # rank 1: GPUs 2, 3 only
+
+
+def test_the_gpu_tests_pass_on_the_standin(tmp_path):
+    log = tmp_path / "standin.jsonl"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             os.path.join("tests", "test_gpu.py")], cwd=ROOT, env=standin_env(log),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert " passed" in result.stdout and "no usable GPU" not in result.stdout
+    assert_no_rule_broken(log, 1)
+
+
+def test_gpu_without_its_cuda_libraries_is_one_line(cache, tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--data", cache,
+                             "--out", str(tmp_path / "run"), *GPU_ARGS, "--device", "gpu"],
+                            env=standin_env(missing="nvrtc"), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot run a compiled kernel (NVRTC) on GPU 0" in lines[0], lines
+    assert not os.path.exists(tmp_path / "run")   # refused before anything was written
