@@ -67,15 +67,34 @@ def test_model_on_the_gpus_matches_numpy():
         assert net.crossings() == {"conv3": 0, "fc6": 0, "fc7": 0, "fc8": 0}
 
 
-def test_training_mode_runs_on_the_gpus_in_float32():
-    gpus = backend.tower_devices("gpu", SMALL.towers)
-    net = AlexNet(SMALL.replace(dtype="float32"), gpus)
+def test_a_training_step_with_dropout_on_the_gpus_equals_the_cpus():
+    """Dropout masks are a function of (seed, step, layer, tower, row, column), the same bits
+    on every device: a training step in float32 agrees with NumPy's to float32 rounding."""
+    config = SMALL.replace(dtype="float32")
     images, labels = batch(n=4)
-    loss = net.forward_loss(images, labels, train=True)   # dropout masks from CuPy's generator
-    net.zero_grads()
-    net.backward()
-    SGD(net.parameters()).step()
-    assert np.isfinite(float(loss)) and net.logits.dtype == np.float32
+    results = []
+    for devices in (backend.tower_devices("gpu", SMALL.towers), [Device(), Device()]):
+        net = AlexNet(config, devices)
+        loss = net.forward_loss(images, labels, train=True, step=3)
+        net.zero_grads()
+        net.backward()
+        SGD(net.parameters()).step()
+        results.append((float(devices[0].to_host(loss)), net.state_dict()))
+    (loss_gpu, weights_gpu), (loss_cpu, weights_cpu) = results
+    assert loss_gpu == pytest.approx(loss_cpu, rel=1e-5)
+    for name in weights_cpu:
+        assert_close(weights_gpu[name], weights_cpu[name], rtol=1e-4, atol=1e-6, what=name, scale_atol=True)
+
+
+def test_dropout_masks_on_a_gpu_are_numpys_bitwise():
+    gpu = backend.tower_devices("gpu", 1)[0]
+    masks = []
+    for device in (gpu, Device()):
+        drop = Dropout(device, 0.5, (0, 0xD0, 6, 1))
+        drop.position = (11, 32, 128)
+        with device:
+            masks.append(np.asarray(device.to_host(drop.draw_mask((64, 2048)))))
+    assert np.array_equal(masks[0], masks[1])
 
 
 @pytest.mark.parametrize("make", [

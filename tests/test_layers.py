@@ -199,6 +199,43 @@ def test_dropout_masks_of_a_global_batch_split_in_rows():
     assert not np.array_equal(other_tower.forward(x, True) != 0, full)
 
 
+def correlation(a, b):
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+@pytest.mark.parametrize("p", [0.5, 0.1])
+def test_dropout_masks_look_independent(p):
+    """The counter-based masks: the keep rate within 3 sigma over a large mask, and no
+    correlation (beyond 4 sigma of independent bits) between neighbouring rows, columns,
+    steps, towers and layers."""
+    N, D = 1024, 2048
+
+    def mask(step=5, layer=6, tower=0):
+        drop = Dropout(CPU, p, (0, 0xD0, layer, tower))
+        drop.position = (step, 0, None)
+        return drop.draw_mask((N, D))                               # (N, D) bool
+
+    m = mask()
+    n = m.size
+    assert abs(m.mean() - (1 - p)) < 3 * np.sqrt(p * (1 - p) / n)
+    bound = 4 / np.sqrt(n)
+    pairs = {"rows": (m[1:], m[:-1]), "columns": (m[:, 1:], m[:, :-1]),
+             "steps": (m, mask(step=6)), "towers": (m, mask(tower=1)), "layers": (m, mask(layer=7))}
+    for what, (a, b) in pairs.items():
+        assert abs(correlation(a, b)) < bound, what
+
+
+def test_dropout_masks_are_a_function_of_the_position_only():
+    """Row r, column c of a step's mask is the same bit whoever computes it (other rows in
+    the batch, another batch size)."""
+    drop = Dropout(CPU, 0.5, (1, 2, 3, 4))
+    drop.position = (9, 0, None)
+    whole = drop.draw_mask((40, 64))
+    drop.position = (9, 13, 40)
+    assert np.array_equal(drop.draw_mask((5, 64)), whole[13:18])
+
+
 # --------------------------------------------------------------------------- LRN
 
 @pytest.mark.parametrize("alpha_over_n", [False, True])

@@ -133,6 +133,18 @@ def test_the_nccl_hint_follows_cupys_cuda_version(cupy, monkeypatch):
     assert distributed.nccl_install_hint(cupy) == "pip install nvidia-nccl-cu12"
 
 
+def test_dropout_masks_are_the_same_bits_on_numpy_and_a_gpu(cupy):
+    from alexnet_np.backend import Device
+    from alexnet_np.layers import Dropout
+    masks = []
+    for device in (Device(), standin_gpus(2)[1]):
+        drop = Dropout(device, 0.5, (0, 0xD0, 7, 1))
+        drop.position = (123, 64, 128)
+        with device:
+            masks.append(device.to_host(drop.draw_mask((64, 2048))))
+    assert masks[0].dtype == masks[1].dtype == bool and np.array_equal(masks[0], masks[1])
+
+
 def public_names(module, prefix):
     """{dotted name} of everything the stand-in module provides, submodules followed."""
     names = set()
