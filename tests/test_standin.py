@@ -168,8 +168,8 @@ def test_the_standin_exposes_only_what_real_cupy_has(cupy):
     for dotted in sorted(public_names(cupy, "cupy")):
         obj = real
         for part in dotted.split(".")[1:]:
-            obj = getattr(obj, part, None)
-            if obj is None:
+            obj = getattr(obj, part, missing)
+            if obj is missing:
                 missing.append(dotted)
                 break
     assert not missing, f"the stand-in has names real CuPy lacks: {missing}"

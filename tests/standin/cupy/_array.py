@@ -7,7 +7,7 @@
 - A NumPy array given to a device operation is refused (``TypeError``, as CuPy), and so is
   an implicit conversion to NumPy (``numpy.asarray(x)``): use ``x.get()`` / ``cupy.asnumpy``.
 - ``copy()`` copies into the current device, from any device (a peer copy), which must be
-  ordered by an event (``cuda.require_ordered_copy``).
+  ordered by an event (``cuda._require_ordered_copy``).
 """
 import numbers
 
@@ -234,11 +234,11 @@ class ndarray(NDArrayOperatorsMixin):
     def copy(self, order="C"):
         source = self._device
         if source != _rules.current():
-            from .cuda import Device, require_ordered_copy
+            from .cuda import Device, _require_ordered_copy
             if not (self._a.flags.c_contiguous or self._a.flags.f_contiguous):
                 with Device(source):   # CuPy first makes it contiguous, on the source's stream
                     _rules.launch([source], "copy (contiguous first)")
-            require_ordered_copy(source)
+            _require_ordered_copy(source)
             _rules.launch([], "peer copy")   # queued on the current device's stream
             with _rules._lock:
                 _rules.peer_copies += 1

@@ -10,8 +10,8 @@ refused unless the current stream has waited on an event of the source device th
 every launch queued there so far: without it, on a real GPU with per-thread default streams
 or any compute stream, the copy may read the array before it is written.
 """
-import threading
-import time
+import threading as _threading
+import time as _time
 
 from .. import _rules
 from . import runtime
@@ -163,9 +163,9 @@ class Event:
 
     def record(self, stream=None):
         stream = get_current_stream() if stream is None else stream._resolve()
-        self.device_id, self.thread = stream.device_id, threading.get_ident()
+        self.device_id, self.thread = stream.device_id, _threading.get_ident()
         self.count = _rules.launches[(self.device_id, self.thread)]
-        self.time = time.perf_counter()
+        self.time = _time.perf_counter()
 
     def synchronize(self):
         pass
@@ -180,9 +180,9 @@ def get_elapsed_time(start_event, end_event):
     return (end_event.time - start_event.time) * 1e3
 
 
-def require_ordered_copy(source):
+def _require_ordered_copy(source):
     """The rule of a cross-device copy into the current device (see the module docstring)."""
-    key = (source, threading.get_ident())
+    key = (source, _threading.get_ident())
     if get_current_stream().waited.get(key, -1) < _rules.launches[key]:
         _rules.breaks("unordered copy", RuntimeError(
             f"a copy from device {source} to device {_rules.current()} that no event orders after "
