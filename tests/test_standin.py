@@ -265,3 +265,17 @@ def test_gpu_without_its_cuda_libraries_is_one_line(cache, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot run a compiled kernel (NVRTC) on GPU 0" in lines[0], lines
     assert not os.path.exists(tmp_path / "run")   # refused before anything was written
+
+
+def test_the_gpu_check_script_logs_each_part(tmp_path):
+    out = tmp_path / "check"
+    result = subprocess.run([sys.executable, "-m", "alexnet_np.gpu_check", str(out), "--only", "env,gpu-tests"],
+                            cwd=ROOT, env=standin_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = (out / "summary.txt").read_text().splitlines()
+    assert [line.split()[:2] for line in summary] == [["env", "ok"], ["gpu-tests", "ok"]]
+    assert "peer access from GPU 0" in (out / "01-env.log").read_text()
+    assert " passed" in (out / "02-gpu-tests.log").read_text()
+    refused = subprocess.run([sys.executable, "-m", "alexnet_np.gpu_check", str(out), "--only", "nothing"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: --only nothing")

@@ -47,6 +47,7 @@ broken = collections.Counter()           # (rule, place) -> times
 launches = collections.Counter()         # (device, thread) -> kernels that thread queued there
 peer_enabled = set()                     # (device, peer)
 peer_copies = 0                          # arrays copied from one device to another
+on_reset = []                            # what else forgets with ``reset`` (the streams' waits)
 
 
 class PerformanceWarning(RuntimeWarning):
@@ -130,6 +131,8 @@ def reset():
         broken.clear()
         launches.clear()
         peer_copies = 0
+    for forget in on_reset:
+        forget()
 
 
 def _write_log():

@@ -154,6 +154,7 @@ def get_current_stream(device_id=None):
 
 
 Stream.null = Stream(null=True)
+_rules.on_reset.append(_nulls.clear)   # launch counts restart: so do the waits that cover them
 
 
 class Event:

@@ -1,0 +1,146 @@
+"""The first run on a machine with a GPU: every GPU path once, everything logged.
+
+    python -m alexnet_np.gpu_check OUT_DIR            # from the repository root
+    python -m alexnet_np.gpu_check OUT_DIR --only env,gpu-tests
+
+Runs, one after the other, each part with its own time limit, its output in
+``OUT_DIR/NN-<part>.log`` and one line per part in ``OUT_DIR/summary.txt`` (status,
+seconds, the log's last line):
+
+    env          nvidia-smi (and its topology), cupy.show_config(), peer access between
+                 the GPUs, the versions of Python, NumPy, CuPy, PyTorch, mpi4py
+    gpu-tests    python -m pytest tests/test_gpu.py (layers, model, dropout masks, buckets)
+    all-tests    python -m pytest: the whole suite, which must pass on a GPU machine too
+    bench        python bench.py --device gpu --quick (ours against PyTorch with cuDNN)
+    train        one epoch of train.py --device gpu on the built-in demo data
+    evaluate     evaluate.py --device gpu --ten-crop on that epoch's checkpoint
+    ranks        mpiexec -n 2 train.py --device gpu, one epoch (where there are two GPUs)
+
+About 8 minutes in all on one H200. A part that fails or runs out of time is logged and
+the next one runs; the exit status is 1 when any part failed. Rehearsed without a GPU on
+the CuPy stand-in: ``PYTHONPATH=tests/standin python -m alexnet_np.gpu_check OUT_DIR``.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+PY = sys.executable
+
+ENV_SCRIPT = """
+import platform, importlib, importlib.metadata as md
+print("python", platform.python_version(), platform.platform())
+for name in ("numpy", "cupy", "torch", "mpi4py"):
+    try:
+        print(name, importlib.import_module(name).__version__)
+    except Exception as error:
+        print(name, "not importable:", error)
+import cupy
+cupy.show_config()
+count = cupy.cuda.runtime.getDeviceCount()
+for i in range(count):
+    props = cupy.cuda.runtime.getDeviceProperties(i)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    print(f"GPU {i}: {name}, {props['totalGlobalMem'] / 2**30:.1f} GiB, {props['multiProcessorCount']} SMs")
+for i in range(count):
+    print(f"peer access from GPU {i}:", [int(cupy.cuda.runtime.deviceCanAccessPeer(i, j)) if i != j else "-"
+                                         for j in range(count)])
+"""
+
+
+def parts(out, gpus):
+    """[(name, command or None, seconds allowed, why skipped)] in the order they run."""
+    run = os.path.join(out, "demo-run")
+    two = gpus >= 2
+    return [
+        ("env", [PY, "-c", ENV_SCRIPT], 60, None),
+        ("gpu-tests", [PY, "-m", "pytest", "-v", "-p", "no:cacheprovider", "tests/test_gpu.py"], 120, None),
+        ("all-tests", [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"], 240, None),
+        ("bench", [PY, "bench.py", "--device", "gpu", "--quick"], 150, None),
+        ("train", [PY, "train.py", "--device", "gpu", "--epochs", "1", "--out", run, "--no-progress"], 120, None),
+        ("evaluate", [PY, "evaluate.py", "--device", "gpu", "--ten-crop", "--no-progress",
+                      "--checkpoint", os.path.join(run, "last.npz")], 60, None),
+        ("ranks", [shutil.which("mpiexec") or "mpiexec", "-n", "2", PY, "train.py", "--device", "gpu",
+                   "--epochs", "1", "--out", os.path.join(out, "ranks-run"), "--no-progress"], 120,
+         None if two else "one GPU: two ranks need two"),
+    ]
+
+
+def shell_commands(out):
+    """nvidia-smi's views, which need no Python (absent on a machine without the driver)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return "nvidia-smi: not found\n"
+    text = ""
+    for args in ([smi], [smi, "topo", "-m"]):
+        result = subprocess.run(args, capture_output=True, text=True, timeout=30)
+        text += f"$ {' '.join(args)}\n{result.stdout}{result.stderr}\n"
+    return text
+
+
+def run_part(number, name, command, seconds, out):
+    """Run one part with its limit; its output goes to OUT/NN-name.log. Returns a summary line."""
+    log = os.path.join(out, f"{number:02d}-{name}.log")
+    started = time.perf_counter()
+    with open(log, "w") as f:
+        if name == "env":
+            f.write(shell_commands(out))
+        f.write(f"$ {' '.join(command)}\n")
+        f.flush()
+        try:
+            result = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, timeout=seconds)
+            status = "ok" if result.returncode == 0 else f"FAILED (exit {result.returncode})"
+        except subprocess.TimeoutExpired:
+            status = f"FAILED (over its {seconds} s)"
+        except OSError as error:
+            status = f"FAILED ({error})"
+    took = time.perf_counter() - started
+    with open(log) as f:
+        lines = [line.strip() for line in f if line.strip()]
+    last = lines[-1] if lines else ""
+    return f"{name:10s} {status:28s} {took:6.1f} s   {last[:160]}", status == "ok"
+
+
+def gpu_count():
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount()
+    except Exception:
+        return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m alexnet_np.gpu_check", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", metavar="OUT_DIR", help="folder for the logs (made if absent)")
+    parser.add_argument("--only", default=None, metavar="PART,PART",
+                        help="run only these parts (env, gpu-tests, all-tests, bench, train, evaluate, ranks)")
+    args = parser.parse_args(argv)
+    every = parts(args.out, gpu_count())
+    names = [name for name, *_ in every]
+    chosen = names if args.only is None else args.only.split(",")
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        print(f"error: --only {args.only}: no part {unknown[0]!r} (parts: {', '.join(names)})", file=sys.stderr)
+        return 2
+    os.makedirs(args.out, exist_ok=True)
+    summary, failed = [], False
+    for number, (name, command, seconds, skip) in enumerate(every, 1):
+        if name not in chosen:
+            continue
+        if skip:
+            line, ok = f"{name:10s} {'skipped':28s}          {skip}", True
+        else:
+            line, ok = run_part(number, name, command, seconds, args.out)
+        failed |= not ok
+        summary.append(line)
+        print(line, flush=True)
+        with open(os.path.join(args.out, "summary.txt"), "w") as f:   # kept current as parts finish
+            f.write("\n".join(summary) + "\n")
+    print(f"logs: {args.out}/ (summary.txt, one NN-<part>.log per part)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
