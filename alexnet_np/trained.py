@@ -59,10 +59,7 @@ class TrainedNet:
         image, or an array (H, W, C) or (H, W), uint8 or 16-bit. Raises ``BadImage``."""
         size = self.config.image_size
         if isinstance(image, (str, os.PathLike)):
-            try:
-                return load_image(os.fspath(image), size)
-            except BadImage as error:
-                raise BadImage(f"{os.fspath(image)}: {error}") from None
+            return load_image(os.fspath(image), size)
         if isinstance(image, Image.Image):
             return stored_image(image, size)
         array = np.asarray(image)
@@ -71,8 +68,16 @@ class TrainedNet:
         return stored_image(Image.fromarray(array.squeeze(2) if array.ndim == 3 and array.shape[2] == 1 else array), size)
 
     def stored_batch(self, images):
-        """``images`` (a list, or an array (N, H, W, C)) -> (N, R, R, C) uint8."""
-        return np.stack([self.stored(image) for image in images])                # (N, R, R, C)
+        """``images`` (a list, or an array (N, H, W, C)) -> (N, R, R, C) uint8; ``BadImage``
+        names the file that cannot be decoded."""
+        stored = []
+        for image in images:
+            try:
+                stored.append(self.stored(image))                                    # (R, R, C)
+            except BadImage as error:
+                where = os.fspath(image) if isinstance(image, (str, os.PathLike)) else f"image {len(stored)}"
+                raise BadImage(f"{where}: {error}") from None
+        return np.stack(stored)                                                      # (N, R, R, C)
 
     # ------------------------------------------------------------------ the net
     def probabilities(self, stored, ten_crop=False):
