@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 import numpy as np
 from PIL import Image
@@ -195,10 +196,15 @@ def run(args):
           f"{len(net.class_names)} classes")
     for note in notes:
         print(note)
+    started = time.perf_counter()
     results, bad = classify_files(net, files, args.ten_crop, args.top, bool(args.figure), args.progress)
+    seconds = time.perf_counter() - started
     failures += bad
     for path, ranked, _, _ in results:
         print("\n".join(report_lines(path, ranked)))
+    if results:
+        print(f"classified {len(results)} image{'s' * (len(results) != 1)} in {seconds:.2f} s "
+              f"({len(results) / seconds:.1f} images/s, decoding included)")
     for path, why in failures:
         print(f"error: {path}: {why}", file=sys.stderr)
     if args.json:

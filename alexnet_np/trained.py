@@ -159,9 +159,10 @@ def expected_inputs(ckpt):
     return view.mean_image, view.classes, view.class_names
 
 
-def load(path=None, device="cpu", gpus=None, batch_size=None):
+def load(path=None, device="auto", gpus=None, batch_size=None):
     """A ``TrainedNet`` of the checkpoint at ``path`` (None: best.npz of the newest run under
-    runs/), on ``device`` ("cpu", "gpu" or "auto"; ``gpus`` one id per tower)."""
+    runs/), on ``device`` ("cpu", "gpu", or "auto": the GPU when one is usable; ``gpus``: one
+    id per tower)."""
     path, ckpt, model = open_model(path, device, gpus)
     mean_image, classes, class_names = expected_inputs(ckpt)
     return TrainedNet(path, ckpt, model, mean_image, classes, class_names, batch_size)
