@@ -63,9 +63,14 @@ class TrainedNet:
         if isinstance(image, Image.Image):
             return stored_image(image, size)
         array = np.asarray(image)
-        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
-            raise BadImage(f"an image array must be (H, W), (H, W, 3) or (H, W, 4), not {array.shape}")
-        return stored_image(Image.fromarray(array.squeeze(2) if array.ndim == 3 and array.shape[2] == 1 else array), size)
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[:, :, 0]                                                   # (H, W)
+        try:
+            image = Image.fromarray(array)
+        except (TypeError, ValueError):  # Pillow's refusal of a shape or dtype
+            raise BadImage(f"an image array must be uint8 (H, W), (H, W, 3) or (H, W, 4), or 16-bit "
+                           f"(H, W); not {array.dtype} {array.shape}") from None
+        return stored_image(image, size)
 
     def stored_batch(self, images):
         """``images`` (a list, or an array (N, H, W, C)) -> (N, R, R, C) uint8; ``BadImage``
