@@ -160,8 +160,9 @@ def test_a_converted_caffe_model_classifies_through_the_same_path(caffe_checkpoi
     photos = image_folder(str(tmp_path / "photos"), generated, WNIDS)               # classes by WordNet id
     assert_same_as_evaluate(caffe_checkpoint, photos, str(tmp_path), capsys)
     assert classify.main([generated[0], "--checkpoint", caffe_checkpoint, "--device", "cpu", "--top", "3"]) == 0
-    block = capsys.readouterr().out.strip().splitlines()[-4:]
-    assert block[0] == generated[0] and len(block) == 3 + 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    block = lines[lines.index(generated[0]):][:4]                                    # the path, then 3 classes
+    assert lines[-1].startswith("classified 1 image in ") and "images/s" in lines[-1]
     _, wordnet = read_synsets(ILSVRC2012_SYNSETS)
     assert all(line.split("%  ", 1)[1] in wordnet for line in block[1:])            # WordNet names, not ids
 
