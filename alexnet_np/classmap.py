@@ -12,7 +12,7 @@ subset prepared with other class indices. Each split's label (an index into the 
 class list) becomes the index of the same WordNet id among the checkpoint's outputs.
 The checkpoint's mean image (Caffe's), when it has one, replaces the data's.
 
-    for_checkpoint(cache, ckpt) -> cache, or a ``CheckpointView`` of it
+    for_checkpoint(cache, ckpt, mean_image=None) -> cache, or a ``CheckpointView`` of it
 """
 import copy
 
@@ -43,14 +43,16 @@ class CheckpointView(Cache):
         return self._splits[name]
 
 
-def for_checkpoint(cache, ckpt):
+def for_checkpoint(cache, ckpt, mean_image=None):
     """The cache as ``ckpt`` sees it; one-line ``CheckpointError`` when the classes do not fit.
 
     Checkpoints that name their classes are matched by name; others (trained here) need the
-    same number of classes as the data, which is then taken as is.
+    same number of classes as the data, which is then taken as is. The mean image is the
+    checkpoint's own (a converted model's), else ``mean_image`` (R, R, C) when given (that of
+    the data the weights were trained on), else the data's.
     """
     classes = ckpt.meta.get("classes")
-    mean = ckpt.mean_image
+    mean = ckpt.mean_image if ckpt.mean_image is not None else mean_image
     if mean is not None and mean.shape[:2] != (cache.image_size, cache.image_size):
         raise CheckpointError(f"checkpoint {ckpt.path} has a {mean.shape[0]}x{mean.shape[1]} mean image, the data "
                               f"{cache.path} {cache.image_size}x{cache.image_size} images: prepare it with "

@@ -29,6 +29,8 @@ Public API:
         mean_image=None, threads=2, depth=2, shard=(0, 1)): ``(views, labels)``, views
         (N, C, S, S) or, ten-crop, (N, V, C, S, S); every image once, in order, the last
         batch partial; ``shard=(r, R)``: only batches r, r+R, r+2R, ...
+    eval_views(mean_image, config, device, ten_crop=False) -> views(images): the same
+        views of any stored images (N, R, R, C) uint8
     epoch_order(seed, epoch, m), batch_rng(seed, epoch, b): the random streams.
 
 Randomness (STYLE 12): nothing here keeps generator state. The order of epoch ``e`` is a
@@ -200,14 +202,13 @@ def prefetch(make, indices, threads, depth):
                 future.cancel()
 
 
-def _mean_offsets(cache, config, device, mean_image):
+def _mean_offsets(mean_image, config, device):
     """The mean on the device, in the form the batches subtract (§2).
 
     Returns ``(planes (2, C, R, R), None)`` for the per-pixel mean (config.mean == "pixel")
     or ``(None, channel (C,))`` for the per-channel mean.
     """
     xp = device.xp
-    mean_image = cache.mean_image if mean_image is None else mean_image  # (R, R, C)
     if config.mean == "pixel":
         with device:
             return augment.mean_planes(mean_image, xp, config.dtype), None
@@ -251,7 +252,7 @@ class TrainLoader:
         augment.crop_offsets(self.image_size, config.input_size)
         self.order = epoch_order(config.seed, epoch, m)                  # (M,)
         self.eigvals, self.eigvecs = cache.pca_eigvals, cache.pca_eigvecs  # (C,), (C, C)
-        self.planes, self.channel = _mean_offsets(cache, config, device, None)
+        self.planes, self.channel = _mean_offsets(cache.mean_image, config, device)
 
     def __len__(self):
         return self.batches_per_epoch - self.start_batch
@@ -296,22 +297,19 @@ class TrainLoader:
                         self.threads, self.depth)
 
 
-def eval_batches(cache, split, config, device, batch_size=None, ten_crop=False,
-                 mean_image=None, threads=2, depth=2, shard=(0, 1)):
-    """Evaluation views of every image of ``split`` in order, mean subtracted (§4.1 test time).
+def eval_views(mean_image, config, device, ten_crop=False):
+    """The test-time preprocessing (§4.1), as a function ``views(images)``.
 
-    Yields ``(views, labels)`` on ``device``: views (N, C, S, S), the centre crop, or with
-    ``ten_crop`` (N, V, C, S, S) in ``augment.TEN_CROP_ORDER``; labels (N,) int64. No lighting.
-    ``mean_image`` (R, R, C) replaces the cache's mean (e.g. the training set's when
-    evaluating another cache). The last batch is partial. Centre crops travel to the device
-    as uint8 crops; for ten-crop the whole uint8 images travel (6x fewer bytes than 10 crops)
-    and the views are cut there. ``shard = (r, R)``: only batches r, r+R, ... (rank r of R
-    evaluates those; each batch holds the same images as in one process).
+    ``images`` (N, R, R, C) uint8 stored images on the host (a memmap slice is fine) ->
+    their views on ``device``, ``mean_image`` (R, R, C) subtracted (config.mean: per pixel
+    or per channel): (N, C, S, S), the centre crop, or with ``ten_crop`` (N, V, C, S, S) in
+    ``augment.TEN_CROP_ORDER``. No lighting. Evaluation (``eval_batches``) and the trained
+    net's ``predict`` (``alexnet_np.trained``) both use it. Centre crops travel to the
+    device as uint8 crops; for ten-crop the whole uint8 images travel (6x fewer bytes than
+    10 crops) and the views are cut there.
     """
-    data = cache.split(split)
-    n = batch_size or config.batch_size
     size, xp, dtype = config.input_size, device.xp, config.dtype
-    planes, channel = _mean_offsets(cache, config, device, mean_image)
+    planes, channel = _mean_offsets(mean_image, config, device)
     with device:
         if planes is not None:
             mean_hwc = planes[0].transpose(1, 2, 0)[None]                    # (1, R, R, C)
@@ -323,15 +321,37 @@ def eval_batches(cache, split, config, device, batch_size=None, ten_crop=False,
         else:
             offset = channel[:, None, None]                                  # (C, 1, 1)
 
+    def views(images):
+        with device:
+            if ten_crop:
+                crops = augment.ten_crop_views(move(np.ascontiguousarray(images), device), size, xp)  # (N, V, S, S, C)
+            else:
+                crops = move(np.ascontiguousarray(augment.center_crop(images, size)), device)     # (N, S, S, C)
+            return augment.normalize(crops, offset, dtype, xp)
+
+    return views
+
+
+def eval_batches(cache, split, config, device, batch_size=None, ten_crop=False,
+                 mean_image=None, threads=2, depth=2, shard=(0, 1)):
+    """Evaluation views of every image of ``split`` in order, mean subtracted (§4.1 test time).
+
+    Yields ``(views, labels)`` on ``device``: views (N, C, S, S), the centre crop, or with
+    ``ten_crop`` (N, V, C, S, S) in ``augment.TEN_CROP_ORDER``; labels (N,) int64. No lighting.
+    ``mean_image`` (R, R, C) replaces the cache's mean (e.g. the training set's when
+    evaluating another cache). The last batch is partial. The views are ``eval_views``'s.
+    ``shard = (r, R)``: only batches r, r+R, ... (rank r of R evaluates those; each batch
+    holds the same images as in one process).
+    """
+    data = cache.split(split)
+    n = batch_size or config.batch_size
+    views = eval_views(cache.mean_image if mean_image is None else mean_image, config, device, ten_crop)
+
     def make(start):
         images = data.mapped()[start:start + n]                              # (N, R, R, C) memmap view
         labels = data.labels[start:start + n]                                # (N,)
         with device:
-            if ten_crop:
-                views = augment.ten_crop_views(move(np.ascontiguousarray(images), device), size, xp)  # (N, V, S, S, C)
-            else:
-                views = move(np.ascontiguousarray(augment.center_crop(images, size)), device)     # (N, S, S, C)
-            return augment.normalize(views, offset, dtype, xp), move(labels, device)
+            return views(images), move(labels, device)
 
     rank, ranks = shard
     return prefetch(make, range(0, len(data), n)[rank::ranks], threads, depth)

@@ -251,8 +251,10 @@ def shorten(draw, text, fnt, width):
 
 
 def prediction_sheet(images, top_classes, top_probs, labels, class_names, path, columns=4, size=150,
-                     title="five most probable labels (Figure 4, left)"):
-    """Figure 4 left. images (N, H, W, 3) uint8; top_classes, top_probs (N, 5); labels (N,)."""
+                     title="five most probable labels (Figure 4, left)", captions=None):
+    """Figure 4 left. images (N, H, W, 3) uint8; top_classes, top_probs (N, 5); labels (N,),
+    or None where the true classes are unknown (every bar blue); ``captions``: the text
+    beneath each image (default: the true class's name)."""
     N = len(images)
     columns = min(columns, N)
     rows = -(-N // columns)
@@ -266,10 +268,11 @@ def prediction_sheet(images, top_classes, top_probs, labels, class_names, path, 
         x, y = 10 + c * cell_w, 34 + r * cell_h
         image.paste(fit(images[n], size), (x, y))
         y += size + 3
-        draw.text((x, y), shorten(draw, class_names[int(labels[n])], bold, size), fill="black", font=bold)
+        caption = captions[n] if captions is not None else class_names[int(labels[n])]
+        draw.text((x, y), shorten(draw, caption, bold, size), fill="black", font=bold)
         y += 20
         for cls, p in zip(top_classes[n], top_probs[n]):
-            colour = BAR_TRUE if int(cls) == int(labels[n]) else BAR_OTHER
+            colour = BAR_TRUE if labels is not None and int(cls) == int(labels[n]) else BAR_OTHER
             draw.rectangle([x, y + 1, x + int(round(size * float(p))), y + 13], fill=colour)
             probability = f" {float(p):.2f}"
             name = shorten(draw, class_names[int(cls)], small, size - 6 - text_width(draw, probability, small))

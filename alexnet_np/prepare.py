@@ -8,6 +8,7 @@ Dimensions:
     prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
             class_names=None, checkpoint_seconds=10.0, print_fn=print, classes=None) -> dst
     load_image(path, size) -> (R, R, C) uint8, or raises BadImage(reason)
+    stored_image(pil_image, size) -> (R, R, C) uint8: the same for an image already decoded
     resize_box(width, height, size) -> the source box whose resize is the centre crop
 
 SRC holds ``train/<class>/<image>`` and optionally ``val/<class>/<image>`` (or the splits
@@ -105,6 +106,14 @@ def to_rgb(image):
     return image
 
 
+def stored_image(image, size):
+    """A decoded Pillow image, any mode, as stored (§2): RGB, shorter side to ``size``, the
+    central ``size`` x ``size`` (Lanczos). Returns (R, R, C) uint8."""
+    image = to_rgb(image)
+    *_, box = resize_box(image.width, image.height, size)
+    return np.asarray(image.resize((size, size), Image.LANCZOS, box=box))   # (R, R, C)
+
+
 def load_image(path, size, draft_factor=RECIPE["draft_factor"]):
     """The file at ``path`` (or the file's bytes) as the stored image (§2): (R, R, C) uint8, R = ``size``.
 
@@ -124,9 +133,7 @@ def load_image(path, size, draft_factor=RECIPE["draft_factor"]):
                     if ratio <= 0.5:  # only when a DCT scale of 1/2 or less keeps >= 2R
                         image.draft(None, (int(np.ceil(width * ratio)), int(np.ceil(height * ratio))))
                 image.load()
-                image = to_rgb(image)
-                *_, box = resize_box(image.width, image.height, size)
-                out = np.asarray(image.resize((size, size), Image.LANCZOS, box=box))  # (R, R, C)
+                out = stored_image(image, size)                                 # (R, R, C)
     except Image.UnidentifiedImageError:
         raise BadImage("not an image (Pillow cannot identify the format)") from None
     except Image.DecompressionBombError as error:

@@ -134,24 +134,55 @@ def open_data_once(world, data, image_size, cache_dir=None, workers=None, progre
     return opened
 
 
+def run_cache(ckpt):
+    """The prepared data a checkpoint's run was trained on, when it is at hand, else None.
+
+    Its mean image is the one the weights expect (§2) and its class names are the outputs'.
+    The demo's is made again where it is missing (it is generated, the same everywhere).
+    """
+    info = ckpt.meta.get("data", {})
+    if info.get("cache") and is_cache(info["cache"]):
+        return Cache(info["cache"])
+    if info.get("demo"):
+        return open_data(None, ckpt.config.image_size, progress=False)[0]
+    return None
+
+
+def open_model(path, device_kind, gpus, world=None):
+    """A checkpoint's model on its devices: ``(path, checkpoint, model)``.
+
+    ``path`` None means the best checkpoint of the latest run. Prints nothing.
+    """
+    world = world or World()
+    path = world.bcast(path or (latest_checkpoint() if world.is_root else None))
+    ckpt = checkpoint.load(path)
+    model = AlexNet(ckpt.config, rank_devices(device_kind, ckpt.config.towers, gpus, world))
+    checkpoint.restore(ckpt, model)
+    return path, ckpt, model
+
+
 def open_trained_model(path, device_kind, gpus, data, cache_dir=None, workers=None, progress=True,
                        world=None):
     """A checkpoint's model on its devices, with the data it is to be run on.
 
     ``path`` None means the best checkpoint of the latest run; ``data`` None means the data
     that run used. Returns ``(path, checkpoint, model, cache)``; refuses a checkpoint whose
-    classes do not fit the data's (``classmap.for_checkpoint``). ``world``: the ranks (rank 0
-    prepares data first).
+    classes do not fit the data's (``classmap.for_checkpoint``). Other data than the run's
+    is seen with the mean image the weights expect: the checkpoint's own (a converted
+    model's), else that of the run's data where it is at hand (else the data's own, said in
+    one line). ``world``: the ranks (rank 0 prepares data first).
     """
     world = world or World()
-    path = world.bcast(path or (latest_checkpoint() if world.is_root else None))
-    ckpt = checkpoint.load(path)
-    config = ckpt.config
-    devices = rank_devices(device_kind, config.towers, gpus, world)
-    print(describe_devices(device_kind, devices))
+    path, ckpt, model = open_model(path, device_kind, gpus, world)
+    print(describe_devices(device_kind, model.devices))
     cache, _ = open_data_once(world, data if data is not None else data_of_checkpoint(ckpt),
-                              config.image_size, cache_dir, workers, progress)
-    cache = classmap.for_checkpoint(cache, ckpt)   # classes by WordNet id, the checkpoint's mean image
-    model = AlexNet(config, devices)
-    checkpoint.restore(ckpt, model)
+                              ckpt.config.image_size, cache_dir, workers, progress)
+    trained_mean = None
+    if data is not None and ckpt.mean_image is None and ckpt.meta.get("data"):
+        trained = run_cache(ckpt)
+        if trained is not None:
+            trained_mean = trained.mean_image                                  # (R, R, C)
+        else:
+            print(f"mean image: that of {cache.path} (the data checkpoint {path} was trained on is not here)")
+    cache = classmap.for_checkpoint(cache, ckpt, trained_mean)   # classes by WordNet id, the weights' mean image
     return path, ckpt, model, cache

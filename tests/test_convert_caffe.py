@@ -211,19 +211,26 @@ def caffe_logits(blobs, images_bgr):
 
 # --------------------------------------------------------------------------- fixtures
 
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("caffe")
+def convert_small_model(folder, layouts=("v1", "v2")):
+    """The small Caffe model written in each layout (``v1``: ``layers``, ``v2``: ``layer``) with
+    its mean image into ``folder`` (a pathlib.Path), and converted: ``(blobs, mean_bgr (C, R, R),
+    {layout: checkpoint path})``. Also used by tests/test_classify.py."""
     blobs = caffe_blobs()
     mean_bgr = np.random.default_rng(1).uniform(60, 180, (3, R, R)).astype(np.float32)   # (C, R, R) BGR
-    for v1 in (True, False):
-        write_caffemodel(folder / f"alexnet_{'v1' if v1 else 'v2'}.caffemodel", blobs, v1)
     write_mean(folder / "mean.binaryproto", mean_bgr)
     out = {}
-    for v in ("v1", "v2"):
+    for v in layouts:
+        write_caffemodel(folder / f"alexnet_{v}.caffemodel", blobs, v1=v == "v1")
         out[v] = str(folder / f"{v}.npz")
         convert.convert_caffe(str(folder / f"alexnet_{v}.caffemodel"), out[v], str(folder / "mean.binaryproto"),
                               print_fn=lambda *a: None)
+    return blobs, mean_bgr, out
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("caffe")
+    blobs, mean_bgr, out = convert_small_model(folder)
     return folder, blobs, mean_bgr, out
 
 

@@ -1,4 +1,5 @@
-"""Every option of train.py, evaluate.py, figures.py and ``python -m alexnet_np.prepare`` refuses nonsense
+"""Every option of train.py, evaluate.py, figures.py, ``python -m alexnet_np.prepare`` and
+``python -m alexnet_np.classify`` refuses nonsense
 before anything runs, with one line ``error: ...`` naming the option, exit status 2, no
 traceback, nothing written; and every sensible edge value still trains a step.
 
@@ -24,7 +25,7 @@ import pytest
 import evaluate
 import figures
 import train
-from alexnet_np import accepts, cli, prepare
+from alexnet_np import accepts, classify, cli, prepare
 from alexnet_np.checkpoint import write_atomic
 from alexnet_np.config import DEMO, Config, ConfigError, flag
 
@@ -32,12 +33,14 @@ from test_train_errors import snapshot
 from test_train_helpers import TINY_ARGS, make_tiny_cache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = {"train.py": train, "evaluate.py": evaluate, "prepare": prepare, "figures.py": figures}
+SCRIPTS = {"train.py": train, "evaluate.py": evaluate, "prepare": prepare, "figures.py": figures,
+           "classify": classify}
 
 # Options whose values only the run can judge (a folder's contents, a split's name), each
 # with a run-time case in test_values_checked_at_run_time.
 CHECKED_AT_RUN_TIME = {"train.py": {"--data"}, "evaluate.py": {"--data", "--split"},
-                       "prepare": {"src", "--splits"}, "figures.py": {"--data", "--split"}}
+                       "prepare": {"src", "--splits"}, "figures.py": {"--data", "--split"},
+                       "classify": {"paths"}}
 
 
 # --------------------------------------------------------------------------- the table
@@ -92,8 +95,8 @@ def options(parser):
 
 
 def base_argv(script, tmp):
-    """Arguments that parse: prepare's two positionals (never used: parsing stops first)."""
-    return [tmp, os.path.join(tmp, "never-made")] if script == "prepare" else []
+    """Arguments that parse: prepare's two positionals, classify's one (never used: parsing stops first)."""
+    return {"prepare": [tmp, os.path.join(tmp, "never-made")], "classify": [tmp]}.get(script, [])
 
 
 def table(tmp):
@@ -236,6 +239,10 @@ def test_values_checked_at_run_time(tiny_run, empty_cwd, capsys):
     images = os.path.join(tiny_run["root"], "images")
     line = refused(prepare, [images, os.path.join(empty_cwd, "dst"), "--splits", "train", "test"], capsys)
     assert "test" in line and "missing" in line
+    line = refused(classify, [images, "--checkpoint", ckpt, "--figure", os.path.join(empty_cwd, "sheet.txt")], capsys)
+    assert "--figure" in line and "sheet.txt" in line
+    assert classify.main([os.path.join(empty_cwd, "nowhere"), "--checkpoint", ckpt, "--device", "cpu"]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {os.path.join(empty_cwd, 'nowhere')}: no such file or folder"
     assert snapshot(out) == before
     assert sorted(os.listdir(empty_cwd)) == ["a-file"]
 
