@@ -321,6 +321,23 @@ def test_evaluate_and_figures_run_on_the_converted_model(model_files, photo_cach
     assert (tmp_path / "figs" / "figure4_neighbours.png").is_file()
 
 
+def test_evaluate_replaces_its_json_whole_or_not_at_all(model_files, photo_cache, tmp_path, monkeypatch):
+    """A write that fails midway (a full disk) leaves the previous result whole and no temporary."""
+    import evaluate
+    record = tmp_path / "eval.json"
+    record.write_text('{"previous": true}')
+
+    def full_disk(obj, f, **kwargs):
+        f.write('{"split": "tr')
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(evaluate.json, "dump", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        evaluate.main(["--checkpoint", model_files[3]["v2"], "--data", photo_cache, "--split", "train",
+                       "--device", "cpu", "--no-progress", "--json", str(record)])
+    assert json.loads(record.read_text()) == {"previous": True}
+    assert os.listdir(tmp_path) == ["eval.json"]
+
+
 def test_unknown_class_folder_is_one_line(model_files, tmp_path, capsys):
     import evaluate
     src = tmp_path / "src"
