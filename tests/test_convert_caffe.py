@@ -316,6 +316,8 @@ def test_evaluate_and_figures_run_on_the_converted_model(model_files, photo_cach
     result = json.loads(record.read_text())
     assert result["images"] == 6 and result["procedure"] == "ten-crop"
     assert "tench" in (tmp_path / "p.csv").read_text()
+    said = capsys.readouterr().out
+    assert "3 classes (mapped by WordNet id onto 1000 classes of the checkpoint)" in said, said
     assert figures_script.main(["--checkpoint", out["v2"], "--data", photo_cache, "--split", "train",
                                 "--device", "cpu", "--no-progress", "--out", str(tmp_path / "figs")]) == 0
     assert (tmp_path / "figs" / "figure4_neighbours.png").is_file()
