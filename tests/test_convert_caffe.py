@@ -321,6 +321,8 @@ def test_evaluate_and_figures_run_on_the_converted_model(model_files, photo_cach
     assert figures_script.main(["--checkpoint", out["v2"], "--data", photo_cache, "--split", "train",
                                 "--device", "cpu", "--no-progress", "--out", str(tmp_path / "figs")]) == 0
     assert (tmp_path / "figs" / "figure4_neighbours.png").is_file()
+    assert not (tmp_path / "figs" / "curves.png").exists()           # no history: no empty axes
+    assert "curves.png not drawn" in capsys.readouterr().out
 
 
 def test_evaluate_replaces_its_json_whole_or_not_at_all(model_files, photo_cache, tmp_path, monkeypatch):
