@@ -413,3 +413,26 @@ def test_packaged_class_list_is_ilsvrc2012s():
     shared = os.path.join(ROOT, "..", "shared", "data", "imagenet-classes", "synset_words.txt")
     if os.path.isfile(shared):
         assert read_synsets(shared) == (wnids, names)
+
+
+def test_mean_files_of_other_shapes(model_files, tmp_path, capsys):
+    """Two images in one mean file, or a mean smaller than the input: one line naming the mean
+    file; a larger mean is taken, and the line says the stored image size follows it."""
+    folder = model_files[0]
+    model = str(folder / "alexnet_v1.caffemodel")
+    rng = np.random.default_rng(4)
+    two = MSG["BlobProto"]()
+    _fill_blob(two, rng.uniform(0, 255, (2, 3, R, R)).astype(np.float32), v1=True)
+    (tmp_path / "two.binaryproto").write_bytes(two.SerializeToString())
+    write_mean(tmp_path / "small.binaryproto", rng.uniform(0, 255, (3, S - 1, S - 1)).astype(np.float32))
+    for name, expected in (("two", "holds 2 images"), ("small", f"smaller than the net's input {S}")):
+        assert convert.main(["caffe", model, str(tmp_path / "o.npz"), "--mean", str(tmp_path / f"{name}.binaryproto")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0] and f"{name}.binaryproto" in err[0], err
+        assert "caffemodel" not in err[0] and "--input-size" not in err[0]
+    write_mean(tmp_path / "big.binaryproto", rng.uniform(0, 255, (3, 2 * R, 2 * R)).astype(np.float32))
+    lines = []
+    _, config = convert.convert_caffe(model, str(tmp_path / "big.npz"), str(tmp_path / "big.binaryproto"),
+                                      print_fn=lines.append)
+    assert config.image_size == 2 * R and checkpoint.load(str(tmp_path / "big.npz")).config.image_size == 2 * R
+    assert any(f"--image-size {2 * R}" in line for line in lines), lines
