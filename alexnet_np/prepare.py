@@ -38,7 +38,9 @@ on average on the real photos here).
 
 Bad files (empty, not an image, truncated, corrupt, too many pixels) are skipped and listed
 with their reason in ``DST/report.tsv`` and in one summary line; labels are written with
-each good row, so they never shift. Work runs in a pool of processes over all cores, with
+each good row, so they never shift. Tar members that damaged headers cost (``ilsvrc``) are
+listed there too (reason ``lost: ...``) and counted in the summary line: exit status 0
+means every image intact in the source is in the cache or in ``report.tsv``. Work runs in a pool of processes over all cores, with
 at most a few chunks in flight (memory does not grow with the data set); rows are written
 with ``pwrite`` in file order. Every ``checkpoint_seconds`` the split's progress (files
 done, rows written, skipped files, running sums for the mean and PCA in float64) is saved
@@ -428,8 +430,10 @@ def pca_from_sums(mean_sum, xtx, images):
     return cov, np.maximum(eigvals, 0.0), eigvecs * signs
 
 
-def _finish_split(dst, split, relpaths, labels, work, size):
-    """Labels, paths and (for the statistics split) the mean and PCA of a written split."""
+def _finish_split(dst, split, relpaths, labels, work, size, lost=()):
+    """Labels, paths and (for the statistics split) the mean and PCA of a written split.
+    ``lost``: ``[(relpath, reason)]``, tar members that damaged headers cost, reported with
+    the skipped files."""
     bad = {index for index, _ in work.skipped}
     good = [i for i in range(len(relpaths)) if i not in bad]
     np.save(os.path.join(dst, data.labels_file(split)), labels[good])
@@ -442,6 +446,7 @@ def _finish_split(dst, split, relpaths, labels, work, size):
                  pixels=work.rows * size * size)
     done = {"rows": work.rows, "files": len(relpaths),
             "skipped": [[split, relpaths[i], reason] for i, reason in work.skipped],
+            "lost": [[split, relpath, reason] for relpath, reason in lost],
             "key": fingerprint(relpaths, labels, size)}
     _write_atomic(_done_file(dst, split), lambda f: f.write(json.dumps(done).encode()))
     if os.path.exists(_state_file(dst, split)):
@@ -556,17 +561,24 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
             work = prepare_split(pool, workers, src, dst, split, relpaths, labels, image_size,
                                  k == 0, progress, checkpoint_seconds, print_fn,
                                  read=getattr(listings[split], "read", None))
-            done[split] = _finish_split(dst, split, relpaths, labels, work, image_size)
-            skipped = len(done[split]["skipped"])
-            print_fn(f"{split}: {work.rows} images written, {skipped} file{'s' * (skipped != 1)} skipped"
-                     + (f" (listed in {os.path.join(dst, data.REPORT_FILE)})" if skipped else ""))
+            done[split] = _finish_split(dst, split, relpaths, labels, work, image_size,
+                                        getattr(listings[split], "lost", ()))
+            print_fn(_summary(dst, split, done[split]))
     _write_meta(src, dst, splits, classes, names, listings, done, keys, image_size)
     return dst
 
 
+def _summary(dst, split, done):
+    """One line: images written, files skipped, tar members lost, and where they are listed."""
+    skipped, lost = len(done["skipped"]), len(done.get("lost", []))
+    return (f"{split}: {done['rows']} images written, {skipped} file{'s' * (skipped != 1)} skipped"
+            + (f", {lost} lost to damaged tar headers" if lost else "")
+            + (f" (listed in {os.path.join(dst, data.REPORT_FILE)})" if skipped or lost else ""))
+
+
 def _write_meta(src, dst, splits, classes, names, listings, done, keys, image_size):
     """The report, then ``meta.json``, last: the mark of a finished cache."""
-    skipped = [row for s in splits for row in done[s]["skipped"]]
+    skipped = [row for s in splits for row in done[s]["skipped"] + done[s].get("lost", [])]
     empty = [[s, name] for s in splits for name in listings[s][3]]
     lines = ["split\tpath\treason"] + ["\t".join(row) for row in skipped]
     lines += [f"{s}\t{os.path.join(s, name)}/\tempty class folder (index kept)" for s, name in empty]

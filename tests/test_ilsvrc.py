@@ -235,6 +235,61 @@ def test_truncated_val_tar_keeps_the_files_before_the_damage(distribution, tmp_p
     assert Cache(str(tmp_path / "c")).split("val").labels.tolist() == [2, 0, 1]
 
 
+def _header_offset(tar_path, class_tar, image=None):
+    """The byte offset, in the train tar, of a class tar's header or of one of its images' headers."""
+    with tarfile.open(tar_path) as outer:
+        member = outer.getmember(class_tar)
+        if image is None:
+            return member.offset
+        with tarfile.open(fileobj=outer.extractfile(member)) as inner:
+            return member.offset_data + inner.getmembers()[image].offset
+
+
+def _prepare_damaged(src, tmp_path, at, splits=("train",)):
+    """SRC's train tar with 15 bytes of one header overwritten (its checksum fails), prepared."""
+    damaged = tmp_path / "src"
+    damaged.mkdir()
+    whole = bytearray((src / ilsvrc.TRAIN_TAR).read_bytes())
+    whole[at + 140:at + 155] = b"\xff" * 15                  # size, mtime and checksum fields
+    (damaged / ilsvrc.TRAIN_TAR).write_bytes(bytes(whole))
+    lines, dst = [], str(tmp_path / "c")
+    prepare(str(damaged), dst, image_size=R, workers=1, progress=False, print_fn=lines.append, splits=list(splits))
+    return Cache(dst), lines
+
+
+@pytest.mark.parametrize("image", [0, 1])
+def test_damaged_image_header_in_a_class_tar_is_read_past_and_listed(distribution, tmp_path, image):
+    """tarfile stops at a damaged header without a word; we read on at the next valid one and
+    list the member lost, in report.tsv, meta.json and the summary line."""
+    src = distribution[0]
+    at = _header_offset(src / ilsvrc.TRAIN_TAR, f"{WNIDS[0]}.tar", image)
+    cache, lines = _prepare_damaged(src, tmp_path, at)
+    kept = [os.path.basename(p) for p in cache.split("train").relpaths]
+    lost = f"{WNIDS[0]}_{image}.JPEG"
+    assert lost not in kept and [f"{WNIDS[0]}_{i}.JPEG" for i in range(4) if i != image] == kept[:3]
+    assert len(kept) == 10 and cache.split("train").labels.tolist() == [0] * 3 + [1] * 3 + [2] * 4
+    rows = [row for row in cache.skipped if row[2].startswith("lost")]
+    assert rows == [("train", f"{ilsvrc.TRAIN_TAR}/{WNIDS[0]}.tar/{lost}", rows[0][2])], cache.skipped
+    assert "header is damaged" in rows[0][2]
+    with open(os.path.join(cache.path, "report.tsv")) as f:
+        assert f"{WNIDS[0]}.tar/{lost}\tlost" in f.read()
+    assert any(line.startswith("train: 10 images written, 1 file skipped, 1 lost to damaged tar headers")
+               for line in lines), lines
+    notes = [line for line in lines if "damaged tar header at byte" in line]
+    assert len(notes) == 1 and f"class tar {WNIDS[0]}.tar" in notes[0] and "1 member lost" in notes[0]
+
+
+def test_damaged_class_tar_header_lists_its_images_as_lost(distribution, tmp_path):
+    """The images of a class tar whose header is damaged are named by their own headers; the
+    class keeps its index where the damaged header's name is legible."""
+    src = distribution[0]
+    cache, lines = _prepare_damaged(src, tmp_path, _header_offset(src / ilsvrc.TRAIN_TAR, f"{WNIDS[1]}.tar"))
+    assert cache.classes == WNIDS and cache.split("train").labels.tolist() == [0] * 4 + [2] * 4
+    lost = sorted(os.path.basename(row[1]) for row in cache.skipped if row[2].startswith("lost"))
+    assert lost == [f"{WNIDS[1]}_{i}.JPEG" for i in range(4)], cache.skipped
+    assert any("4 lost to damaged tar headers" in line for line in lines), lines
+
+
 # --------------------------------------------------------------------------- one-line errors
 
 def _error_of(argv, capsys):
