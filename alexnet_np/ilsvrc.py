@@ -21,7 +21,10 @@ What ``python -m alexnet_np.prepare SRC DST`` reads from SRC besides ImageFolder
 
 Labels are by WordNet id: a validation image's label is the index of its wnid among the
 training classes (sorted wnids: n01440764 = 0), so train and val line up whatever order the
-label files use (the devkit's ILSVRC2012_IDs are in another order).
+label files use (the devkit's ILSVRC2012_IDs are in another order). Classes that the labels
+name but a cut or damaged train tar lacks are kept as empty classes by ``prepare``, so that
+the indices stay ILSVRC's (``UnknownClasses``, ``TarListing.with_classes``); with an intact
+train tar they are a one-line error.
 
 Reading in place. A tar is listed once by its headers (seeking over the data):
 every image is a (path, byte offset, size) in the big file, a nested class tar's offsets
@@ -71,6 +74,15 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 
 class LabelError(DataError):
     """A label or class file that cannot be used; the message is one line naming it."""
+
+
+class UnknownClasses(LabelError):
+    """Validation labels that name classes the training split lacks (``wnids``, a set): a
+    truncated train tar, say; ``prepare`` then keeps them, empty, so indices stay ILSVRC's."""
+
+    def __init__(self, message, wnids):
+        super().__init__(message)
+        self.wnids = set(wnids)
 
 
 # --------------------------------------------------------------------------- class lists
@@ -231,11 +243,12 @@ class TarListing(tuple):
     ``prepare.list_split`` returns, plus ``read(start, stop)``: files ``start..stop-1`` as
     bytes (tar members, read in order) or paths (a flat folder); ``lost``: ``[(relpath,
     reason)]``, the members that damaged tar headers cost (see ``alexnet_np/tars.py``);
-    ``wnids``: each file's class (F,), for ``with_classes``."""
+    ``wnids``: each file's class (F,), for ``with_classes``; ``damaged``: the tar is cut or
+    damaged (classes may be missing from it)."""
 
-    def __new__(cls, classes, relpaths, labels, empty, read, lost=(), wnids=None):
+    def __new__(cls, classes, relpaths, labels, empty, read, lost=(), wnids=None, damaged=False):
         listing = super().__new__(cls, (classes, relpaths, np.asarray(labels, dtype=np.int64), empty))
-        listing.read, listing.lost, listing.wnids = read, list(lost), wnids
+        listing.read, listing.lost, listing.wnids, listing.damaged = read, list(lost), wnids, damaged
         return listing
 
     def with_classes(self, classes):
@@ -244,7 +257,7 @@ class TarListing(tuple):
         index = {c: i for i, c in enumerate(classes)}
         listed = set(self.wnids)
         return TarListing(list(classes), self[1], [index[w] for w in self.wnids],
-                          [c for c in classes if c not in listed], self.read, self.lost, self.wnids)
+                          [c for c in classes if c not in listed], self.read, self.lost, self.wnids, self.damaged)
 
 
 def member_reader(tar_path, offsets, sizes):
@@ -402,7 +415,7 @@ def list_train_tar(path, classes=None, print_fn=print):
     empty = [c for c in found if c not in listed]
     return TarListing(classes, listing["relpaths"], [index[w] for w in listing["wnids"]], empty,
                       member_reader(path, np.array(listing["offsets"], np.int64), np.array(listing["sizes"], np.int64)),
-                      listing["lost"], listing["wnids"])
+                      listing["lost"], listing["wnids"], damaged=bool(listing["notes"]))
 
 
 def list_val(source, classes, labels_path, src=None, print_fn=print):
@@ -416,9 +429,11 @@ def list_val(source, classes, labels_path, src=None, print_fn=print):
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted(set(by_image.values()) - set(index))
     if unknown:
-        raise LabelError(f"label file {labels_path} names class {unknown[0]}"
-                         f"{f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''}, "
-                         f"which is not among the {len(classes)} training classes")
+        raise UnknownClasses(f"label file {labels_path} names class {unknown[0]}"
+                             f"{f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''}, "
+                             f"which is not among the {len(classes)} training classes: prepare the training "
+                             "set alone (--splits train), or fix the class list (--classes synset_words.txt)",
+                             unknown)
     lost = []
     if os.path.isdir(source):
         names = sorted(e.name for e in os.scandir(source) if e.is_file() and not e.name.startswith(".")

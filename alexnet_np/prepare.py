@@ -491,8 +491,19 @@ def _list_all(src, splits, classes=None, val_labels=None, print_fn=print):
     listings = {}
     for split in splits:
         known = classes if classes is not None or not listings else listings[splits[0]][0]
-        listings[split] = (ilsvrc.list_split(src, split, known, val_labels, print_fn)
-                           or list_split(src, split, classes))
+        try:
+            listings[split] = (ilsvrc.list_split(src, split, known, val_labels, print_fn)
+                               or list_split(src, split, classes))
+        except ilsvrc.UnknownClasses as error:
+            first = listings.get(splits[0])
+            if classes is not None or not getattr(first, "damaged", False):
+                raise  # a class list given, class folders, an intact tar: the error says what to do
+            known = sorted(set(first[0]) | error.wnids)
+            print_fn(f"{splits[0]}: the labels of {split} name {len(error.wnids)} classes that it lacks "
+                     f"({', '.join(sorted(error.wnids)[:3])}{', ...' if len(error.wnids) > 3 else ''}): "
+                     f"kept as empty classes, so that the {len(known)} class indices stay ILSVRC's")
+            listings[splits[0]] = first.with_classes(known)
+            listings[split] = ilsvrc.list_split(src, split, known, val_labels, print_fn)
         found, first = listings[split][0], listings[splits[0]][0]
         if found != first:
             missing, extra = sorted(set(first) - set(found)), sorted(set(found) - set(first))
@@ -548,7 +559,10 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
     with multiprocessing.Pool(workers, initializer=_worker_init) as pool:
         for k, split in enumerate(splits):
             _, relpaths, labels, empty = listings[split]
-            for name in empty:
+            if len(empty) > 5:
+                print_fn(f"{split}: {len(empty)} classes are empty ({', '.join(empty[:3])}, ...; "
+                         f"their indices are kept; listed in {os.path.join(dst, data.REPORT_FILE)})")
+            for name in empty if len(empty) <= 5 else ():
                 print_fn(f"{split}: class folder {name} is empty (its index is kept)")
             try:
                 with open(_done_file(dst, split)) as f:

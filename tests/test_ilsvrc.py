@@ -333,6 +333,25 @@ def test_label_of_an_unknown_class(bad_src, tmp_path, capsys):
     (bad_src / ilsvrc.LOC_SOLUTION).write_text(text)
     line = _error_of([str(bad_src), str(tmp_path / "c"), "--no-progress"], capsys)
     assert "n09999999" in line and "not among the 3 training classes" in line
+    assert "--splits train" in line and "--classes synset_words.txt" in line      # what to do
+
+
+def test_truncated_train_tar_keeps_the_classes_the_val_labels_name(distribution, tmp_path):
+    """Cut before the last class tar: its class is kept, empty, so the indices stay ILSVRC's."""
+    src = distribution[0]
+    damaged = tmp_path / "src"
+    damaged.mkdir()
+    at = _header_offset(src / ilsvrc.TRAIN_TAR, f"{WNIDS[2]}.tar")
+    (damaged / ilsvrc.TRAIN_TAR).write_bytes((src / ilsvrc.TRAIN_TAR).read_bytes()[:at])
+    for name in (ilsvrc.VAL_TAR, ilsvrc.LOC_SOLUTION):
+        os.symlink(src / name, damaged / name)
+    lines = []
+    prepare(str(damaged), str(tmp_path / "c"), image_size=R, workers=1, progress=False, print_fn=lines.append)
+    cache = Cache(str(tmp_path / "c"))
+    assert cache.classes == WNIDS and cache.splits == ["train", "val"]
+    assert cache.split("train").labels.tolist() == [0] * 4 + [1] * 3
+    assert cache.split("val").labels.tolist() == [2, 0, 1, 1, 0, 2]
+    assert any("kept as empty classes" in line and WNIDS[2] in line for line in lines), lines
 
 
 def test_unreadable_label_file_and_missing_labels(bad_src, tmp_path, capsys):
