@@ -30,7 +30,9 @@ Reading in place. A tar is listed once by its headers (seeking over the data):
 every image is a (path, byte offset, size) in the big file, a nested class tar's offsets
 added to its own. ``prepare`` then reads each chunk of files in list order, in the parent
 process (sequential reads of the tar), and hands the bytes to its decoding workers. Nothing
-is extracted; a rerun after a kill continues at the saved file like any other split.
+is extracted; a rerun after a kill continues at the saved file like any other split. The
+listing is kept in the cache folder (``.<tar name>.listing.npz``) and reused by later runs
+(a resume, a finished cache checked) while the tar's size and modification time are unchanged.
 
 Bad input, one line each (``LabelError`` / ``data.DataError``): a tar that is not ILSVRC's
 layout (a train member that is not a class tar; a val tar with folders), a class tar in
@@ -50,6 +52,7 @@ it is the output order of BVLC's models, used by ``alexnet_np.convert``.
 """
 import csv
 import io
+import json
 import os
 import re
 import tarfile
@@ -367,6 +370,42 @@ def _class_tar_images(path, f, member, file_size, listing):
     return cut
 
 
+LISTING_VERSION = 1   # changes here make saved listings be read again from the tar
+
+
+def listing_file(folder, tar_path):
+    return os.path.join(folder, f".{os.path.basename(tar_path)}.listing.npz")
+
+
+def kept_listing(tar_path, folder, read, print_fn=print):
+    """``read(tar_path)``, a dict of lists with ``"offsets"`` and ``"sizes"`` (F,), kept in
+    ``folder`` (the cache being written; None: not kept) and reused while the tar's size and
+    modification time are those it was listed at: listing ImageNet's train tar takes minutes."""
+    stat = os.stat(tar_path)
+    stamp = [LISTING_VERSION, stat.st_size, stat.st_mtime_ns]
+    path = listing_file(folder, tar_path) if folder is not None else None
+    if path is not None and os.path.isfile(path):
+        try:
+            with np.load(path) as saved:
+                if saved["stamp"].tolist() == stamp:
+                    listing = json.loads(saved["rest"].tobytes().decode("utf-8", "surrogateescape"))
+                    listing["offsets"], listing["sizes"] = saved["offsets"], saved["sizes"]
+                    print_fn(f"{tar_path}: listing read from {path} (the tar's size and time are unchanged)")
+                    return listing
+        except (OSError, ValueError, KeyError):
+            pass                                           # unreadable: list the tar again
+    listing = read(tar_path)
+    if path is not None and os.path.isdir(folder):
+        rest = {k: v for k, v in listing.items() if k not in ("offsets", "sizes")}
+        text = np.frombuffer(json.dumps(rest).encode("utf-8", "surrogateescape"), np.uint8)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, stamp=np.array(stamp, np.int64), rest=text,
+                                offsets=np.array(listing["offsets"], np.int64), sizes=np.array(listing["sizes"], np.int64))
+        os.replace(tmp, path)
+    return listing
+
+
 def read_train_tar(path):
     """What the headers of ILSVRC2012_img_train.tar say, as plain data: ``{"relpaths",
     "wnids", "offsets", "sizes"}`` (F each, tar order), ``"found"`` (the class tars' wnids),
@@ -394,13 +433,14 @@ def read_train_tar(path):
     return listing
 
 
-def list_train_tar(path, classes=None, print_fn=print):
+def list_train_tar(path, classes=None, print_fn=print, listing_dir=None):
     """ILSVRC2012_img_train.tar: a tar of per-class tars. Returns a ``TarListing``.
 
     Files are listed in tar order; labels are positions in ``classes`` (default: the class
-    tars' wnids, sorted). Damage is said in one line per tar (``read_train_tar``).
+    tars' wnids, sorted). Damage is said in one line per tar (``read_train_tar``). The
+    listing is kept in ``listing_dir`` and reused while the tar is unchanged (``kept_listing``).
     """
-    listing = read_train_tar(path)
+    listing = kept_listing(path, listing_dir, read_train_tar, print_fn)
     for note in listing["notes"]:
         print_fn(note)
     if not listing["relpaths"]:
@@ -418,7 +458,7 @@ def list_train_tar(path, classes=None, print_fn=print):
                       listing["lost"], listing["wnids"], damaged=bool(listing["notes"]))
 
 
-def list_val(source, classes, labels_path, src=None, print_fn=print):
+def list_val(source, classes, labels_path, src=None, print_fn=print, listing_dir=None):
     """The flat validation set (ILSVRC2012_img_val.tar, or a flat folder of its JPEGs), labelled
     by wnid through ``labels_path`` and numbered by ``classes``. Returns a ``TarListing``."""
     if labels_path is None:
@@ -442,8 +482,11 @@ def list_val(source, classes, labels_path, src=None, print_fn=print):
         root = os.path.dirname(os.path.normpath(source))
         read = lambda start, stop: [os.path.join(root, p) for p in relpaths[start:stop]]  # noqa: E731
     else:
-        names, relpaths, offsets, sizes, lost = _list_flat_tar(source, print_fn)
-        read = member_reader(source, np.array(offsets, np.int64), np.array(sizes, np.int64))
+        flat = kept_listing(source, listing_dir, read_flat_tar, print_fn)
+        for note in flat["notes"]:
+            print_fn(note)
+        names, relpaths, lost = flat["names"], flat["relpaths"], flat["lost"]
+        read = member_reader(source, np.array(flat["offsets"], np.int64), np.array(flat["sizes"], np.int64))
     if not names:
         raise DataError(f"{source}: no validation images in it")
     labels = []
@@ -455,9 +498,9 @@ def list_val(source, classes, labels_path, src=None, print_fn=print):
     return TarListing(list(classes), relpaths, labels, [], read, lost)
 
 
-def _list_flat_tar(path, print_fn):
-    """Members of a flat tar of images: ``(names, relpaths, offsets, sizes, lost)``, read past
-    damaged headers, to the end of the file if it is cut."""
+def read_flat_tar(path):
+    """Members of a flat tar of images, read past damaged headers, to the end of the file if it
+    is cut: ``{"names", "relpaths", "offsets", "sizes"}`` (F each), ``"lost"`` and ``"notes"``."""
     file_size = os.path.getsize(path)
     walked = _walk_file(path)
     damage = "no end-of-archive marker after the last member: the file is cut short" if walked.cut else None
@@ -476,11 +519,10 @@ def _list_flat_tar(path, print_fn):
         offsets.append(member.offset_data)
         sizes.append(member.size)
     lost = _lost_rows(os.path.basename(path), os.path.basename(path), walked.gaps)
-    if walked.gaps:
-        print_fn(_damage_note(path, walked.gaps, len(lost), file_size))
+    notes = [_damage_note(path, walked.gaps, len(lost), file_size)] if walked.gaps else []
     if damage is not None:
-        print_fn(_truncation_note(path, damage, len(names), names[-1] if names else None))
-    return names, relpaths, offsets, sizes, lost
+        notes.append(_truncation_note(path, damage, len(names), names[-1] if names else None))
+    return {"names": names, "relpaths": relpaths, "offsets": offsets, "sizes": sizes, "lost": lost, "notes": notes}
 
 
 def is_flat_image_folder(folder):
@@ -492,18 +534,19 @@ def is_flat_image_folder(folder):
             and any(e.name.lower().endswith(IMAGE_SUFFIXES) for e in entries))
 
 
-def list_split(src, split, classes, val_labels=None, print_fn=print):
+def list_split(src, split, classes, val_labels=None, print_fn=print, listing_dir=None):
     """A split of SRC in ILSVRC's distributed form, as a ``TarListing``; None when it is not.
 
     ``train``: ``ILSVRC2012_img_train.tar`` when SRC has no ``train/`` folder. Other splits
     (``val``): ``ILSVRC2012_img_<split>.tar`` or a flat ``<split>/`` folder of images, labelled
     through ``val_labels`` (default: found in SRC); ``classes``: the training split's.
+    ``listing_dir``: where a tar's listing is kept for the next run (``kept_listing``).
     """
     if split == "train":
         tar = os.path.join(src, TRAIN_TAR)
         if os.path.isdir(os.path.join(src, "train")) or not os.path.isfile(tar):
             return None
-        return list_train_tar(tar, classes, print_fn)
+        return list_train_tar(tar, classes, print_fn, listing_dir)
     folder, tar = os.path.join(src, split), os.path.join(src, f"ILSVRC2012_img_{split}.tar")
     if is_flat_image_folder(folder):
         source = folder
@@ -513,7 +556,7 @@ def list_split(src, split, classes, val_labels=None, print_fn=print):
         return None
     if classes is None:
         raise DataError(f"{source}: a flat split needs the training classes first (list train before it)")
-    return list_val(source, classes, val_labels or find_val_labels(src), src, print_fn)
+    return list_val(source, classes, val_labels or find_val_labels(src), src, print_fn, listing_dir)
 
 
 def has_split(src, split):

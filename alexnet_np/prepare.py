@@ -483,16 +483,17 @@ def read_class_list(path):
         return [line.split()[0] for line in f if line.strip()]
 
 
-def _list_all(src, splits, classes=None, val_labels=None, print_fn=print):
+def _list_all(src, splits, classes=None, val_labels=None, print_fn=print, listing_dir=None):
     """List every split and check its classes against the first: ``{split: listing}``.
 
     A split in ILSVRC's distributed form (a tar, a flat val folder) is listed by ``ilsvrc``:
-    its listing also has ``read(start, stop)``, the files' bytes or paths."""
+    its listing also has ``read(start, stop)``, the files' bytes or paths; a tar's listing
+    is kept in ``listing_dir`` for the next run."""
     listings = {}
     for split in splits:
         known = classes if classes is not None or not listings else listings[splits[0]][0]
         try:
-            listings[split] = (ilsvrc.list_split(src, split, known, val_labels, print_fn)
+            listings[split] = (ilsvrc.list_split(src, split, known, val_labels, print_fn, listing_dir)
                                or list_split(src, split, classes))
         except ilsvrc.UnknownClasses as error:
             first = listings.get(splits[0])
@@ -503,7 +504,7 @@ def _list_all(src, splits, classes=None, val_labels=None, print_fn=print):
                      f"({', '.join(sorted(error.wnids)[:3])}{', ...' if len(error.wnids) > 3 else ''}): "
                      f"kept as empty classes, so that the {len(known)} class indices stay ILSVRC's")
             listings[splits[0]] = first.with_classes(known)
-            listings[split] = ilsvrc.list_split(src, split, known, val_labels, print_fn)
+            listings[split] = ilsvrc.list_split(src, split, known, val_labels, print_fn, listing_dir)
         found, first = listings[split][0], listings[splits[0]][0]
         if found != first:
             missing, extra = sorted(set(first) - set(found)), sorted(set(found) - set(first))
@@ -539,7 +540,9 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
     if isinstance(classes, str):
         class_names = classes if class_names is None else class_names
         classes = read_class_list(classes)
-    listings = _list_all(src, splits, classes, val_labels, print_fn)
+    if not data.is_cache(dst):
+        _check_destination(dst)   # before listing: a tar's listing is kept there
+    listings = _list_all(src, splits, classes, val_labels, print_fn, listing_dir=dst)
     classes = listings[splits[0]][0]
     keys = {s: fingerprint(listings[s][1], listings[s][2], image_size) for s in splits}
     if data.is_cache(dst):
@@ -550,7 +553,6 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
             return dst
         raise data.DataError(f"{dst} holds a cache of other files, splits or image size: "
                              "remove it or choose another folder")
-    _check_destination(dst)
     names = find_class_names(src, classes, class_names)
     if class_names is None and names == list(classes):  # no names file: the devkit's, if there is one
         names = ilsvrc.devkit_class_names(src, classes) or names

@@ -412,9 +412,34 @@ def test_killed_then_rerun_gives_the_same_cache_from_a_tar(big_tar, tmp_path):
     lines = []
     prepare(big_tar, dst, image_size=R, workers=1, progress=False, print_fn=lines.append)
     assert any(line.startswith("train: resuming at file ") for line in lines), lines
+    assert any("listing read from" in line for line in lines), lines     # not listed again
     for name in sorted(os.listdir(reference)):
         with open(os.path.join(reference, name), "rb") as a, open(os.path.join(dst, name), "rb") as b:
             assert a.read() == b.read(), f"{name} differs after the resume"
+
+
+def test_tar_listings_are_kept_while_the_tars_are_unchanged(distribution, tmp_path, monkeypatch):
+    """A second run (a finished cache checked) reads the kept listings instead of the tars'
+    headers; a tar whose time changed is listed again."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in (ilsvrc.TRAIN_TAR, ilsvrc.VAL_TAR, ilsvrc.LOC_SOLUTION):
+        (src / name).write_bytes((distribution[0] / name).read_bytes())
+    dst = str(tmp_path / "c")
+    prepare(str(src), dst, image_size=R, **QUIET)
+    assert os.path.isfile(ilsvrc.listing_file(dst, str(src / ilsvrc.TRAIN_TAR)))
+
+    def not_again(path):
+        raise AssertionError(f"{path} listed again")
+    monkeypatch.setattr(ilsvrc, "read_train_tar", not_again)
+    monkeypatch.setattr(ilsvrc, "read_flat_tar", not_again)
+    lines = []
+    prepare(str(src), dst, image_size=R, workers=1, progress=False, print_fn=lines.append)
+    assert sum("listing read from" in line for line in lines) == 2 and lines[-1].endswith("nothing to do"), lines
+    stat = os.stat(src / ilsvrc.TRAIN_TAR)
+    os.utime(src / ilsvrc.TRAIN_TAR, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10 ** 9))
+    with pytest.raises(AssertionError, match="listed again"):
+        prepare(str(src), dst, image_size=R, **QUIET)
 
 
 def test_an_imagefolder_is_still_listed_as_before(distribution):
