@@ -17,8 +17,9 @@ the same class folders (or, with ``classes=`` a list or a file such as synset_wo
 the class list is fixed and each split's folders need only be among it). An empty class
 folder keeps its index (no label shifts) and is noted. A class-names file
 (``class_names.txt``, ``classes.txt``, ``synset_words.txt`` or ``LOC_synset_mapping.txt`` in
-SRC, or ``class_names=``) gives printable names: either one line per class in class order,
-or lines ``<folder name> <name>`` (Caffe's synset_words).
+SRC, or ``class_names=``; else synset_words.txt or LOC_synset_mapping.txt beside the
+validation label file, else a devkit's meta.mat in either place) gives printable names:
+either one line per class in class order, or lines ``<folder name> <name>`` (Caffe's synset_words).
 
 SRC may also hold ILSVRC-2012's files as distributed: ``ILSVRC2012_img_train.tar`` (a tar of
 class tars) instead of ``train/``, ``ILSVRC2012_img_val.tar`` or a flat ``val/`` folder of its
@@ -219,12 +220,22 @@ def read_class_names(path, classes):
                          "and its lines do not start with the class folder names")
 
 
-def find_class_names(src, classes, path=None):
-    """The class names: from ``path``, else a known file in ``src``, else the folder names."""
+def find_class_names(src, classes, path=None, val_labels=None):
+    """The class names: from ``path``, else a known file in ``src``, else a synset file beside
+    the label file ``val_labels`` (Kaggle's LOC_synset_mapping.txt sits beside its CSV, above
+    ``ILSVRC/Data/CLS-LOC``), else a devkit in either folder, else the folder names."""
+    beside = os.path.dirname(os.path.abspath(val_labels)) if val_labels else None
     if path is None:
-        path = next((os.path.join(src, f) for f in CLASS_NAME_FILES
-                     if os.path.isfile(os.path.join(src, f))), None)
-    return list(classes) if path is None else read_class_names(path, classes)
+        candidates = [os.path.join(src, f) for f in CLASS_NAME_FILES]
+        candidates += [os.path.join(beside, f) for f in CLASS_NAME_FILES[2:]] if beside else []
+        path = next((p for p in candidates if os.path.isfile(p)), None)
+    if path is not None:
+        return read_class_names(path, classes)
+    for folder in [src] + ([beside] if beside else []):
+        names = ilsvrc.devkit_class_names(folder, classes)
+        if names is not None:
+            return names
+    return list(classes)
 
 
 def fingerprint(relpaths, labels, image_size):
@@ -553,9 +564,7 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
             return dst
         raise data.DataError(f"{dst} holds a cache of other files, splits or image size: "
                              "remove it or choose another folder")
-    names = find_class_names(src, classes, class_names)
-    if class_names is None and names == list(classes):  # no names file: the devkit's, if there is one
-        names = ilsvrc.devkit_class_names(src, classes) or names
+    names = find_class_names(src, classes, class_names, val_labels)
     workers = workers or usable_cores()
     done = {}
     with multiprocessing.Pool(workers, initializer=_worker_init) as pool:

@@ -464,3 +464,24 @@ def test_kaggle_layout_class_folders_and_a_flat_val_folder(distribution, from_fo
     assert ours.class_names == WORDS
     np.testing.assert_array_equal(ours.split("train").images, reference.split("train").images)
     assert ours.split("val").labels.tolist() == [2, 0, 1, 1, 0, 2]
+
+
+def test_class_names_beside_the_label_file(distribution, tmp_path):
+    """Kaggle's LOC_synset_mapping.txt beside LOC_val_solution.csv, above the source folder; a
+    devkit's meta.mat beside its ground truth, outside the source folder."""
+    src, devkit, folders, _ = distribution
+    kaggle = tmp_path / "kaggle"
+    (kaggle / "ILSVRC" / "Data").mkdir(parents=True)
+    cls_loc = kaggle / "ILSVRC" / "Data" / "CLS-LOC"
+    cls_loc.mkdir()
+    os.symlink(folders / "train", cls_loc / "train")
+    extract_flat(src / ilsvrc.VAL_TAR, cls_loc / "val")
+    (kaggle / ilsvrc.LOC_SOLUTION).write_bytes((src / ilsvrc.LOC_SOLUTION).read_bytes())
+    (kaggle / "LOC_synset_mapping.txt").write_text("".join(f"{w} {n}\n" for w, n in zip(WNIDS, WORDS)))
+    dst = str(tmp_path / "c")
+    prepare(str(cls_loc), dst, image_size=R, val_labels=str(kaggle / ilsvrc.LOC_SOLUTION), **QUIET)
+    assert Cache(dst).class_names == WORDS
+    pytest.importorskip("scipy")
+    dst = str(tmp_path / "d")
+    prepare(str(cls_loc), dst, image_size=R, val_labels=str(devkit / ilsvrc.GROUND_TRUTH), **QUIET)
+    assert Cache(dst).class_names == WORDS
