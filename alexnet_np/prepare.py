@@ -54,7 +54,9 @@ import io
 import json
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 
@@ -142,9 +144,34 @@ def load_image(path, size, draft_factor=RECIPE["draft_factor"]):
     return out
 
 
-def _worker_init():
-    """Each worker process: fail on truncated files instead of padding them (Pillow's default)."""
+def _worker_init(parent=None):
+    """Each worker process: fail on truncated files instead of padding them (Pillow's default),
+    and end quietly with its parent (``parent``: its pid)."""
     ImageFile.LOAD_TRUNCATED_IMAGES = False
+    if parent is not None:
+        _end_with_parent(parent)
+
+
+def _end_with_parent(parent):
+    """A worker whose parent was killed (SIGKILL) would print a BrokenPipeError traceback at
+    its next answer. On Linux the kernel ends it with its parent instead (PR_SET_PDEATHSIG);
+    elsewhere a thread checks every 0.2 s that the parent is still there."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+        else:
+            if os.getppid() != parent:   # it died before the call
+                os._exit(0)
+            return
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(0)
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _decode_chunk(paths, size, with_pca):
@@ -567,7 +594,7 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
     names = find_class_names(src, classes, class_names, val_labels)
     workers = workers or usable_cores()
     done = {}
-    with multiprocessing.Pool(workers, initializer=_worker_init) as pool:
+    with multiprocessing.Pool(workers, initializer=_worker_init, initargs=(os.getpid(),)) as pool:
         for k, split in enumerate(splits):
             _, relpaths, labels, empty = listings[split]
             if len(empty) > 5:

@@ -109,3 +109,31 @@ def test_a_finished_cache_is_skipped_and_another_source_refused(source, uninterr
         prepare(source, uninterrupted, image_size=R + 8, workers=1, progress=False)
     # without its source the cache is still usable
     assert prepare(str(tmp_path / "gone"), uninterrupted) == uninterrupted
+
+
+def test_workers_of_a_killed_prepare_end_quietly(source, tmp_path):
+    """SIGKILL of prepare alone (not its process group): its orphaned workers end without a
+    BrokenPipeError traceback, and soon (their stderr, shared with it, closes)."""
+    dst = str(tmp_path / "cache")
+    command = [sys.executable, "-m", "alexnet_np.prepare", source, dst, "--image-size", str(R),
+               "--workers", "2", "--checkpoint-seconds", "0", "--no-progress"]
+    with open(tmp_path / "stderr", "wb") as err:
+        process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=err)
+    state, deadline = os.path.join(dst, ".train.state.npz"), time.time() + 60
+    while time.time() < deadline and process.poll() is None and not os.path.exists(state):
+        time.sleep(0.002)
+    assert process.poll() is None, "prepare finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            os.killpg(process.pid, 0)          # a worker of the group is still there
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError("the workers outlived their parent by 30 s")
+    said = (tmp_path / "stderr").read_text()
+    assert "Traceback" not in said and "BrokenPipeError" not in said, said
