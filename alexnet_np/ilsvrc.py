@@ -247,11 +247,14 @@ class TarListing(tuple):
     bytes (tar members, read in order) or paths (a flat folder); ``lost``: ``[(relpath,
     reason)]``, the members that damaged tar headers cost (see ``alexnet_np/tars.py``);
     ``wnids``: each file's class (F,), for ``with_classes``; ``damaged``: the tar is cut or
-    damaged (classes may be missing from it)."""
+    damaged (classes may be missing from it); ``source_files``: the tar, relative to SRC
+    (``prepare.source_digest``; None: the files themselves)."""
 
-    def __new__(cls, classes, relpaths, labels, empty, read, lost=(), wnids=None, damaged=False):
+    def __new__(cls, classes, relpaths, labels, empty, read, lost=(), wnids=None, damaged=False,
+                source_files=None):
         listing = super().__new__(cls, (classes, relpaths, np.asarray(labels, dtype=np.int64), empty))
         listing.read, listing.lost, listing.wnids, listing.damaged = read, list(lost), wnids, damaged
+        listing.source_files = source_files
         return listing
 
     def with_classes(self, classes):
@@ -260,7 +263,8 @@ class TarListing(tuple):
         index = {c: i for i, c in enumerate(classes)}
         listed = set(self.wnids)
         return TarListing(list(classes), self[1], [index[w] for w in self.wnids],
-                          [c for c in classes if c not in listed], self.read, self.lost, self.wnids, self.damaged)
+                          [c for c in classes if c not in listed], self.read, self.lost, self.wnids, self.damaged,
+                          self.source_files)
 
 
 def member_reader(tar_path, offsets, sizes):
@@ -455,7 +459,8 @@ def list_train_tar(path, classes=None, print_fn=print, listing_dir=None):
     empty = [c for c in found if c not in listed]
     return TarListing(classes, listing["relpaths"], [index[w] for w in listing["wnids"]], empty,
                       member_reader(path, np.array(listing["offsets"], np.int64), np.array(listing["sizes"], np.int64)),
-                      listing["lost"], listing["wnids"], damaged=bool(listing["notes"]))
+                      listing["lost"], listing["wnids"], damaged=bool(listing["notes"]),
+                      source_files=[os.path.basename(path)])
 
 
 def list_val(source, classes, labels_path, src=None, print_fn=print, listing_dir=None):
@@ -474,7 +479,7 @@ def list_val(source, classes, labels_path, src=None, print_fn=print, listing_dir
                              f"which is not among the {len(classes)} training classes: prepare the training "
                              "set alone (--splits train), or fix the class list (--classes synset_words.txt)",
                              unknown)
-    lost = []
+    lost, files = [], None                  # files: None, the images themselves make the split
     if os.path.isdir(source):
         names = sorted(e.name for e in os.scandir(source) if e.is_file() and not e.name.startswith(".")
                        and e.name.lower().endswith(IMAGE_SUFFIXES))
@@ -485,7 +490,7 @@ def list_val(source, classes, labels_path, src=None, print_fn=print, listing_dir
         flat = kept_listing(source, listing_dir, read_flat_tar, print_fn)
         for note in flat["notes"]:
             print_fn(note)
-        names, relpaths, lost = flat["names"], flat["relpaths"], flat["lost"]
+        names, relpaths, lost, files = flat["names"], flat["relpaths"], flat["lost"], [os.path.basename(source)]
         read = member_reader(source, np.array(flat["offsets"], np.int64), np.array(flat["sizes"], np.int64))
     if not names:
         raise DataError(f"{source}: no validation images in it")
@@ -495,7 +500,7 @@ def list_val(source, classes, labels_path, src=None, print_fn=print, listing_dir
         if wnid is None:
             raise LabelError(f"validation image {name} has no label in {labels_path}")
         labels.append(index[wnid])
-    return TarListing(list(classes), relpaths, labels, [], read, lost)
+    return TarListing(list(classes), relpaths, labels, [], read, lost, source_files=files)
 
 
 def read_flat_tar(path):

@@ -265,12 +265,29 @@ def find_class_names(src, classes, path=None, val_labels=None):
     return list(classes)
 
 
-def fingerprint(relpaths, labels, image_size):
-    """A digest of the file list and the recipe: partial work is reused only when it matches."""
+def fingerprint(relpaths, labels, image_size, source=""):
+    """A digest of the file list and the recipe (and ``source``, a ``source_digest``): partial
+    work is reused only when it matches."""
     digest = hashlib.sha256(json.dumps([RECIPE, image_size, data.FORMAT_VERSION]).encode())
     for path, label in zip(relpaths, labels):
         digest.update(f"{label}\t{path}\n".encode("utf-8", "surrogateescape"))
+    digest.update(source.encode())
     return digest.hexdigest()
+
+
+def source_digest(root, relpaths):
+    """A digest of the files' names (relative to ``root``), sizes and modification times: a
+    second source whose files have the same names, or the same files changed, differ in it."""
+    digest = hashlib.sha256()
+    for path in relpaths:
+        stat = os.stat(os.path.join(root, path))
+        digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def source_files(listing):
+    """The files that make a split, relative to SRC: its tar (``TarListing.source_files``), or its images."""
+    return getattr(listing, "source_files", None) or listing[1]
 
 
 # --------------------------------------------------------------------------- progress
@@ -386,12 +403,13 @@ def _finish_images_file(path, rows, size, header_length):
 
 
 def prepare_split(pool, workers, src, dst, split, relpaths, labels, size, with_pca,
-                  progress, checkpoint_seconds, print_fn, read=None):
+                  progress, checkpoint_seconds, print_fn, read=None, key=None):
     """Decode, resize and write one split; resumes saved work. Returns ``SplitWork``.
 
     ``read(start, stop)``: what the workers decode for files ``start..stop-1`` (tar members'
-    bytes, read here in list order); default: their paths under ``src``."""
-    key = fingerprint(relpaths, labels, size)
+    bytes, read here in list order); default: their paths under ``src``. ``key``: what saved
+    work must match (default: ``fingerprint`` of the files and size)."""
+    key = key or fingerprint(relpaths, labels, size)
     path = os.path.join(dst, data.images_file(split))
     work = SplitWork(len(relpaths), size, with_pca, print_fn)
     resumed = os.path.exists(path) and work.load(_state_file(dst, split), key)
@@ -468,7 +486,7 @@ def pca_from_sums(mean_sum, xtx, images):
     return cov, np.maximum(eigvals, 0.0), eigvecs * signs
 
 
-def _finish_split(dst, split, relpaths, labels, work, size, lost=()):
+def _finish_split(dst, split, relpaths, labels, work, size, lost=(), key=None):
     """Labels, paths and (for the statistics split) the mean and PCA of a written split.
     ``lost``: ``[(relpath, reason)]``, tar members that damaged headers cost, reported with
     the skipped files."""
@@ -485,7 +503,7 @@ def _finish_split(dst, split, relpaths, labels, work, size, lost=()):
     done = {"rows": work.rows, "files": len(relpaths),
             "skipped": [[split, relpaths[i], reason] for i, reason in work.skipped],
             "lost": [[split, relpath, reason] for relpath, reason in lost],
-            "key": fingerprint(relpaths, labels, size)}
+            "key": key or fingerprint(relpaths, labels, size)}
     _write_atomic(_done_file(dst, split), lambda f: f.write(json.dumps(done).encode()))
     if os.path.exists(_state_file(dst, split)):
         os.remove(_state_file(dst, split))
@@ -552,8 +570,41 @@ def _list_all(src, splits, classes=None, val_labels=None, print_fn=print, listin
     return listings
 
 
+def _other_cache(dst, src, keys, sources):
+    """Why the finished cache ``dst`` is not that of ``src``'s files (None when it is)."""
+    with open(os.path.join(dst, data.META_FILE)) as f:
+        meta = json.load(f)
+    recorded = meta.get("sources")      # None: made before the sources' digests were recorded
+    if meta["keys"] == keys and recorded in (None, sources):
+        return None
+    if meta["keys"] != keys:
+        return f"{dst} holds a cache of other files, splits or image size (of {meta['source']})"
+    if meta["source"] == os.path.abspath(src):
+        return f"{dst} holds a cache of {meta['source']} made before its files changed (other sizes or times)"
+    return (f"{dst} holds a cache of {meta['source']}, whose files have the names of {os.path.abspath(src)}'s "
+            "but other sizes or times")
+
+
+def _cache_folder(dst, src, keys, sources, elsewhere, print_fn):
+    """``(folder, finished)``: ``dst``, or with ``elsewhere`` ``dst-<digest>`` when ``dst`` is a
+    finished cache of another source; ``finished`` when that folder is already this source's cache."""
+    for moved in (False, True):
+        if not data.is_cache(dst):
+            return dst, False
+        why = _other_cache(dst, src, keys, sources)
+        if why is None:
+            return dst, True
+        if not elsewhere or moved:
+            raise data.DataError(f"{why}: remove it or choose another folder")
+        other = f"{os.path.normpath(dst)}-{hashlib.sha256(json.dumps([keys, sources]).encode()).hexdigest()[:8]}"
+        print_fn(f"{why}: preparing {src} into {other} instead")
+        dst = other
+    raise AssertionError("unreachable")
+
+
 def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
-            class_names=None, checkpoint_seconds=10.0, print_fn=print, classes=None, val_labels=None):
+            class_names=None, checkpoint_seconds=10.0, print_fn=print, classes=None, val_labels=None,
+            elsewhere=False):
     """Build the cache of the ImageFolder ``src`` in ``dst`` (or resume it, or skip it). Returns ``dst``.
 
     ``splits`` defaults to ``train`` plus ``val`` when SRC has it; the first split gives the
@@ -562,8 +613,11 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
     such as synset_words.txt) fixes the class list and its order, for subsets of ImageNet
     whose labels must be the 1000-class indices; every split's folders must then be in it,
     and its names serve as class names unless ``class_names`` is given. A finished cache
-    of the same files and size is left alone; one of other files or another size is
-    refused (remove it or choose another DST). ``val_labels``: the label file of a flat
+    of the same files and size is left alone; one of other files or another size, or of
+    files of the same names with other sizes or times (another source, ``source_digest``),
+    is refused (remove it or choose another DST), or with ``elsewhere`` (a default folder
+    named after the source) left alone and the cache made in ``DST-<digest>``, whose path
+    is returned. ``val_labels``: the label file of a flat
     validation split (LOC_val_solution.csv, the devkit's ground truth or the devkit archive;
     default: found in SRC), see ``alexnet_np/ilsvrc.py``.
     """
@@ -583,14 +637,13 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
     listings = _list_all(src, splits, classes, val_labels, print_fn, listing_dir=dst)
     classes = listings[splits[0]][0]
     keys = {s: fingerprint(listings[s][1], listings[s][2], image_size) for s in splits}
-    if data.is_cache(dst):
-        with open(os.path.join(dst, data.META_FILE)) as f:
-            meta = json.load(f)
-        if meta["keys"] == keys:
-            print_fn(f"{dst}: the cache is complete; nothing to do")
-            return dst
-        raise data.DataError(f"{dst} holds a cache of other files, splits or image size: "
-                             "remove it or choose another folder")
+    sources = {s: source_digest(src, source_files(listings[s])) for s in splits}
+    dst, finished = _cache_folder(dst, src, keys, sources, elsewhere, print_fn)
+    if finished:
+        print_fn(f"{dst}: the cache is complete; nothing to do")
+        return dst
+    _check_destination(dst)
+    work_keys = {s: fingerprint(listings[s][1], listings[s][2], image_size, sources[s]) for s in splits}
     names = find_class_names(src, classes, class_names, val_labels)
     workers = workers or usable_cores()
     done = {}
@@ -605,18 +658,18 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
             try:
                 with open(_done_file(dst, split)) as f:
                     done[split] = json.load(f)
-                if done[split]["key"] == keys[split]:
+                if done[split]["key"] == work_keys[split]:
                     print_fn(f"{split}: already written, skipping")
                     continue
             except (OSError, ValueError):
                 pass
             work = prepare_split(pool, workers, src, dst, split, relpaths, labels, image_size,
                                  k == 0, progress, checkpoint_seconds, print_fn,
-                                 read=getattr(listings[split], "read", None))
+                                 read=getattr(listings[split], "read", None), key=work_keys[split])
             done[split] = _finish_split(dst, split, relpaths, labels, work, image_size,
-                                        getattr(listings[split], "lost", ()))
+                                        getattr(listings[split], "lost", ()), work_keys[split])
             print_fn(_summary(dst, split, done[split]))
-    _write_meta(src, dst, splits, classes, names, listings, done, keys, image_size)
+    _write_meta(src, dst, splits, classes, names, listings, done, keys, image_size, sources)
     return dst
 
 
@@ -628,7 +681,7 @@ def _summary(dst, split, done):
             + (f" (listed in {os.path.join(dst, data.REPORT_FILE)})" if skipped or lost else ""))
 
 
-def _write_meta(src, dst, splits, classes, names, listings, done, keys, image_size):
+def _write_meta(src, dst, splits, classes, names, listings, done, keys, image_size, sources):
     """The report, then ``meta.json``, last: the mark of a finished cache."""
     skipped = [row for s in splits for row in done[s]["skipped"] + done[s].get("lost", [])]
     empty = [[s, name] for s in splits for name in listings[s][3]]
@@ -639,7 +692,7 @@ def _write_meta(src, dst, splits, classes, names, listings, done, keys, image_si
             "image_size": image_size, "recipe": RECIPE, "splits": splits, "stats_split": splits[0],
             "classes": classes, "class_names": names,
             "counts": {s: done[s]["rows"] for s in splits}, "files": {s: done[s]["files"] for s in splits},
-            "skipped": skipped, "empty_classes": empty, "keys": keys}
+            "skipped": skipped, "empty_classes": empty, "keys": keys, "sources": sources}
     _write_atomic(os.path.join(dst, data.META_FILE), lambda f: f.write(json.dumps(meta, indent=1).encode()))
     for name in os.listdir(dst):  # work files, and temporaries left by a killed run
         if name.endswith(".tmp") or (name.startswith(".") and name.endswith((".state.npz", ".done.json"))):
