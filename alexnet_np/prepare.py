@@ -632,9 +632,15 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
     if isinstance(classes, str):
         class_names = classes if class_names is None else class_names
         classes = read_class_list(classes)
+    made = not os.path.exists(dst)
     if not data.is_cache(dst):
         _check_destination(dst)   # before listing: a tar's listing is kept there
-    listings = _list_all(src, splits, classes, val_labels, print_fn, listing_dir=dst)
+    try:
+        listings = _list_all(src, splits, classes, val_labels, print_fn, listing_dir=dst)
+    except data.DataError:
+        if made and not os.listdir(dst):   # nothing kept (a tar's listing stays for the rerun)
+            os.rmdir(dst)
+        raise
     classes = listings[splits[0]][0]
     keys = {s: fingerprint(listings[s][1], listings[s][2], image_size) for s in splits}
     sources = {s: source_digest(src, source_files(listings[s])) for s in splits}
