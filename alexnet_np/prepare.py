@@ -632,15 +632,7 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
     if isinstance(classes, str):
         class_names = classes if class_names is None else class_names
         classes = read_class_list(classes)
-    made = not os.path.exists(dst)
-    if not data.is_cache(dst):
-        _check_destination(dst)   # before listing: a tar's listing is kept there
-    try:
-        listings = _list_all(src, splits, classes, val_labels, print_fn, listing_dir=dst)
-    except data.DataError:
-        if made and not os.listdir(dst):   # nothing kept (a tar's listing stays for the rerun)
-            os.rmdir(dst)
-        raise
+    listings = _list_keeping(src, dst, splits, classes, val_labels, print_fn)
     classes = listings[splits[0]][0]
     keys = {s: fingerprint(listings[s][1], listings[s][2], image_size) for s in splits}
     sources = {s: source_digest(src, source_files(listings[s])) for s in splits}
@@ -656,11 +648,7 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
     with multiprocessing.Pool(workers, initializer=_worker_init, initargs=(os.getpid(),)) as pool:
         for k, split in enumerate(splits):
             _, relpaths, labels, empty = listings[split]
-            if len(empty) > 5:
-                print_fn(f"{split}: {len(empty)} classes are empty ({', '.join(empty[:3])}, ...; "
-                         f"their indices are kept; listed in {os.path.join(dst, data.REPORT_FILE)})")
-            for name in empty if len(empty) <= 5 else ():
-                print_fn(f"{split}: class folder {name} is empty (its index is kept)")
+            _say_empty(dst, split, empty, print_fn)
             try:
                 with open(_done_file(dst, split)) as f:
                     done[split] = json.load(f)
@@ -677,6 +665,30 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
             print_fn(_summary(dst, split, done[split]))
     _write_meta(src, dst, splits, classes, names, listings, done, keys, image_size, sources)
     return dst
+
+
+def _list_keeping(src, dst, splits, classes, val_labels, print_fn):
+    """``_list_all``, a tar's listing kept in ``dst`` (made for it; removed again when the listing
+    fails and nothing was kept in it)."""
+    made = not os.path.exists(dst)
+    if not data.is_cache(dst):
+        _check_destination(dst)
+    try:
+        return _list_all(src, splits, classes, val_labels, print_fn, listing_dir=dst)
+    except data.DataError:
+        if made and not os.listdir(dst):
+            os.rmdir(dst)
+        raise
+
+
+def _say_empty(dst, split, empty, print_fn):
+    """A line per empty class, or one line for many (a cut train tar may lack hundreds)."""
+    if len(empty) > 5:
+        print_fn(f"{split}: {len(empty)} classes are empty ({', '.join(empty[:3])}, ...; "
+                 f"their indices are kept; listed in {os.path.join(dst, data.REPORT_FILE)})")
+        return
+    for name in empty:
+        print_fn(f"{split}: class folder {name} is empty (its index is kept)")
 
 
 def _summary(dst, split, done):
