@@ -6,7 +6,8 @@
         --predictions val_top5.csv --figures
 
 The result is printed with its procedure and split on every line that carries a number,
-and written as JSON (default: next to the checkpoint, eval-<checkpoint>-<split>-<procedure>.json).
+and written as JSON (default: next to the checkpoint, eval-<checkpoint>-<split>-<procedure>.json),
+through a temporary file renamed into place, as the predictions CSV.
 Errors follow §6's definition, with ties broken by class index (alexnet_np/metrics.py).
 Exit status: 0, or 2 with one line ``error: ...``. Under ``mpiexec -n R`` the batches are
 shared among the ranks and the result equals one process's (``alexnet_np.evaluation``);
@@ -115,8 +116,7 @@ def run(args, world=None):
     stem = os.path.splitext(os.path.basename(path))[0]
     out = args.json or os.path.join(os.path.dirname(os.path.abspath(path)),
                                     f"eval-{stem}-{args.split}-{procedure}.json")
-    with open(out, "w") as f:
-        json.dump(record, f, indent=1)
+    write_via_temporary(out, lambda f: json.dump(record, f, indent=1))
     print(f"wrote {out}")
     if args.predictions:
         write_predictions(args.predictions, split, result, cache.class_names, procedure)
@@ -133,13 +133,27 @@ def run(args, world=None):
     return 0
 
 
+def write_via_temporary(path, write):
+    """``write(f)`` into a temporary file beside ``path``, then renamed onto it: a reader (or a
+    kill midway) never sees a half-written file, and an old file stays whole until replaced."""
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", newline="") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def write_predictions(path, split, result, class_names, procedure):
     """CSV: one row per image: its file, true class, and the five most probable with probabilities."""
     k = result["top_classes"].shape[1]
     header = ["index", "path", "procedure", "true_class", "true_name", "top1_correct", "top5_correct"]
     for r in range(1, k + 1):
         header += [f"class{r}", f"name{r}", f"prob{r}"]
-    with open(path, "w", newline="") as f:
+
+    def write(f):
         writer = csv.writer(f)
         writer.writerow(header)
         for i, (cls, probs, label) in enumerate(zip(result["top_classes"], result["top_probs"], result["labels"])):
@@ -148,6 +162,7 @@ def write_predictions(path, split, result, class_names, procedure):
             for c, p in zip(cls, probs):
                 row += [int(c), class_names[int(c)], f"{float(p):.6f}"]
             writer.writerow(row)
+    write_via_temporary(path, write)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 
 Writes into ``<run>/figures-<checkpoint>/`` (or ``--out``):
     curves.png               loss and top-1 / top-5 error by epoch, learning-rate changes marked
+                             (not drawn, with one line saying so, for a checkpoint without history)
     conv1_kernels.png        Figure 3: the conv1 kernels, tower 0's block apart from tower 1's
     figure4_predictions.png  Figure 4, left: validation images, their five most probable labels
     figure4_neighbours.png   Figure 4, right: validation images and the six training images
@@ -56,13 +57,17 @@ def main(argv=None):
         out = args.out or os.path.join(os.path.dirname(os.path.abspath(path)), f"figures-{stem}")
         os.makedirs(out, exist_ok=True)
         epoch = ckpt.position[0]
-        paths = [
-            figures.training_curves(ckpt.meta.get("history", []), ckpt.meta.get("schedule", {}).get("changes", []),
-                                    os.path.join(out, "curves.png"), num_classes=config.num_classes,
-                                    title=f"{path}: training curves"),
-            figures.conv1_kernels(kernel_weights(model), os.path.join(out, "conv1_kernels.png"),
-                                  title=f"conv1 kernels after epoch {epoch} (Figure 3)"),
-        ]
+        history = ckpt.meta.get("history", [])
+        paths = []
+        if figures.has_curves(history):
+            paths.append(figures.training_curves(history, ckpt.meta.get("schedule", {}).get("changes", []),
+                                                 os.path.join(out, "curves.png"), num_classes=config.num_classes,
+                                                 title=f"{path}: training curves"))
+        else:
+            print(f"curves.png not drawn: {path} holds no training history "
+                  + ("(a converted model)" if ckpt.meta.get("converted_from") else "(no epoch finished)"))
+        paths.append(figures.conv1_kernels(kernel_weights(model), os.path.join(out, "conv1_kernels.png"),
+                                           title=f"conv1 kernels after epoch {epoch} (Figure 3)"))
         paths += draw_figure4(model, cache, config, devices[0], out, args.batch_size or config.batch_size,
                               pool=args.neighbour_pool, split=args.split, progress=args.progress)
     except (ConfigError, DeviceError, DataError, CheckpointError) as error:

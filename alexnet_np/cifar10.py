@@ -9,7 +9,9 @@ The binary files are plain bytes, no pickle: ``data_batch_1.bin`` .. ``data_batc
 ``batches.meta.txt`` names the classes, one per line. ``cifar10_cache(src, dst)`` writes
 them in the cache layout of ``alexnet_np.data`` (train = the five data batches, val = the
 test batch; per-pixel mean image and RGB PCA of the training pixels, as ``prepare`` does),
-``meta.json`` last, and returns ``dst``; a finished cache is reused.
+``meta.json`` last, and returns ``dst``. A finished cache of the same files (names, sizes and
+times: ``prepare.source_digest``) is reused; one of another copy is left alone, and the
+cache of ``src`` is made (or found) in ``dst-<digest>``, whose path is returned.
 """
 import json
 import os
@@ -17,7 +19,7 @@ import os
 import numpy as np
 
 from . import data
-from .prepare import pca_from_sums
+from .prepare import pca_from_sums, source_digest
 
 RECORD = 1 + 3 * 32 * 32
 TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
@@ -63,14 +65,35 @@ def _save_atomic(path, write):
     os.replace(temporary, path)
 
 
-def cifar10_cache(src, dst):
-    """Write (once) the cache of the CIFAR-10 binary folder ``src`` at ``dst``; returns ``dst``."""
-    if data.is_cache(dst):
-        return dst
+def _cache_of(dst, src, digest):
+    """True when the finished cache ``dst`` is that of these files (a cache made before digests
+    were recorded: of the same folder)."""
+    with open(os.path.join(dst, data.META_FILE)) as f:
+        meta = json.load(f)
+    recorded = meta.get("sources", {}).get("cifar10")
+    return recorded == digest or (recorded is None and meta.get("source") == os.path.abspath(src))
+
+
+def cifar10_cache(src, dst, print_fn=print):
+    """Write (once) the cache of the CIFAR-10 binary folder ``src`` at ``dst`` (or beside it, see
+    the module docstring); returns the cache's folder."""
+    if data.is_cache(dst) and not os.path.isdir(src):
+        return dst   # the cache is all that is needed
     missing = [name for name in TRAIN_FILES + (TEST_FILE,) if not os.path.isfile(os.path.join(src, name))]
     if not os.path.isdir(src) or missing:
         raise data.DataError(f"--cifar10 {src}: expected the folder cifar-10-batches-bin with "
                              f"{', '.join(TRAIN_FILES)} and {TEST_FILE}; missing: {', '.join(missing) or 'the folder'}")
+    digest = source_digest(src, [n for n in TRAIN_FILES + (TEST_FILE, "batches.meta.txt")
+                                 if os.path.isfile(os.path.join(src, n))])
+    if data.is_cache(dst):
+        if _cache_of(dst, src, digest):
+            return dst
+        other = f"{os.path.normpath(dst)}-{digest[:8]}"
+        print_fn(f"{dst} holds the cache of other CIFAR-10 files (other sizes or times than {os.path.abspath(src)}'s): "
+                 f"using {other}")
+        dst = other
+        if data.is_cache(dst):
+            return dst
     os.makedirs(dst, exist_ok=True)
     counts = {}
     for split, files in (("train", TRAIN_FILES), ("val", (TEST_FILE,))):
@@ -91,7 +114,8 @@ def cifar10_cache(src, dst):
     meta = {"format": data.FORMAT_VERSION, "complete": True, "source": os.path.abspath(src),
             "image_size": 32, "recipe": {"cifar10": "binary batches, stored as they are"},
             "splits": ["train", "val"], "stats_split": "train", "classes": names, "class_names": names,
-            "counts": counts, "files": counts, "skipped": [], "empty_classes": [], "keys": {}}
+            "counts": counts, "files": counts, "skipped": [], "empty_classes": [], "keys": {},
+            "sources": {"cifar10": digest}}
     _save_atomic(os.path.join(dst, data.REPORT_FILE), lambda f: f.write(b"split\tpath\treason\n"))
     _save_atomic(os.path.join(dst, data.META_FILE), lambda f: f.write(json.dumps(meta, indent=1).encode()))
     return dst

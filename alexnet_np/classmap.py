@@ -30,10 +30,19 @@ class CheckpointView(Cache):
     def __init__(self, cache, classes, class_names, label_map, mean_image=None):
         self.__dict__.update(cache.__dict__)
         self._splits = {}
+        self.data_classes = list(cache.classes)                      # the data's own, before mapping
         self.classes, self.class_names = list(classes), list(class_names)
         self.label_map = label_map                                   # (classes of the data,) int64
         if mean_image is not None:
             self.mean_image = np.asarray(mean_image, dtype=np.float32)  # (R, R, C)
+
+    def __repr__(self):
+        """The data's own classes and the checkpoint's they map onto (87 of 1000, say)."""
+        counts = ", ".join(f"{s} {self.meta['counts'][s]}" for s in self.splits)
+        mapped = ("" if self.data_classes == self.classes else
+                  f" (mapped by WordNet id onto {len(self.classes)} classes of the checkpoint)")
+        return (f"<Cache {self.path}: {len(self.data_classes)} classes{mapped}, {counts}, "
+                f"{self.image_size}px>")
 
     def split(self, name):
         if name not in self._splits:

@@ -38,7 +38,9 @@ Caffe's conventions, carried into the checkpoint's configuration:
   Caffe's images are BGR: reversing conv1's input channels lets our RGB pipeline feed it.
 - The mean: Caffe's mean image (``--mean``, a 256 x 256 BGR blob) is converted to RGB and
   stored in the checkpoint; evaluation then subtracts it instead of the data's own mean.
-  Without ``--mean`` the data's (training) mean image is used.
+  Without ``--mean`` the data's (training) mean image is used. A mean of another side R
+  (>= the input) makes the checkpoint's images R x R, said in one line; a smaller one, or a
+  file of several images, is refused.
 - Classes: output k is the k-th WordNet id in sorted order (the order of Caffe's
   synset_words.txt), stored in the checkpoint so that evaluation can match any data set's
   class folders to outputs by WordNet id. Default list: ``alexnet_np/ilsvrc2012_synset_words.txt``.
@@ -68,6 +70,7 @@ CONV_SHAPE = [  # (kernel, stride, pad, group) of conv1..conv5 in Figure 2, the 
     (11, 4, 0, 1), (5, 1, 2, 2), (3, 1, 1, 1), (3, 1, 1, 2), (3, 1, 1, 2)]
 CONV_NAMES = ["conv1", "conv2", "conv3", "conv4", "conv5"]
 FC_NAMES = ["fc6", "fc7", "fc8"]
+CAFFE_IMAGE_SIZE = 256   # BVLC's images (and mean) are 256 x 256; the net's crops are cut from them
 
 
 def _one(values, default):
@@ -178,10 +181,25 @@ def tower_weights(convs, fcs, config):
 def mean_image_rgb(path):
     """Caffe's mean blob (1, 3, R, R) BGR -> (R, R, 3) float32 RGB, in 0-255 levels."""
     blob = read_blob(path)
+    if blob.ndim > 3 and int(np.prod(blob.shape[:-3])) != 1:
+        raise CaffeError(f"mean {path}: shape {blob.shape} holds {int(np.prod(blob.shape[:-3]))} images, "
+                         "a mean file one: (1, 3, R, R) (Caffe's BGR mean image)")
     squeezed = blob.reshape(blob.shape[-3:]) if blob.ndim >= 3 else blob
     if squeezed.ndim != 3 or squeezed.shape[0] != 3 or squeezed.shape[1] != squeezed.shape[2]:
         raise CaffeError(f"mean {path}: shape {blob.shape}, expected (1, 3, R, R) (Caffe's BGR mean image)")
     return np.ascontiguousarray(squeezed[::-1].transpose(1, 2, 0), dtype=np.float32)   # (R, R, C) RGB
+
+
+def sized_by_mean(mean_path, side, config, print_fn):
+    """The configuration for a mean image of another side than Caffe's 256: the stored images
+    are then ``side`` x ``side`` (said in one line); refused where crops of the input cannot be cut."""
+    if side < config.input_size:
+        raise CaffeError(f"mean {mean_path}: {side} x {side}, smaller than the net's input {config.input_size}: "
+                         f"crops of {config.input_size} cannot be cut from it (Caffe's mean is {CAFFE_IMAGE_SIZE} x "
+                         f"{CAFFE_IMAGE_SIZE})")
+    print_fn(f"mean image: {side} x {side}, not Caffe's {CAFFE_IMAGE_SIZE}: the checkpoint's images are {side} x "
+             f"{side}, so evaluation prepares (or needs) data at --image-size {side}")
+    return config.replace(image_size=side)
 
 
 def sha256(path):
@@ -201,7 +219,9 @@ def convert_caffe(model_path, out_path, mean_path=None, classes_path=None, print
         raise CaffeError(f"{model_path}: {error}") from None
     convs, fcs, lrn, dropout = paper_layers(model_path, layers)
     mean = mean_image_rgb(mean_path) if mean_path else None                     # (R, R, C) or None
-    config = caffe_config(model_path, convs, fcs, lrn, dropout, 256 if mean is None else mean.shape[0])
+    config = caffe_config(model_path, convs, fcs, lrn, dropout, CAFFE_IMAGE_SIZE)
+    if mean is not None and mean.shape[0] != CAFFE_IMAGE_SIZE:
+        config = sized_by_mean(mean_path, mean.shape[0], config, print_fn)
     classes_path = classes_path or ilsvrc.ILSVRC2012_SYNSETS
     try:
         wnids, names = ilsvrc.read_synsets(classes_path)

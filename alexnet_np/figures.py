@@ -149,6 +149,15 @@ class Panel:
 
 # --------------------------------------------------------------------------- training curves
 
+CURVE_KEYS = ("train_loss", "val_loss", "train_top1", "train_top5", "val_top1", "val_top5")
+
+
+def has_curves(history):
+    """True when ``history`` holds at least one finite loss or error to draw (a converted
+    checkpoint, or a run stopped before its first epoch ended, has none)."""
+    return any(isinstance(h.get(key), (int, float)) and math.isfinite(h[key]) for h in history for key in CURVE_KEYS)
+
+
 def training_curves(history, changes, path, num_classes=None, title="training"):
     """Loss and error by epoch, learning-rate changes marked; writes ``path`` (PNG).
 

@@ -21,19 +21,29 @@ What ``python -m alexnet_np.prepare SRC DST`` reads from SRC besides ImageFolder
 
 Labels are by WordNet id: a validation image's label is the index of its wnid among the
 training classes (sorted wnids: n01440764 = 0), so train and val line up whatever order the
-label files use (the devkit's ILSVRC2012_IDs are in another order).
+label files use (the devkit's ILSVRC2012_IDs are in another order). Classes that the labels
+name but a cut or damaged train tar lacks are kept as empty classes by ``prepare``, so that
+the indices stay ILSVRC's (``UnknownClasses``, ``TarListing.with_classes``); with an intact
+train tar they are a one-line error.
 
-Reading in place. A tar is listed once by its headers (``tarfile`` seeks over the data):
+Reading in place. A tar is listed once by its headers (seeking over the data):
 every image is a (path, byte offset, size) in the big file, a nested class tar's offsets
 added to its own. ``prepare`` then reads each chunk of files in list order, in the parent
 process (sequential reads of the tar), and hands the bytes to its decoding workers. Nothing
-is extracted; a rerun after a kill continues at the saved file like any other split.
+is extracted; a rerun after a kill continues at the saved file like any other split. The
+listing is kept in the cache folder (``.<tar name>.listing.npz``) and reused by later runs
+(a resume, a finished cache checked) while the tar's size and modification time are unchanged.
 
 Bad input, one line each (``LabelError`` / ``data.DataError``): a tar that is not ILSVRC's
-layout (a train member that is not a class tar; a val tar with folders), a corrupt class tar,
-a val image without a label, a label file naming a class that is not among the training
-classes, a label file that cannot be parsed, ``meta.mat`` without SciPy. A truncated tar is
-not fatal: the files before the damage are kept and the damage is reported in one line.
+layout (a train member that is not a class tar; a val tar with folders), a class tar in
+which no header is valid, a val image without a label, a label file naming a class that is
+not among the training classes, a label file that cannot be parsed, ``meta.mat`` without
+SciPy. A truncated tar is not fatal: the files before the damage are kept and the damage is
+reported in one line. A damaged header is read past (``alexnet_np/tars.py``): one line per
+tar says where, and the members lost are the listing's ``lost`` rows, which ``prepare``
+reports with the skipped files (reason ``lost: ...``). A class tar whose own header is
+damaged loses its images (named by their headers); its class keeps its index when the
+damaged header's name is still legible.
 
 Class lists: ``ILSVRC2012_SYNSETS`` (``alexnet_np/ilsvrc2012_synset_words.txt``) is the
 1000 ILSVRC-2012 classes in sorted-wnid order with their WordNet names, in the format of
@@ -42,12 +52,14 @@ it is the output order of BVLC's models, used by ``alexnet_np.convert``.
 """
 import csv
 import io
+import json
 import os
 import re
 import tarfile
 
 import numpy as np
 
+from . import tars
 from .data import DataError
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
@@ -65,6 +77,15 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 
 class LabelError(DataError):
     """A label or class file that cannot be used; the message is one line naming it."""
+
+
+class UnknownClasses(LabelError):
+    """Validation labels that name classes the training split lacks (``wnids``, a set): a
+    truncated train tar, say; ``prepare`` then keeps them, empty, so indices stay ILSVRC's."""
+
+    def __init__(self, message, wnids):
+        super().__init__(message)
+        self.wnids = set(wnids)
 
 
 # --------------------------------------------------------------------------- class lists
@@ -223,12 +244,27 @@ def devkit_class_names(src, classes):
 class TarListing(tuple):
     """A split listed from a tar or a flat folder: ``(classes, relpaths, labels, empty)`` as
     ``prepare.list_split`` returns, plus ``read(start, stop)``: files ``start..stop-1`` as
-    bytes (tar members, read in order) or paths (a flat folder)."""
+    bytes (tar members, read in order) or paths (a flat folder); ``lost``: ``[(relpath,
+    reason)]``, the members that damaged tar headers cost (see ``alexnet_np/tars.py``);
+    ``wnids``: each file's class (F,), for ``with_classes``; ``damaged``: the tar is cut or
+    damaged (classes may be missing from it); ``source_files``: the tar, relative to SRC
+    (``prepare.source_digest``; None: the files themselves)."""
 
-    def __new__(cls, classes, relpaths, labels, empty, read):
+    def __new__(cls, classes, relpaths, labels, empty, read, lost=(), wnids=None, damaged=False,
+                source_files=None):
         listing = super().__new__(cls, (classes, relpaths, np.asarray(labels, dtype=np.int64), empty))
-        listing.read = read
+        listing.read, listing.lost, listing.wnids, listing.damaged = read, list(lost), wnids, damaged
+        listing.source_files = source_files
         return listing
+
+    def with_classes(self, classes):
+        """The same files numbered by another class list (a superset of theirs); classes without
+        files are empty (their indices kept)."""
+        index = {c: i for i, c in enumerate(classes)}
+        listed = set(self.wnids)
+        return TarListing(list(classes), self[1], [index[w] for w in self.wnids],
+                          [c for c in classes if c not in listed], self.read, self.lost, self.wnids, self.damaged,
+                          self.source_files)
 
 
 def member_reader(tar_path, offsets, sizes):
@@ -242,47 +278,67 @@ def member_reader(tar_path, offsets, sizes):
     return read
 
 
-def _scan(tar, path):
-    """The members of an open tar, in order, until the end or the damage: ``(members, damage)``."""
-    members = []
-    try:
-        for member in tar:
-            members.append(member)
-    except (tarfile.ReadError, EOFError, OSError) as error:
-        return members, str(error) or type(error).__name__
-    return members, None
-
-
-def _missing_end(path, members):
-    """Damage that tarfile does not report: a file cut at a member boundary ends without the
-    tar's end-of-archive marker (two zero blocks). None when the marker is there."""
-    end = 0 if not members else members[-1].offset_data + -(-members[-1].size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-    with open(path, "rb") as f:
-        f.seek(end)
-        marker = f.read(2 * tarfile.BLOCKSIZE)
-    if marker != bytes(2 * tarfile.BLOCKSIZE):
-        return "no end-of-archive marker after the last member: the file is cut short"
-    return None
-
-
 def _truncation_note(path, damage, kept, last):
     return (f"{path} is truncated or damaged ({damage}); the {kept} files before the damage are kept"
             + (f" (the last: {last})" if last else ""))
 
 
-def _cut_member(path, member):
-    """The part of a member that a truncated file still holds, as a file object (tarfile's own
-    reader fails on the first read-ahead past the end)."""
+def _walk_file(path, accept=None):
+    """``tars.walk`` over the whole file ``path``; a one-line error when no header in it is valid."""
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
-        f.seek(member.offset_data)
-        return io.BytesIO(f.read(member.size))
+        walked = tars.walk(tars.Window(f, 0, size), size, accept)
+    if not walked.members and walked.gaps and walked.gaps[0].start == 0:
+        raise DataError(f"{path}: not a tar file (no valid tar header in its {size} bytes)")
+    return walked
 
 
-def _open_tar(path):
-    try:
-        return tarfile.open(path, "r:")
-    except (tarfile.ReadError, OSError) as error:
-        raise DataError(f"{path}: not a tar file ({error})") from None
+def _damage_note(where, gaps, lost, size):
+    """One line for the damaged headers of one tar: where, what was lost, what was left unread."""
+    at = ", ".join(str(g.start) for g in gaps)
+    note = (f"{where}: damaged tar header{'s' * (len(gaps) > 1)} at byte {at}: read on from the next valid "
+            f"header; {lost} member{'s' * (lost != 1)} lost (listed with the skipped files)")
+    last = gaps[-1]
+    if last.stop >= size and last.data:
+        note += f"; no valid header after byte {last.start}: its last {size - last.start} bytes are unread"
+    return note
+
+
+def _lost_rows(prefix, where, gaps):
+    """``[(relpath, reason)]``: the members named in the gaps of a class tar or a flat tar."""
+    return [(f"{prefix}/{name or f'<member at byte {offset}>'}",
+             f"lost: its tar header is damaged (byte {offset} of {where})")
+            for gap in gaps for offset, name, _ in gap.lost()]
+
+
+def _lost_class_tars(path, gaps):
+    """``[(relpath, reason)]``: the images of class tars whose header in the train tar is damaged
+    (their own headers, seen in the gap, name them), or the class tar where none is named."""
+    name, rows = os.path.basename(path), []
+    for gap in gaps:
+        cls, named = None, True
+        for offset, member, _ in gap.lost():
+            if offset == gap.start or (member or "").endswith(".tar"):
+                if not named:
+                    rows.append((f"{name}/{cls}", f"lost: its header in {name} is damaged, no image in it named"))
+                cls, named = member or f"<class tar at byte {offset}>", False
+                continue
+            rows.append((f"{name}/{cls}/{member or f'<member at byte {offset}>'}",
+                         f"lost: the header of its class tar is damaged (byte {gap.start} of {name})"))
+            named = True
+        if not named:
+            rows.append((f"{name}/{cls}", f"lost: its header in {name} is damaged, no image in it named"))
+    return rows
+
+
+def _legible_classes(gaps):
+    """The wnids of class tars whose damaged headers still bear a legible name."""
+    names = [os.path.basename(name or "") for gap in gaps for _, name, _ in gap.lost()]
+    return [n[:-4] for n in names if n.endswith(".tar") and WNID.match(n[:-4])]
+
+
+def _is_class_tar(info):
+    return info.isfile() and info.name.endswith(".tar") and WNID.match(os.path.basename(info.name)[:-4]) is not None
 
 
 def _class_of(path, member):
@@ -294,66 +350,120 @@ def _class_of(path, member):
     return wnid
 
 
-def _class_tar_images(path, outer, member, file_size):
-    """The images of one class tar: ``([(name, offset in the big file, size)], damage or None)``.
-
-    Damage (the file ends inside this class tar) keeps the images before it; a class tar
-    that is corrupt although wholly present is a one-line error.
-    """
+def _class_tar_images(path, f, member, file_size, listing):
+    """Add one class tar's images (name, offset in the big file, size) and its losses to
+    ``listing``. Returns True when the file ends inside it. Damaged headers are read past
+    (``tars.walk``); a class tar wholly present in which no header is valid is an error."""
+    name = os.path.basename(path)
+    size = min(member.size, file_size - member.offset_data)
+    inner = tars.walk(tars.Window(f, member.offset_data, size), size)
     cut = member.offset_data + member.size > file_size
-    try:
-        inner = tarfile.open(fileobj=_cut_member(path, member) if cut else outer.extractfile(member), mode="r:")
-    except (tarfile.ReadError, EOFError) as error:
-        if cut:
-            return [], f"{member.name} ends past the end of the file"
-        raise DataError(f"{path}: class tar {member.name} is corrupt ({error})") from None
-    members, inner_damage = _scan(inner, member.name)
-    if inner_damage is not None and not cut:
-        raise DataError(f"{path}: class tar {member.name} is corrupt ({inner_damage})")
-    images = []
-    for image in members:
+    if not inner.members and inner.gaps and not cut:
+        raise DataError(f"{path}: class tar {member.name} is corrupt (no valid tar header in its {size} bytes)")
+    for image in inner.members:
         start = member.offset_data + image.offset_data          # offset in the big file
         if image.isfile() and start + image.size <= file_size:
-            images.append((image.name, start, image.size))
-    return images, (f"{member.name} ends past the end of the file" if cut else None)
+            listing["relpaths"].append(f"{name}/{member.name}/{image.name}")
+            listing["wnids"].append(listing["found"][-1])
+            listing["offsets"].append(start)
+            listing["sizes"].append(image.size)
+    if inner.gaps:
+        lost = _lost_rows(f"{name}/{member.name}", member.name, inner.gaps)
+        listing["lost"] += lost
+        listing["notes"].append(_damage_note(f"{path}: class tar {member.name}", inner.gaps, len(lost), size))
+    return cut
 
 
-def list_train_tar(path, classes=None, print_fn=print):
+LISTING_VERSION = 1   # changes here make saved listings be read again from the tar
+
+
+def listing_file(folder, tar_path):
+    return os.path.join(folder, f".{os.path.basename(tar_path)}.listing.npz")
+
+
+def kept_listing(tar_path, folder, read, print_fn=print):
+    """``read(tar_path)``, a dict of lists with ``"offsets"`` and ``"sizes"`` (F,), kept in
+    ``folder`` (the cache being written; None: not kept) and reused while the tar's size and
+    modification time are those it was listed at: listing ImageNet's train tar takes minutes."""
+    stat = os.stat(tar_path)
+    stamp = [LISTING_VERSION, stat.st_size, stat.st_mtime_ns]
+    path = listing_file(folder, tar_path) if folder is not None else None
+    if path is not None and os.path.isfile(path):
+        try:
+            with np.load(path) as saved:
+                if saved["stamp"].tolist() == stamp:
+                    listing = json.loads(saved["rest"].tobytes().decode("utf-8", "surrogateescape"))
+                    listing["offsets"], listing["sizes"] = saved["offsets"], saved["sizes"]
+                    print_fn(f"{tar_path}: listing read from {path} (the tar's size and time are unchanged)")
+                    return listing
+        except (OSError, ValueError, KeyError):
+            pass                                           # unreadable: list the tar again
+    listing = read(tar_path)
+    if path is not None and os.path.isdir(folder):
+        rest = {k: v for k, v in listing.items() if k not in ("offsets", "sizes")}
+        text = np.frombuffer(json.dumps(rest).encode("utf-8", "surrogateescape"), np.uint8)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, stamp=np.array(stamp, np.int64), rest=text,
+                                offsets=np.array(listing["offsets"], np.int64), sizes=np.array(listing["sizes"], np.int64))
+        os.replace(tmp, path)
+    return listing
+
+
+def read_train_tar(path):
+    """What the headers of ILSVRC2012_img_train.tar say, as plain data: ``{"relpaths",
+    "wnids", "offsets", "sizes"}`` (F each, tar order), ``"found"`` (the class tars' wnids),
+    ``"lost"`` (``[(relpath, reason)]``) and ``"notes"`` (lines on damage). Only headers are
+    read (seeking over the images); damaged headers are read past, in the train tar and in
+    its class tars."""
+    file_size = os.path.getsize(path)
+    listing = {"relpaths": [], "wnids": [], "offsets": [], "sizes": [], "found": [], "lost": [], "notes": []}
+    outer = _walk_file(path, accept=_is_class_tar)
+    damage = "no end-of-archive marker after the last member: the file is cut short" if outer.cut else None
+    with open(path, "rb") as f:
+        for member in (m for m in outer.members if m.isfile()):
+            listing["found"].append(_class_of(path, member))
+            if _class_tar_images(path, f, member, file_size, listing):
+                damage = f"{member.name} ends past the end of the file"
+                break
+    if outer.gaps:
+        lost = _lost_class_tars(path, outer.gaps)
+        listing["lost"] += lost
+        listing["found"] += [c for c in _legible_classes(outer.gaps) if c not in listing["found"]]  # indices kept
+        listing["notes"].append(_damage_note(path, outer.gaps, len(lost), file_size))
+    if damage is not None:
+        last = listing["relpaths"][-1] if listing["relpaths"] else None
+        listing["notes"].append(_truncation_note(path, damage, len(listing["relpaths"]), last))
+    return listing
+
+
+def list_train_tar(path, classes=None, print_fn=print, listing_dir=None):
     """ILSVRC2012_img_train.tar: a tar of per-class tars. Returns a ``TarListing``.
 
     Files are listed in tar order; labels are positions in ``classes`` (default: the class
-    tars' wnids, sorted). Only headers are read (seeking over the images).
+    tars' wnids, sorted). Damage is said in one line per tar (``read_train_tar``). The
+    listing is kept in ``listing_dir`` and reused while the tar is unchanged (``kept_listing``).
     """
-    name, file_size = os.path.basename(path), os.path.getsize(path)
-    entries, found = [], []                                     # (relpath, wnid, offset, size); wnids
-    with _open_tar(path) as outer:
-        members, damage = _scan(outer, path)
-        damage = damage or _missing_end(path, members)
-        for member in (m for m in members if m.isfile()):
-            wnid = _class_of(path, member)
-            images, cut = _class_tar_images(path, outer, member, file_size)
-            found.append(wnid)
-            entries += [(f"{name}/{member.name}/{image}", wnid, offset, size) for image, offset, size in images]
-            if cut is not None:
-                damage = damage or cut
-                break
-    if damage is not None:
-        print_fn(_truncation_note(path, damage, len(entries), entries[-1][0] if entries else None))
-    if not entries:
+    listing = kept_listing(path, listing_dir, read_train_tar, print_fn)
+    for note in listing["notes"]:
+        print_fn(note)
+    if not listing["relpaths"]:
         raise DataError(f"{path}: no images in it")
-    relpaths, wnids, offsets, sizes = zip(*entries)
+    found = listing["found"]
     classes = sorted(set(found)) if classes is None else list(classes)
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted(set(found) - set(index))
     if unknown:
         raise LabelError(f"{path}: class tars {unknown[:5]} are not in the class list")
-    listed = set(wnids)
+    listed = set(listing["wnids"])
     empty = [c for c in found if c not in listed]
-    return TarListing(classes, list(relpaths), [index[w] for w in wnids], empty,
-                      member_reader(path, np.array(offsets, np.int64), np.array(sizes, np.int64)))
+    return TarListing(classes, listing["relpaths"], [index[w] for w in listing["wnids"]], empty,
+                      member_reader(path, np.array(listing["offsets"], np.int64), np.array(listing["sizes"], np.int64)),
+                      listing["lost"], listing["wnids"], damaged=bool(listing["notes"]),
+                      source_files=[os.path.basename(path)])
 
 
-def list_val(source, classes, labels_path, src=None, print_fn=print):
+def list_val(source, classes, labels_path, src=None, print_fn=print, listing_dir=None):
     """The flat validation set (ILSVRC2012_img_val.tar, or a flat folder of its JPEGs), labelled
     by wnid through ``labels_path`` and numbered by ``classes``. Returns a ``TarListing``."""
     if labels_path is None:
@@ -364,19 +474,24 @@ def list_val(source, classes, labels_path, src=None, print_fn=print):
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted(set(by_image.values()) - set(index))
     if unknown:
-        raise LabelError(f"label file {labels_path} names class {unknown[0]}"
-                         f"{f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''}, "
-                         f"which is not among the {len(classes)} training classes")
+        raise UnknownClasses(f"label file {labels_path} names class {unknown[0]}"
+                             f"{f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''}, "
+                             f"which is not among the {len(classes)} training classes: prepare the training "
+                             "set alone (--splits train), or fix the class list (--classes synset_words.txt)",
+                             unknown)
+    lost, files = [], None                  # files: None, the images themselves make the split
     if os.path.isdir(source):
         names = sorted(e.name for e in os.scandir(source) if e.is_file() and not e.name.startswith(".")
                        and e.name.lower().endswith(IMAGE_SUFFIXES))
         relpaths = [os.path.join(os.path.basename(os.path.normpath(source)), n) for n in names]
         root = os.path.dirname(os.path.normpath(source))
         read = lambda start, stop: [os.path.join(root, p) for p in relpaths[start:stop]]  # noqa: E731
-        offsets = sizes = None
     else:
-        names, relpaths, offsets, sizes = _list_flat_tar(source, print_fn)
-        read = member_reader(source, np.array(offsets, np.int64), np.array(sizes, np.int64))
+        flat = kept_listing(source, listing_dir, read_flat_tar, print_fn)
+        for note in flat["notes"]:
+            print_fn(note)
+        names, relpaths, lost, files = flat["names"], flat["relpaths"], flat["lost"], [os.path.basename(source)]
+        read = member_reader(source, np.array(flat["offsets"], np.int64), np.array(flat["sizes"], np.int64))
     if not names:
         raise DataError(f"{source}: no validation images in it")
     labels = []
@@ -385,32 +500,34 @@ def list_val(source, classes, labels_path, src=None, print_fn=print):
         if wnid is None:
             raise LabelError(f"validation image {name} has no label in {labels_path}")
         labels.append(index[wnid])
-    return TarListing(list(classes), relpaths, labels, [], read)
+    return TarListing(list(classes), relpaths, labels, [], read, lost, source_files=files)
 
 
-def _list_flat_tar(path, print_fn):
-    """Members of a flat tar of images: ``(names, relpaths, offsets, sizes)``, to the damage if any."""
+def read_flat_tar(path):
+    """Members of a flat tar of images, read past damaged headers, to the end of the file if it
+    is cut: ``{"names", "relpaths", "offsets", "sizes"}`` (F each), ``"lost"`` and ``"notes"``."""
     file_size = os.path.getsize(path)
-    with _open_tar(path) as tar:
-        members, damage = _scan(tar, path)
-    damage = damage or _missing_end(path, members)
+    walked = _walk_file(path)
+    damage = "no end-of-archive marker after the last member: the file is cut short" if walked.cut else None
     names, relpaths, offsets, sizes = [], [], [], []
-    for member in members:
+    for member in walked.members:
         if member.isdir() or "/" in member.name.strip("/") or member.name.endswith(".tar"):
             raise DataError(f"{path}: member {member.name} is not an image at the top: "
                             "not ILSVRC-2012's flat validation tar layout")
         if not member.isfile():
             continue
         if member.offset_data + member.size > file_size:
-            damage = damage or f"{member.name} ends past the end of the file"
+            damage = f"{member.name} ends past the end of the file"
             break
         names.append(member.name)
         relpaths.append(f"{os.path.basename(path)}/{member.name}")
         offsets.append(member.offset_data)
         sizes.append(member.size)
+    lost = _lost_rows(os.path.basename(path), os.path.basename(path), walked.gaps)
+    notes = [_damage_note(path, walked.gaps, len(lost), file_size)] if walked.gaps else []
     if damage is not None:
-        print_fn(_truncation_note(path, damage, len(names), names[-1] if names else None))
-    return names, relpaths, offsets, sizes
+        notes.append(_truncation_note(path, damage, len(names), names[-1] if names else None))
+    return {"names": names, "relpaths": relpaths, "offsets": offsets, "sizes": sizes, "lost": lost, "notes": notes}
 
 
 def is_flat_image_folder(folder):
@@ -422,18 +539,19 @@ def is_flat_image_folder(folder):
             and any(e.name.lower().endswith(IMAGE_SUFFIXES) for e in entries))
 
 
-def list_split(src, split, classes, val_labels=None, print_fn=print):
+def list_split(src, split, classes, val_labels=None, print_fn=print, listing_dir=None):
     """A split of SRC in ILSVRC's distributed form, as a ``TarListing``; None when it is not.
 
     ``train``: ``ILSVRC2012_img_train.tar`` when SRC has no ``train/`` folder. Other splits
     (``val``): ``ILSVRC2012_img_<split>.tar`` or a flat ``<split>/`` folder of images, labelled
     through ``val_labels`` (default: found in SRC); ``classes``: the training split's.
+    ``listing_dir``: where a tar's listing is kept for the next run (``kept_listing``).
     """
     if split == "train":
         tar = os.path.join(src, TRAIN_TAR)
         if os.path.isdir(os.path.join(src, "train")) or not os.path.isfile(tar):
             return None
-        return list_train_tar(tar, classes, print_fn)
+        return list_train_tar(tar, classes, print_fn, listing_dir)
     folder, tar = os.path.join(src, split), os.path.join(src, f"ILSVRC2012_img_{split}.tar")
     if is_flat_image_folder(folder):
         source = folder
@@ -443,7 +561,7 @@ def list_split(src, split, classes, val_labels=None, print_fn=print):
         return None
     if classes is None:
         raise DataError(f"{source}: a flat split needs the training classes first (list train before it)")
-    return list_val(source, classes, val_labels or find_val_labels(src), src, print_fn)
+    return list_val(source, classes, val_labels or find_val_labels(src), src, print_fn, listing_dir)
 
 
 def has_split(src, split):

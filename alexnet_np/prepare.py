@@ -18,8 +18,9 @@ the same class folders (or, with ``classes=`` a list or a file such as synset_wo
 the class list is fixed and each split's folders need only be among it). An empty class
 folder keeps its index (no label shifts) and is noted. A class-names file
 (``class_names.txt``, ``classes.txt``, ``synset_words.txt`` or ``LOC_synset_mapping.txt`` in
-SRC, or ``class_names=``) gives printable names: either one line per class in class order,
-or lines ``<folder name> <name>`` (Caffe's synset_words).
+SRC, or ``class_names=``; else synset_words.txt or LOC_synset_mapping.txt beside the
+validation label file, else a devkit's meta.mat in either place) gives printable names:
+either one line per class in class order, or lines ``<folder name> <name>`` (Caffe's synset_words).
 
 SRC may also hold ILSVRC-2012's files as distributed: ``ILSVRC2012_img_train.tar`` (a tar of
 class tars) instead of ``train/``, ``ILSVRC2012_img_val.tar`` or a flat ``val/`` folder of its
@@ -39,7 +40,9 @@ on average on the real photos here).
 
 Bad files (empty, not an image, truncated, corrupt, too many pixels) are skipped and listed
 with their reason in ``DST/report.tsv`` and in one summary line; labels are written with
-each good row, so they never shift. Work runs in a pool of processes over all cores, with
+each good row, so they never shift. Tar members that damaged headers cost (``ilsvrc``) are
+listed there too (reason ``lost: ...``) and counted in the summary line: exit status 0
+means every image intact in the source is in the cache or in ``report.tsv``. Work runs in a pool of processes over all cores, with
 at most a few chunks in flight (memory does not grow with the data set); rows are written
 with ``pwrite`` in file order. Every ``checkpoint_seconds`` the split's progress (files
 done, rows written, skipped files, running sums for the mean and PCA in float64) is saved
@@ -52,7 +55,9 @@ import io
 import json
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 
@@ -146,9 +151,34 @@ def load_image(path, size, draft_factor=RECIPE["draft_factor"]):
     return out
 
 
-def _worker_init():
-    """Each worker process: fail on truncated files instead of padding them (Pillow's default)."""
+def _worker_init(parent=None):
+    """Each worker process: fail on truncated files instead of padding them (Pillow's default),
+    and end quietly with its parent (``parent``: its pid)."""
     ImageFile.LOAD_TRUNCATED_IMAGES = False
+    if parent is not None:
+        _end_with_parent(parent)
+
+
+def _end_with_parent(parent):
+    """A worker whose parent was killed (SIGKILL) would print a BrokenPipeError traceback at
+    its next answer. On Linux the kernel ends it with its parent instead (PR_SET_PDEATHSIG);
+    elsewhere a thread checks every 0.2 s that the parent is still there."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+        else:
+            if os.getppid() != parent:   # it died before the call
+                os._exit(0)
+            return
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(0)
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _decode_chunk(paths, size, with_pca):
@@ -224,20 +254,47 @@ def read_class_names(path, classes):
                          "and its lines do not start with the class folder names")
 
 
-def find_class_names(src, classes, path=None):
-    """The class names: from ``path``, else a known file in ``src``, else the folder names."""
+def find_class_names(src, classes, path=None, val_labels=None):
+    """The class names: from ``path``, else a known file in ``src``, else a synset file beside
+    the label file ``val_labels`` (Kaggle's LOC_synset_mapping.txt sits beside its CSV, above
+    ``ILSVRC/Data/CLS-LOC``), else a devkit in either folder, else the folder names."""
+    beside = os.path.dirname(os.path.abspath(val_labels)) if val_labels else None
     if path is None:
-        path = next((os.path.join(src, f) for f in CLASS_NAME_FILES
-                     if os.path.isfile(os.path.join(src, f))), None)
-    return list(classes) if path is None else read_class_names(path, classes)
+        candidates = [os.path.join(src, f) for f in CLASS_NAME_FILES]
+        candidates += [os.path.join(beside, f) for f in CLASS_NAME_FILES[2:]] if beside else []
+        path = next((p for p in candidates if os.path.isfile(p)), None)
+    if path is not None:
+        return read_class_names(path, classes)
+    for folder in [src] + ([beside] if beside else []):
+        names = ilsvrc.devkit_class_names(folder, classes)
+        if names is not None:
+            return names
+    return list(classes)
 
 
-def fingerprint(relpaths, labels, image_size):
-    """A digest of the file list and the recipe: partial work is reused only when it matches."""
+def fingerprint(relpaths, labels, image_size, source=""):
+    """A digest of the file list and the recipe (and ``source``, a ``source_digest``): partial
+    work is reused only when it matches."""
     digest = hashlib.sha256(json.dumps([RECIPE, image_size, data.FORMAT_VERSION]).encode())
     for path, label in zip(relpaths, labels):
         digest.update(f"{label}\t{path}\n".encode("utf-8", "surrogateescape"))
+    digest.update(source.encode())
     return digest.hexdigest()
+
+
+def source_digest(root, relpaths):
+    """A digest of the files' names (relative to ``root``), sizes and modification times: a
+    second source whose files have the same names, or the same files changed, differ in it."""
+    digest = hashlib.sha256()
+    for path in relpaths:
+        stat = os.stat(os.path.join(root, path))
+        digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def source_files(listing):
+    """The files that make a split, relative to SRC: its tar (``TarListing.source_files``), or its images."""
+    return getattr(listing, "source_files", None) or listing[1]
 
 
 # --------------------------------------------------------------------------- progress
@@ -353,12 +410,13 @@ def _finish_images_file(path, rows, size, header_length):
 
 
 def prepare_split(pool, workers, src, dst, split, relpaths, labels, size, with_pca,
-                  progress, checkpoint_seconds, print_fn, read=None):
+                  progress, checkpoint_seconds, print_fn, read=None, key=None):
     """Decode, resize and write one split; resumes saved work. Returns ``SplitWork``.
 
     ``read(start, stop)``: what the workers decode for files ``start..stop-1`` (tar members'
-    bytes, read here in list order); default: their paths under ``src``."""
-    key = fingerprint(relpaths, labels, size)
+    bytes, read here in list order); default: their paths under ``src``. ``key``: what saved
+    work must match (default: ``fingerprint`` of the files and size)."""
+    key = key or fingerprint(relpaths, labels, size)
     path = os.path.join(dst, data.images_file(split))
     work = SplitWork(len(relpaths), size, with_pca, print_fn)
     resumed = os.path.exists(path) and work.load(_state_file(dst, split), key)
@@ -435,8 +493,10 @@ def pca_from_sums(mean_sum, xtx, images):
     return cov, np.maximum(eigvals, 0.0), eigvecs * signs
 
 
-def _finish_split(dst, split, relpaths, labels, work, size):
-    """Labels, paths and (for the statistics split) the mean and PCA of a written split."""
+def _finish_split(dst, split, relpaths, labels, work, size, lost=(), key=None):
+    """Labels, paths and (for the statistics split) the mean and PCA of a written split.
+    ``lost``: ``[(relpath, reason)]``, tar members that damaged headers cost, reported with
+    the skipped files."""
     bad = {index for index, _ in work.skipped}
     good = [i for i in range(len(relpaths)) if i not in bad]
     np.save(os.path.join(dst, data.labels_file(split)), labels[good])
@@ -449,7 +509,8 @@ def _finish_split(dst, split, relpaths, labels, work, size):
                  pixels=work.rows * size * size)
     done = {"rows": work.rows, "files": len(relpaths),
             "skipped": [[split, relpaths[i], reason] for i, reason in work.skipped],
-            "key": fingerprint(relpaths, labels, size)}
+            "lost": [[split, relpath, reason] for relpath, reason in lost],
+            "key": key or fingerprint(relpaths, labels, size)}
     _write_atomic(_done_file(dst, split), lambda f: f.write(json.dumps(done).encode()))
     if os.path.exists(_state_file(dst, split)):
         os.remove(_state_file(dst, split))
@@ -485,16 +546,28 @@ def read_class_list(path):
         return [line.split()[0] for line in f if line.strip()]
 
 
-def _list_all(src, splits, classes=None, val_labels=None, print_fn=print):
+def _list_all(src, splits, classes=None, val_labels=None, print_fn=print, listing_dir=None):
     """List every split and check its classes against the first: ``{split: listing}``.
 
     A split in ILSVRC's distributed form (a tar, a flat val folder) is listed by ``ilsvrc``:
-    its listing also has ``read(start, stop)``, the files' bytes or paths."""
+    its listing also has ``read(start, stop)``, the files' bytes or paths; a tar's listing
+    is kept in ``listing_dir`` for the next run."""
     listings = {}
     for split in splits:
         known = classes if classes is not None or not listings else listings[splits[0]][0]
-        listings[split] = (ilsvrc.list_split(src, split, known, val_labels, print_fn)
-                           or list_split(src, split, classes))
+        try:
+            listings[split] = (ilsvrc.list_split(src, split, known, val_labels, print_fn, listing_dir)
+                               or list_split(src, split, classes))
+        except ilsvrc.UnknownClasses as error:
+            first = listings.get(splits[0])
+            if classes is not None or not getattr(first, "damaged", False):
+                raise  # a class list given, class folders, an intact tar: the error says what to do
+            known = sorted(set(first[0]) | error.wnids)
+            print_fn(f"{splits[0]}: the labels of {split} name {len(error.wnids)} classes that it lacks "
+                     f"({', '.join(sorted(error.wnids)[:3])}{', ...' if len(error.wnids) > 3 else ''}): "
+                     f"kept as empty classes, so that the {len(known)} class indices stay ILSVRC's")
+            listings[splits[0]] = first.with_classes(known)
+            listings[split] = ilsvrc.list_split(src, split, known, val_labels, print_fn, listing_dir)
         found, first = listings[split][0], listings[splits[0]][0]
         if found != first:
             missing, extra = sorted(set(first) - set(found)), sorted(set(found) - set(first))
@@ -504,8 +577,41 @@ def _list_all(src, splits, classes=None, val_labels=None, print_fn=print):
     return listings
 
 
+def _other_cache(dst, src, keys, sources):
+    """Why the finished cache ``dst`` is not that of ``src``'s files (None when it is)."""
+    with open(os.path.join(dst, data.META_FILE)) as f:
+        meta = json.load(f)
+    recorded = meta.get("sources")      # None: made before the sources' digests were recorded
+    if meta["keys"] == keys and recorded in (None, sources):
+        return None
+    if meta["keys"] != keys:
+        return f"{dst} holds a cache of other files, splits or image size (of {meta['source']})"
+    if meta["source"] == os.path.abspath(src):
+        return f"{dst} holds a cache of {meta['source']} made before its files changed (other sizes or times)"
+    return (f"{dst} holds a cache of {meta['source']}, whose files have the names of {os.path.abspath(src)}'s "
+            "but other sizes or times")
+
+
+def _cache_folder(dst, src, keys, sources, elsewhere, print_fn):
+    """``(folder, finished)``: ``dst``, or with ``elsewhere`` ``dst-<digest>`` when ``dst`` is a
+    finished cache of another source; ``finished`` when that folder is already this source's cache."""
+    for moved in (False, True):
+        if not data.is_cache(dst):
+            return dst, False
+        why = _other_cache(dst, src, keys, sources)
+        if why is None:
+            return dst, True
+        if not elsewhere or moved:
+            raise data.DataError(f"{why}: remove it or choose another folder")
+        other = f"{os.path.normpath(dst)}-{hashlib.sha256(json.dumps([keys, sources]).encode()).hexdigest()[:8]}"
+        print_fn(f"{why}: preparing {src} into {other} instead")
+        dst = other
+    raise AssertionError("unreachable")
+
+
 def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
-            class_names=None, checkpoint_seconds=10.0, print_fn=print, classes=None, val_labels=None):
+            class_names=None, checkpoint_seconds=10.0, print_fn=print, classes=None, val_labels=None,
+            elsewhere=False):
     """Build the cache of the ImageFolder ``src`` in ``dst`` (or resume it, or skip it). Returns ``dst``.
 
     ``splits`` defaults to ``train`` plus ``val`` when SRC has it; the first split gives the
@@ -514,8 +620,11 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
     such as synset_words.txt) fixes the class list and its order, for subsets of ImageNet
     whose labels must be the 1000-class indices; every split's folders must then be in it,
     and its names serve as class names unless ``class_names`` is given. A finished cache
-    of the same files and size is left alone; one of other files or another size is
-    refused (remove it or choose another DST). ``val_labels``: the label file of a flat
+    of the same files and size is left alone; one of other files or another size, or of
+    files of the same names with other sizes or times (another source, ``source_digest``),
+    is refused (remove it or choose another DST), or with ``elsewhere`` (a default folder
+    named after the source) left alone and the cache made in ``DST-<digest>``, whose path
+    is returned. ``val_labels``: the label file of a flat
     validation split (LOC_val_solution.csv, the devkit's ground truth or the devkit archive;
     default: found in SRC), see ``alexnet_np/ilsvrc.py``.
     """
@@ -530,50 +639,76 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
     if isinstance(classes, str):
         class_names = classes if class_names is None else class_names
         classes = read_class_list(classes)
-    listings = _list_all(src, splits, classes, val_labels, print_fn)
+    listings = _list_keeping(src, dst, splits, classes, val_labels, print_fn)
     classes = listings[splits[0]][0]
     keys = {s: fingerprint(listings[s][1], listings[s][2], image_size) for s in splits}
-    if data.is_cache(dst):
-        with open(os.path.join(dst, data.META_FILE)) as f:
-            meta = json.load(f)
-        if meta["keys"] == keys:
-            print_fn(f"{dst}: the cache is complete; nothing to do")
-            return dst
-        raise data.DataError(f"{dst} holds a cache of other files, splits or image size: "
-                             "remove it or choose another folder")
+    sources = {s: source_digest(src, source_files(listings[s])) for s in splits}
+    dst, finished = _cache_folder(dst, src, keys, sources, elsewhere, print_fn)
+    if finished:
+        print_fn(f"{dst}: the cache is complete; nothing to do")
+        return dst
     _check_destination(dst)
-    names = find_class_names(src, classes, class_names)
-    if class_names is None and names == list(classes):  # no names file: the devkit's, if there is one
-        names = ilsvrc.devkit_class_names(src, classes) or names
+    work_keys = {s: fingerprint(listings[s][1], listings[s][2], image_size, sources[s]) for s in splits}
+    names = find_class_names(src, classes, class_names, val_labels)
     workers = workers or usable_cores()
     done = {}
-    with multiprocessing.Pool(workers, initializer=_worker_init) as pool:
+    with multiprocessing.Pool(workers, initializer=_worker_init, initargs=(os.getpid(),)) as pool:
         for k, split in enumerate(splits):
             _, relpaths, labels, empty = listings[split]
-            for name in empty:
-                print_fn(f"{split}: class folder {name} is empty (its index is kept)")
+            _say_empty(dst, split, empty, print_fn)
             try:
                 with open(_done_file(dst, split)) as f:
                     done[split] = json.load(f)
-                if done[split]["key"] == keys[split]:
+                if done[split]["key"] == work_keys[split]:
                     print_fn(f"{split}: already written, skipping")
                     continue
             except (OSError, ValueError):
                 pass
             work = prepare_split(pool, workers, src, dst, split, relpaths, labels, image_size,
                                  k == 0, progress, checkpoint_seconds, print_fn,
-                                 read=getattr(listings[split], "read", None))
-            done[split] = _finish_split(dst, split, relpaths, labels, work, image_size)
-            skipped = len(done[split]["skipped"])
-            print_fn(f"{split}: {work.rows} images written, {skipped} file{'s' * (skipped != 1)} skipped"
-                     + (f" (listed in {os.path.join(dst, data.REPORT_FILE)})" if skipped else ""))
-    _write_meta(src, dst, splits, classes, names, listings, done, keys, image_size)
+                                 read=getattr(listings[split], "read", None), key=work_keys[split])
+            done[split] = _finish_split(dst, split, relpaths, labels, work, image_size,
+                                        getattr(listings[split], "lost", ()), work_keys[split])
+            print_fn(_summary(dst, split, done[split]))
+    _write_meta(src, dst, splits, classes, names, listings, done, keys, image_size, sources)
     return dst
 
 
-def _write_meta(src, dst, splits, classes, names, listings, done, keys, image_size):
+def _list_keeping(src, dst, splits, classes, val_labels, print_fn):
+    """``_list_all``, a tar's listing kept in ``dst`` (made for it; removed again when the listing
+    fails and nothing was kept in it)."""
+    made = not os.path.exists(dst)
+    if not data.is_cache(dst):
+        _check_destination(dst)
+    try:
+        return _list_all(src, splits, classes, val_labels, print_fn, listing_dir=dst)
+    except data.DataError:
+        if made and not os.listdir(dst):
+            os.rmdir(dst)
+        raise
+
+
+def _say_empty(dst, split, empty, print_fn):
+    """A line per empty class, or one line for many (a cut train tar may lack hundreds)."""
+    if len(empty) > 5:
+        print_fn(f"{split}: {len(empty)} classes are empty ({', '.join(empty[:3])}, ...; "
+                 f"their indices are kept; listed in {os.path.join(dst, data.REPORT_FILE)})")
+        return
+    for name in empty:
+        print_fn(f"{split}: class folder {name} is empty (its index is kept)")
+
+
+def _summary(dst, split, done):
+    """One line: images written, files skipped, tar members lost, and where they are listed."""
+    skipped, lost = len(done["skipped"]), len(done.get("lost", []))
+    return (f"{split}: {done['rows']} images written, {skipped} file{'s' * (skipped != 1)} skipped"
+            + (f", {lost} lost to damaged tar headers" if lost else "")
+            + (f" (listed in {os.path.join(dst, data.REPORT_FILE)})" if skipped or lost else ""))
+
+
+def _write_meta(src, dst, splits, classes, names, listings, done, keys, image_size, sources):
     """The report, then ``meta.json``, last: the mark of a finished cache."""
-    skipped = [row for s in splits for row in done[s]["skipped"]]
+    skipped = [row for s in splits for row in done[s]["skipped"] + done[s].get("lost", [])]
     empty = [[s, name] for s in splits for name in listings[s][3]]
     lines = ["split\tpath\treason"] + ["\t".join(row) for row in skipped]
     lines += [f"{s}\t{os.path.join(s, name)}/\tempty class folder (index kept)" for s, name in empty]
@@ -582,7 +717,7 @@ def _write_meta(src, dst, splits, classes, names, listings, done, keys, image_si
             "image_size": image_size, "recipe": RECIPE, "splits": splits, "stats_split": splits[0],
             "classes": classes, "class_names": names,
             "counts": {s: done[s]["rows"] for s in splits}, "files": {s: done[s]["files"] for s in splits},
-            "skipped": skipped, "empty_classes": empty, "keys": keys}
+            "skipped": skipped, "empty_classes": empty, "keys": keys, "sources": sources}
     _write_atomic(os.path.join(dst, data.META_FILE), lambda f: f.write(json.dumps(meta, indent=1).encode()))
     for name in os.listdir(dst):  # work files, and temporaries left by a killed run
         if name.endswith(".tmp") or (name.startswith(".") and name.endswith((".state.npz", ".done.json"))):

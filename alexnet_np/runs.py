@@ -25,8 +25,9 @@ def open_data(data, image_size, cache_dir=None, workers=None, progress=True, pri
     ``data``: None (the built-in demo set, generated and prepared under ``data_cache/``),
     a prepared cache folder, or an ImageFolder root (``train/<class>/...``, ``val/...``) or
     ILSVRC-2012's files as distributed (``ILSVRC2012_img_train.tar``, ..., see ``ilsvrc``),
-    prepared once into ``cache_dir`` (default ``data_cache/<name>-<image_size>``) at
-    ``image_size`` and reused afterwards. Raises ``DataError`` with one line.
+    prepared once into ``cache_dir`` (default ``data_cache/<name>-<image_size>``, or
+    ``data_cache/<name>-<image_size>-<digest>`` when that one holds another source of the
+    same name) at ``image_size`` and reused afterwards. Raises ``DataError`` with one line.
     """
     if data is None:
         from .demo_data import demo_cache
@@ -44,7 +45,8 @@ def open_data(data, image_size, cache_dir=None, workers=None, progress=True, pri
     name = os.path.basename(os.path.normpath(os.path.abspath(data)))
     dst = cache_dir or os.path.join(DATA_ROOT, f"{name}-{image_size}")
     from .prepare import prepare
-    path = prepare(data, dst, image_size=image_size, workers=workers, progress=progress, print_fn=print_fn)
+    path = prepare(data, dst, image_size=image_size, workers=workers, progress=progress, print_fn=print_fn,
+                   elsewhere=cache_dir is None)   # the default folder of another source: beside it
     return Cache(path), {"demo": False, "cache": os.path.abspath(path), "source": os.path.abspath(data)}
 
 

@@ -323,9 +323,30 @@ def test_evaluate_and_figures_run_on_the_converted_model(model_files, photo_cach
     result = json.loads(record.read_text())
     assert result["images"] == 6 and result["procedure"] == "ten-crop"
     assert "tench" in (tmp_path / "p.csv").read_text()
+    said = capsys.readouterr().out
+    assert "3 classes (mapped by WordNet id onto 1000 classes of the checkpoint)" in said, said
     assert figures_script.main(["--checkpoint", out["v2"], "--data", photo_cache, "--split", "train",
                                 "--device", "cpu", "--no-progress", "--out", str(tmp_path / "figs")]) == 0
     assert (tmp_path / "figs" / "figure4_neighbours.png").is_file()
+    assert not (tmp_path / "figs" / "curves.png").exists()           # no history: no empty axes
+    assert "curves.png not drawn" in capsys.readouterr().out
+
+
+def test_evaluate_replaces_its_json_whole_or_not_at_all(model_files, photo_cache, tmp_path, monkeypatch):
+    """A write that fails midway (a full disk) leaves the previous result whole and no temporary."""
+    import evaluate
+    record = tmp_path / "eval.json"
+    record.write_text('{"previous": true}')
+
+    def full_disk(obj, f, **kwargs):
+        f.write('{"split": "tr')
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(evaluate.json, "dump", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        evaluate.main(["--checkpoint", model_files[3]["v2"], "--data", photo_cache, "--split", "train",
+                       "--device", "cpu", "--no-progress", "--json", str(record)])
+    assert json.loads(record.read_text()) == {"previous": True}
+    assert os.listdir(tmp_path) == ["eval.json"]
 
 
 def test_unknown_class_folder_is_one_line(model_files, tmp_path, capsys):
@@ -399,3 +420,26 @@ def test_packaged_class_list_is_ilsvrc2012s():
     shared = os.path.join(ROOT, "..", "shared", "data", "imagenet-classes", "synset_words.txt")
     if os.path.isfile(shared):
         assert read_synsets(shared) == (wnids, names)
+
+
+def test_mean_files_of_other_shapes(model_files, tmp_path, capsys):
+    """Two images in one mean file, or a mean smaller than the input: one line naming the mean
+    file; a larger mean is taken, and the line says the stored image size follows it."""
+    folder = model_files[0]
+    model = str(folder / "alexnet_v1.caffemodel")
+    rng = np.random.default_rng(4)
+    two = MSG["BlobProto"]()
+    _fill_blob(two, rng.uniform(0, 255, (2, 3, R, R)).astype(np.float32), v1=True)
+    (tmp_path / "two.binaryproto").write_bytes(two.SerializeToString())
+    write_mean(tmp_path / "small.binaryproto", rng.uniform(0, 255, (3, S - 1, S - 1)).astype(np.float32))
+    for name, expected in (("two", "holds 2 images"), ("small", f"smaller than the net's input {S}")):
+        assert convert.main(["caffe", model, str(tmp_path / "o.npz"), "--mean", str(tmp_path / f"{name}.binaryproto")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0] and f"{name}.binaryproto" in err[0], err
+        assert "caffemodel" not in err[0] and "--input-size" not in err[0]
+    write_mean(tmp_path / "big.binaryproto", rng.uniform(0, 255, (3, 2 * R, 2 * R)).astype(np.float32))
+    lines = []
+    _, config = convert.convert_caffe(model, str(tmp_path / "big.npz"), str(tmp_path / "big.binaryproto"),
+                                      print_fn=lines.append)
+    assert config.image_size == 2 * R and checkpoint.load(str(tmp_path / "big.npz")).config.image_size == 2 * R
+    assert any(f"--image-size {2 * R}" in line for line in lines), lines

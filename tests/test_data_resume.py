@@ -109,3 +109,56 @@ def test_a_finished_cache_is_skipped_and_another_source_refused(source, uninterr
         prepare(source, uninterrupted, image_size=R + 8, workers=1, progress=False)
     # without its source the cache is still usable
     assert prepare(str(tmp_path / "gone"), uninterrupted) == uninterrupted
+
+
+def test_workers_of_a_killed_prepare_end_quietly(source, tmp_path):
+    """SIGKILL of prepare alone (not its process group): its orphaned workers end without a
+    BrokenPipeError traceback, and soon (their stderr, shared with it, closes)."""
+    dst = str(tmp_path / "cache")
+    command = [sys.executable, "-m", "alexnet_np.prepare", source, dst, "--image-size", str(R),
+               "--workers", "2", "--checkpoint-seconds", "0", "--no-progress"]
+    with open(tmp_path / "stderr", "wb") as err:
+        process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=err)
+    state, deadline = os.path.join(dst, ".train.state.npz"), time.time() + 60
+    while time.time() < deadline and process.poll() is None and not os.path.exists(state):
+        time.sleep(0.002)
+    assert process.poll() is None, "prepare finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            os.killpg(process.pid, 0)          # a worker of the group is still there
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError("the workers outlived their parent by 30 s")
+    said = (tmp_path / "stderr").read_text()
+    assert "Traceback" not in said and "BrokenPipeError" not in said, said
+
+
+def _photos(folder, shade):
+    """A tiny ImageFolder: two classes of one PNG each, of one ``shade``."""
+    for label in ("ants", "bees"):
+        (folder / "train" / label).mkdir(parents=True)
+        Image.fromarray(np.full((70, 90, 3), shade + (label == "bees") * 40, np.uint8)).save(folder / "train" / label / "0.png")
+    return str(folder)
+
+
+def test_a_cache_of_another_source_of_the_same_names_is_not_reused(tmp_path, monkeypatch):
+    """The same folder and file names, other files: refused in one line naming both sources, or,
+    in the default folder (``runs.open_data``), prepared beside it."""
+    from alexnet_np.runs import open_data
+    first, second = _photos(tmp_path / "a" / "photos", 10), _photos(tmp_path / "b" / "photos", 200)
+    dst = str(tmp_path / "cache")
+    prepare(first, dst, image_size=R, workers=1, progress=False, print_fn=lambda *a: None)
+    with pytest.raises(DataError, match="other sizes or times") as refused:
+        prepare(second, dst, image_size=R, workers=1, progress=False, print_fn=lambda *a: None)
+    assert first in str(refused.value) and second in str(refused.value)
+    monkeypatch.chdir(tmp_path)
+    caches = [open_data(src, R, workers=1, progress=False, print_fn=lambda *a: None)[0] for src in (first, second)]
+    assert caches[0].path == os.path.join("data_cache", f"photos-{R}") and caches[1].path.startswith(caches[0].path + "-")
+    assert caches[0].split("train").images.max() < 100 < caches[1].split("train").images.min()
+    assert open_data(second, R, workers=1, progress=False, print_fn=lambda *a: None)[0].path == caches[1].path

@@ -154,6 +154,26 @@ def test_cifar10_binary_reader(tmp_path, monkeypatch):
         cifar10_cache(str(tmp_path / "nowhere"), str(tmp_path / "cache2"))
 
 
+def test_cifar10_cache_of_another_copy_is_not_reused(tmp_path):
+    """Two folders of CIFAR-10 files with other bytes: the second gets a cache of its own."""
+    rng = np.random.default_rng(2)
+    copies = []
+    for name in ("a", "b"):
+        src = tmp_path / name / "cifar-10-batches-bin"
+        src.mkdir(parents=True)
+        for i in range(1, 6):
+            write_cifar_batch(src / f"data_batch_{i}.bin", [i % 10, 9], rng)
+        copies.append((src, write_cifar_batch(src / "test_batch.bin", [0, 5], rng)))
+    default, lines = str(tmp_path / "cifar-10-32"), []
+    first = cifar10_cache(str(copies[0][0]), default, print_fn=lines.append)
+    second = cifar10_cache(str(copies[1][0]), default, print_fn=lines.append)
+    assert first == default and second != default and len(lines) == 1 and second in lines[0]
+    for path, (_, val_images) in zip((first, second), copies):
+        np.testing.assert_array_equal(Cache(path).split("val").images, val_images)
+    assert cifar10_cache(str(copies[1][0]), default, print_fn=lines.append) == second    # found again
+    assert cifar10_cache(str(copies[0][0]), default) == default
+
+
 def test_command_line_errors_are_one_line():
     for args, fragment in [(["lrn", "--cifar10", ROOT], "figure1"), (["figure1", "--cifar10", "/no/where"], "/no/where"), (["lrn", "--data", "/no/such"], "/no/such"),
                            (["lrn", "--seeds", "0"], "--seeds")]:

@@ -235,6 +235,61 @@ def test_truncated_val_tar_keeps_the_files_before_the_damage(distribution, tmp_p
     assert Cache(str(tmp_path / "c")).split("val").labels.tolist() == [2, 0, 1]
 
 
+def _header_offset(tar_path, class_tar, image=None):
+    """The byte offset, in the train tar, of a class tar's header or of one of its images' headers."""
+    with tarfile.open(tar_path) as outer:
+        member = outer.getmember(class_tar)
+        if image is None:
+            return member.offset
+        with tarfile.open(fileobj=outer.extractfile(member)) as inner:
+            return member.offset_data + inner.getmembers()[image].offset
+
+
+def _prepare_damaged(src, tmp_path, at, splits=("train",)):
+    """SRC's train tar with 15 bytes of one header overwritten (its checksum fails), prepared."""
+    damaged = tmp_path / "src"
+    damaged.mkdir()
+    whole = bytearray((src / ilsvrc.TRAIN_TAR).read_bytes())
+    whole[at + 140:at + 155] = b"\xff" * 15                  # size, mtime and checksum fields
+    (damaged / ilsvrc.TRAIN_TAR).write_bytes(bytes(whole))
+    lines, dst = [], str(tmp_path / "c")
+    prepare(str(damaged), dst, image_size=R, workers=1, progress=False, print_fn=lines.append, splits=list(splits))
+    return Cache(dst), lines
+
+
+@pytest.mark.parametrize("image", [0, 1])
+def test_damaged_image_header_in_a_class_tar_is_read_past_and_listed(distribution, tmp_path, image):
+    """tarfile stops at a damaged header without a word; we read on at the next valid one and
+    list the member lost, in report.tsv, meta.json and the summary line."""
+    src = distribution[0]
+    at = _header_offset(src / ilsvrc.TRAIN_TAR, f"{WNIDS[0]}.tar", image)
+    cache, lines = _prepare_damaged(src, tmp_path, at)
+    kept = [os.path.basename(p) for p in cache.split("train").relpaths]
+    lost = f"{WNIDS[0]}_{image}.JPEG"
+    assert lost not in kept and [f"{WNIDS[0]}_{i}.JPEG" for i in range(4) if i != image] == kept[:3]
+    assert len(kept) == 10 and cache.split("train").labels.tolist() == [0] * 3 + [1] * 3 + [2] * 4
+    rows = [row for row in cache.skipped if row[2].startswith("lost")]
+    assert rows == [("train", f"{ilsvrc.TRAIN_TAR}/{WNIDS[0]}.tar/{lost}", rows[0][2])], cache.skipped
+    assert "header is damaged" in rows[0][2]
+    with open(os.path.join(cache.path, "report.tsv")) as f:
+        assert f"{WNIDS[0]}.tar/{lost}\tlost" in f.read()
+    assert any(line.startswith("train: 10 images written, 1 file skipped, 1 lost to damaged tar headers")
+               for line in lines), lines
+    notes = [line for line in lines if "damaged tar header at byte" in line]
+    assert len(notes) == 1 and f"class tar {WNIDS[0]}.tar" in notes[0] and "1 member lost" in notes[0]
+
+
+def test_damaged_class_tar_header_lists_its_images_as_lost(distribution, tmp_path):
+    """The images of a class tar whose header is damaged are named by their own headers; the
+    class keeps its index where the damaged header's name is legible."""
+    src = distribution[0]
+    cache, lines = _prepare_damaged(src, tmp_path, _header_offset(src / ilsvrc.TRAIN_TAR, f"{WNIDS[1]}.tar"))
+    assert cache.classes == WNIDS and cache.split("train").labels.tolist() == [0] * 4 + [2] * 4
+    lost = sorted(os.path.basename(row[1]) for row in cache.skipped if row[2].startswith("lost"))
+    assert lost == [f"{WNIDS[1]}_{i}.JPEG" for i in range(4)], cache.skipped
+    assert any("4 lost to damaged tar headers" in line for line in lines), lines
+
+
 # --------------------------------------------------------------------------- one-line errors
 
 def _error_of(argv, capsys):
@@ -278,6 +333,25 @@ def test_label_of_an_unknown_class(bad_src, tmp_path, capsys):
     (bad_src / ilsvrc.LOC_SOLUTION).write_text(text)
     line = _error_of([str(bad_src), str(tmp_path / "c"), "--no-progress"], capsys)
     assert "n09999999" in line and "not among the 3 training classes" in line
+    assert "--splits train" in line and "--classes synset_words.txt" in line      # what to do
+
+
+def test_truncated_train_tar_keeps_the_classes_the_val_labels_name(distribution, tmp_path):
+    """Cut before the last class tar: its class is kept, empty, so the indices stay ILSVRC's."""
+    src = distribution[0]
+    damaged = tmp_path / "src"
+    damaged.mkdir()
+    at = _header_offset(src / ilsvrc.TRAIN_TAR, f"{WNIDS[2]}.tar")
+    (damaged / ilsvrc.TRAIN_TAR).write_bytes((src / ilsvrc.TRAIN_TAR).read_bytes()[:at])
+    for name in (ilsvrc.VAL_TAR, ilsvrc.LOC_SOLUTION):
+        os.symlink(src / name, damaged / name)
+    lines = []
+    prepare(str(damaged), str(tmp_path / "c"), image_size=R, workers=1, progress=False, print_fn=lines.append)
+    cache = Cache(str(tmp_path / "c"))
+    assert cache.classes == WNIDS and cache.splits == ["train", "val"]
+    assert cache.split("train").labels.tolist() == [0] * 4 + [1] * 3
+    assert cache.split("val").labels.tolist() == [2, 0, 1, 1, 0, 2]
+    assert any("kept as empty classes" in line and WNIDS[2] in line for line in lines), lines
 
 
 def test_unreadable_label_file_and_missing_labels(bad_src, tmp_path, capsys):
@@ -338,9 +412,34 @@ def test_killed_then_rerun_gives_the_same_cache_from_a_tar(big_tar, tmp_path):
     lines = []
     prepare(big_tar, dst, image_size=R, workers=1, progress=False, print_fn=lines.append)
     assert any(line.startswith("train: resuming at file ") for line in lines), lines
+    assert any("listing read from" in line for line in lines), lines     # not listed again
     for name in sorted(os.listdir(reference)):
         with open(os.path.join(reference, name), "rb") as a, open(os.path.join(dst, name), "rb") as b:
             assert a.read() == b.read(), f"{name} differs after the resume"
+
+
+def test_tar_listings_are_kept_while_the_tars_are_unchanged(distribution, tmp_path, monkeypatch):
+    """A second run (a finished cache checked) reads the kept listings instead of the tars'
+    headers; a tar whose time changed is listed again."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in (ilsvrc.TRAIN_TAR, ilsvrc.VAL_TAR, ilsvrc.LOC_SOLUTION):
+        (src / name).write_bytes((distribution[0] / name).read_bytes())
+    dst = str(tmp_path / "c")
+    prepare(str(src), dst, image_size=R, **QUIET)
+    assert os.path.isfile(ilsvrc.listing_file(dst, str(src / ilsvrc.TRAIN_TAR)))
+
+    def not_again(path):
+        raise AssertionError(f"{path} listed again")
+    monkeypatch.setattr(ilsvrc, "read_train_tar", not_again)
+    monkeypatch.setattr(ilsvrc, "read_flat_tar", not_again)
+    lines = []
+    prepare(str(src), dst, image_size=R, workers=1, progress=False, print_fn=lines.append)
+    assert sum("listing read from" in line for line in lines) == 2 and lines[-1].endswith("nothing to do"), lines
+    stat = os.stat(src / ilsvrc.TRAIN_TAR)
+    os.utime(src / ilsvrc.TRAIN_TAR, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10 ** 9))
+    with pytest.raises(AssertionError, match="listed again"):
+        prepare(str(src), dst, image_size=R, **QUIET)
 
 
 def test_an_imagefolder_is_still_listed_as_before(distribution):
@@ -365,3 +464,24 @@ def test_kaggle_layout_class_folders_and_a_flat_val_folder(distribution, from_fo
     assert ours.class_names == WORDS
     np.testing.assert_array_equal(ours.split("train").images, reference.split("train").images)
     assert ours.split("val").labels.tolist() == [2, 0, 1, 1, 0, 2]
+
+
+def test_class_names_beside_the_label_file(distribution, tmp_path):
+    """Kaggle's LOC_synset_mapping.txt beside LOC_val_solution.csv, above the source folder; a
+    devkit's meta.mat beside its ground truth, outside the source folder."""
+    src, devkit, folders, _ = distribution
+    kaggle = tmp_path / "kaggle"
+    (kaggle / "ILSVRC" / "Data").mkdir(parents=True)
+    cls_loc = kaggle / "ILSVRC" / "Data" / "CLS-LOC"
+    cls_loc.mkdir()
+    os.symlink(folders / "train", cls_loc / "train")
+    extract_flat(src / ilsvrc.VAL_TAR, cls_loc / "val")
+    (kaggle / ilsvrc.LOC_SOLUTION).write_bytes((src / ilsvrc.LOC_SOLUTION).read_bytes())
+    (kaggle / "LOC_synset_mapping.txt").write_text("".join(f"{w} {n}\n" for w, n in zip(WNIDS, WORDS)))
+    dst = str(tmp_path / "c")
+    prepare(str(cls_loc), dst, image_size=R, val_labels=str(kaggle / ilsvrc.LOC_SOLUTION), **QUIET)
+    assert Cache(dst).class_names == WORDS
+    pytest.importorskip("scipy")
+    dst = str(tmp_path / "d")
+    prepare(str(cls_loc), dst, image_size=R, val_labels=str(devkit / ilsvrc.GROUND_TRUTH), **QUIET)
+    assert Cache(dst).class_names == WORDS
