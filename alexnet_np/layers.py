@@ -80,18 +80,30 @@ def pool_output_size(size, kernel, stride, what="max pooling"):
     return (size - kernel) // stride + 1
 
 
-def im2col(x, KH, KW, stride, col):
+def windows(xp, x, KH, KW, stride, OH, OW):
+    """Every KH x KW window of ``x`` at ``stride``, as a view (no copy): the unfolded input.
+
+    x (C, N, H, W) -> (C, KH, KW, N, OH, OW), v[c, i, j, n, oh, ow] = x[c, n, i + s*oh, j + s*ow].
+    The same call on NumPy and CuPy (``xp.lib.stride_tricks.as_strided``); strides in bytes.
+    """
+    C, N = x.shape[:2]
+    sC, sN, sH, sW = x.strides
+    return xp.lib.stride_tricks.as_strided(
+        x, (C, KH, KW, N, OH, OW), (sC, sH, sW, sN, stride * sH, stride * sW))
+
+
+def im2col(xp, x, KH, KW, stride, col):
     """Unfold the (already padded) ``x`` so that convolution becomes one matrix product.
 
     x   (C, N, H, W)
     col (C, KH, KW, N, OH, OW), filled here: col[c, i, j, n, oh, ow] = x[c, n, i + s*oh, j + s*ow]
-    Returns col viewed as (C*KH*KW, N*OH*OW). One strided copy per kernel offset.
+    Returns col viewed as (C*KH*KW, N*OH*OW). One strided copy out of the window view:
+    one array operation (a kernel launch on a GPU) where a copy per kernel offset would be
+    KH*KW of them (121 for conv1); on the CPU the two take the same time within 10%.
     """
-    C, _, OH, OW = col.shape[0], col.shape[3], col.shape[4], col.shape[5]
-    for i in range(KH):
-        for j in range(KW):
-            col[:, i, j] = x[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride]
-    return col.reshape(C * KH * KW, -1)
+    C, KH, KW, N, OH, OW = col.shape
+    col[...] = windows(xp, x, KH, KW, stride, OH, OW)
+    return col.reshape(C * KH * KW, N * OH * OW)
 
 
 def col2im(dcol, stride, dx):
@@ -99,22 +111,24 @@ def col2im(dcol, stride, dx):
 
     dcol (C, KH, KW, N, OH, OW)
     dx   (C, N, H, W), zeroed by the caller; overlapping windows add up.
+    One strided add per kernel offset: the windows overlap, so one operation cannot write
+    them all (summing rows first, then columns, takes KH + KW operations but 1.3x the time
+    on the CPU). Stride-1 layers mostly avoid it (``Conv2D.input_grad_by_convolution``).
     """
     _, KH, KW, _, OH, OW = dcol.shape
     for i in range(KH):
         for j in range(KW):
-            dx[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride] += dcol[:, i, j]
+            window = dx[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride]  # (C, N, OH, OW), a view
+            window += dcol[:, i, j]  # in place on the view: one operation (dx[...] += also writes it back)
     return dx
 
 
-def pad_spatial(x, pad, out):
-    """``x`` (C, N, H, W) with ``pad`` zeros around H and W, written into ``out`` (C, N, H+2p, W+2p)."""
+def pad_spatial(x, pad_h, pad_w, out):
+    """``x`` (C, N, H, W) with zeros around H and W, written into ``out`` (C, N, H+2ph, W+2pw).
+    Two operations: zero everything, copy the interior."""
     H, W = x.shape[2], x.shape[3]
-    out[:, :, :pad, :] = 0
-    out[:, :, H + pad:, :] = 0
-    out[:, :, :, :pad] = 0
-    out[:, :, :, W + pad:] = 0
-    out[:, :, pad:H + pad, pad:W + pad] = x
+    out.fill(0)
+    out[:, :, pad_h:pad_h + H, pad_w:pad_w + W] = x
     return out
 
 
@@ -127,16 +141,26 @@ class Conv2D(Layer):
 
     The unfolded input (col) would be the largest array of the net (563 MB for conv1 at
     batch 128), so it is built for a chunk of the batch at a time, in the device's shared
-    scratch memory, at most ``COL_ELEMENTS`` entries (a chunk of at least one image); and it is not kept between forward
-    and backward: backward unfolds again, which costs one copy and saves gigabytes.
-    """
+    scratch memory, at most ``device.col_elements`` entries (a chunk of at least one image:
+    64 MiB on the CPU, for its caches; a GPU takes the whole batch at once, so that a layer
+    is a handful of array operations); and it is not kept between forward and backward:
+    backward unfolds again, which costs one copy and saves gigabytes.
 
-    COL_ELEMENTS = 2 ** 24  # 64 MiB of float32: large enough for GEMMs at full speed
+    The input gradient. In general, ``dcol = W^T dy`` folded back by ``col2im`` (KH*KW
+    strided adds). At stride 1 it is itself a convolution: of dy, zero-padded by
+    ``K - 1 - pad``, with the kernels turned by 180 degrees and their two channel axes
+    swapped,  dx[c] = sum_{f, i, j} W[f, c, KH-1-i, KW-1-j] dy_pad[f, n, h + i, w + j],
+    a single unfold and GEMM that writes dx directly. Its unfolded dy has F*KH*KW rows where
+    dcol has C*KH*KW: so it is used where F <= C (conv3-conv5: measured 0.8-0.9x the time of
+    col2im, and 4 operations instead of KH*KW + 3), not for conv2 (F = 128 > C = 48: 1.3x).
+    """
 
     def __init__(self, device, weight, bias, stride=1, pad=0, input_grad=True):
         super().__init__(device, W=weight, b=bias)
         self.stride, self.pad = stride, pad
         self.input_grad = input_grad  # conv1 needs no gradient for the image
+        F, C, KH, KW = self.params["W"].shape
+        self.input_grad_by_convolution = stride == 1 and F <= C and pad <= min(KH, KW) - 1
 
     def output_shape(self, H, W):
         """(OH, OW) for an H x W input."""
@@ -145,42 +169,51 @@ class Conv2D(Layer):
                 conv_output_size(W, KW, self.stride, self.pad))
 
     def _chunks(self, x):
-        """[(n0, n1), ...]: slices of the batch whose unfolded input fits COL_ELEMENTS."""
-        _, C, KH, KW = self.params["W"].shape
-        N = x.shape[1]
-        OH, OW = self.output_shape(x.shape[2], x.shape[3])
+        """[(n0, n1), ...]: slices of the batch whose unfolded input fits ``col_elements``
+        (and, where backward unfolds dy, that too: F*KH*KW rows of H*W)."""
+        F, C, KH, KW = self.params["W"].shape
+        N, H, W = x.shape[1:]
+        OH, OW = self.output_shape(H, W)
         per_image = C * KH * KW * OH * OW
-        count = -(-N // max(1, self.COL_ELEMENTS // per_image))   # chunks needed, rounded up
-        bounds = [N * k // count for k in range(count + 1)]        # as equal as can be
+        if self.input_grad and self.input_grad_by_convolution:
+            per_image = max(per_image, F * KH * KW * H * W)
+        count = -(-N // max(1, self.device.col_elements // per_image))  # chunks needed, rounded up
+        bounds = [N * k // count for k in range(count + 1)]              # as equal as can be
         return list(zip(bounds, bounds[1:]))
 
-    def _unfold(self, x):
-        """x (C, n, H, W) -> col (C*KH*KW, n*OH*OW), in scratch memory."""
-        F, C, KH, KW = self.params["W"].shape
-        _, n, H, W = x.shape
-        OH, OW = self.output_shape(H, W)
-        if self.pad:
-            x = pad_spatial(x, self.pad, self.device.scratch(
-                "pad", (C, n, H + 2 * self.pad, W + 2 * self.pad), x.dtype))  # (C, n, H+2p, W+2p)
-        col = self.device.scratch("col", (C, KH, KW, n, OH, OW), x.dtype)   # (C, KH, KW, n, OH, OW)
-        return im2col(x, KH, KW, self.stride, col)
+    def _unfold(self, x, KH, KW, pad_h, pad_w, stride):
+        """x (C, n, H, W), zero-padded -> col (C*KH*KW, n*OH*OW), in scratch memory."""
+        C, n, H, W = x.shape
+        if pad_h or pad_w:
+            x = pad_spatial(x, pad_h, pad_w, self.device.scratch(
+                "pad", (C, n, H + 2 * pad_h, W + 2 * pad_w), x.dtype))  # (C, n, H+2ph, W+2pw)
+        OH, OW = (x.shape[2] - KH) // stride + 1, (x.shape[3] - KW) // stride + 1
+        col = self.device.scratch("col", (C, KH, KW, n, OH, OW), x.dtype)  # (C, KH, KW, n, OH, OW)
+        return im2col(self.device.xp, x, KH, KW, stride, col)
+
+    def _gemm_into(self, out, n0, n1, a, b, name):
+        """out[:, n0:n1] = a @ b, for out (R, N, ...) and b (K, n*...): straight into ``out``
+        when the chunk is the whole batch, else through a contiguous scratch block (CuPy's
+        matmul writes only contiguous arrays) and one copy."""
+        xp = self.device.xp
+        if n1 - n0 == out.shape[1]:
+            return xp.matmul(a, b, out=out.reshape(out.shape[0], -1))
+        block = xp.matmul(a, b, out=self.device.scratch(name, (a.shape[0], b.shape[1]), out.dtype))
+        out[:, n0:n1] = block.reshape((out.shape[0], n1 - n0) + out.shape[2:])
+        return out
 
     def forward(self, x, train=False):
         if x.shape[0] != self.params["W"].shape[1]:
             raise ValueError(f"Conv2D expects {self.params['W'].shape[1]} input channels "
                              f"in layout (C, N, H, W), got shape {x.shape}")
-        xp = self.device.xp
         W, b = self.params["W"], self.params["b"]
-        F = W.shape[0]
+        F, _, KH, KW = W.shape
         N = x.shape[1]
         OH, OW = self.output_shape(x.shape[2], x.shape[3])
-        y = self.device.scratch("conv_y", (F, N, OH, OW), x.dtype)   # (F, N, OH, OW)
+        y = self.device.scratch("conv_y", (F, N, OH, OW), x.dtype)    # (F, N, OH, OW)
         for n0, n1 in self._chunks(x):
-            col = self._unfold(x[:, n0:n1])                           # (C*KH*KW, n*OH*OW)
-            # The GEMM writes a contiguous block (CuPy's matmul requires it), copied into y.
-            y_chunk = xp.matmul(W.reshape(F, -1), col, out=self.device.scratch(
-                "conv_y_chunk", (F, (n1 - n0) * OH * OW), x.dtype))  # (F, n*OH*OW)
-            y[:, n0:n1] = y_chunk.reshape(F, n1 - n0, OH, OW)
+            col = self._unfold(x[:, n0:n1], KH, KW, self.pad, self.pad, self.stride)  # (C*KH*KW, n*OH*OW)
+            self._gemm_into(y, n0, n1, W.reshape(F, -1), col, "conv_y_chunk")
         y += b[:, None, None, None]
         self.x = x                                                    # (C, N, H, W)
         return y
@@ -189,26 +222,37 @@ class Conv2D(Layer):
         xp = self.device.xp
         W = self.params["W"]
         F, C, KH, KW = W.shape
-        _, N, H, Wd = self.x.shape
+        x = self.x                                                    # (C, N, H, W)
+        _, N, H, Wd = x.shape
         OH, OW = dy.shape[2], dy.shape[3]
         p = self.pad
-        self.grads["b"] += dy.sum(axis=(1, 2, 3))                     # (F,)
-        if self.input_grad:
+        db = self.grads["b"]
+        xp.add(db, dy.sum(axis=(1, 2, 3)), out=db)                    # (F,)
+        dW = self.grads["W"].reshape(F, C * KH * KW).T                # (C*KH*KW, F), a view
+        by_convolution = self.input_grad and self.input_grad_by_convolution
+        if by_convolution:
+            dx = self.device.scratch("conv_dx", (C, N, H, Wd), dy.dtype)   # (C, N, H, W)
+            turned = self.device.scratch("conv_turned", (C, F, KH, KW), W.dtype)
+            turned[...] = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)     # W[f, c, KH-1-i, KW-1-j]
+        elif self.input_grad:
             dx_pad = self.device.scratch("conv_dx_pad", (C, N, H + 2 * p, Wd + 2 * p), dy.dtype)
             dx_pad.fill(0)                                            # (C, N, H+2p, W+2p)
-        for n0, n1 in self._chunks(self.x):
-            col = self._unfold(self.x[:, n0:n1])                      # (C*KH*KW, n*OH*OW)
+        for n0, n1 in self._chunks(x):
+            col = self._unfold(x[:, n0:n1], KH, KW, p, p, self.stride)  # (C*KH*KW, n*OH*OW)
             dy2 = dy[:, n0:n1].reshape(F, -1)                         # (F, n*OH*OW)
-            # dW = dy2 col^T, computed as (col dy2^T)^T: OpenBLAS runs this orientation up
+            # dW += dy2 col^T, computed as (col dy2^T)^T: OpenBLAS runs this orientation up
             # to 20x faster when n*OH*OW is long and F small (conv1: 48 x 387,200 x 363).
-            self.grads["W"] += xp.matmul(col, dy2.T).T.reshape(W.shape)  # (F, C, KH, KW)
-            if self.input_grad:
+            xp.add(dW, xp.matmul(col, dy2.T), out=dW)                 # (C*KH*KW, F)
+            if by_convolution:
+                dy_col = self._unfold(dy[:, n0:n1], KH, KW, KH - 1 - p, KW - 1 - p, 1)  # (F*KH*KW, n*H*W)
+                self._gemm_into(dx, n0, n1, turned.reshape(C, -1), dy_col, "conv_dx_chunk")
+            elif self.input_grad:
                 dcol = xp.matmul(W.reshape(F, -1).T, dy2, out=col)    # reuses col's memory
                 col2im(dcol.reshape(C, KH, KW, n1 - n0, OH, OW), self.stride, dx_pad[:, n0:n1])
         if not self.input_grad:
             return None
-        if not p:
-            return dx_pad
+        if by_convolution or not p:
+            return dx if by_convolution else dx_pad
         dx = self.device.scratch("conv_dx", (C, N, H, Wd), dy.dtype)  # (C, N, H, W)
         dx[...] = dx_pad[:, :, p:H + p, p:Wd + p]
         return dx

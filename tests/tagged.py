@@ -84,8 +84,19 @@ def wrap(result, tag):
     return result
 
 
+class TaggedStrideTricks:
+    @staticmethod
+    def as_strided(x, shape=None, strides=None):
+        return np.lib.stride_tricks.as_strided(x, shape, strides, subok=True)   # keeps the tag
+
+
+class TaggedLib:
+    stride_tricks = TaggedStrideTricks
+
+
 class TaggedNumpy:
     """The array module of a tagged device: NumPy, with array creation tagged."""
+    lib = TaggedLib
     CREATE = {"zeros", "empty", "ones", "full", "arange"}
 
     def __init__(self, tag):

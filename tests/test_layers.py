@@ -121,15 +121,57 @@ def test_conv_without_input_gradient_returns_none_but_fills_weights():
     assert np.abs(conv.grads["W"]).sum() > 0
 
 
-def test_col2im_is_the_adjoint_of_im2col():
-    # <im2col(x), c> == <x, col2im(c)> for random x and c: the backward of the unfolding.
+def im2col_reference(x, KH, KW, stride, OH, OW):
+    """col[c, i, j, n, oh, ow] = x[c, n, i + s*oh, j + s*ow], by loops over every entry."""
+    C, N = x.shape[:2]
+    col = np.zeros((C, KH, KW, N, OH, OW))
+    for c, i, j, n, oh, ow in itertools.product(*map(range, col.shape)):
+        col[c, i, j, n, oh, ow] = x[c, n, i + stride * oh, j + stride * ow]
+    return col
+
+
+def col2im_reference(dcol, stride, H, W):
+    """dx[c, n, i + s*oh, j + s*ow] += dcol[c, i, j, n, oh, ow], by loops over every entry."""
+    C, _, _, N = dcol.shape[:4]
+    dx = np.zeros((C, N, H, W))
+    for c, i, j, n, oh, ow in itertools.product(*map(range, dcol.shape)):
+        dx[c, n, i + stride * oh, j + stride * ow] += dcol[c, i, j, n, oh, ow]
+    return dx
+
+
+@pytest.mark.parametrize("KH,KW,stride", [(3, 2, 2), (3, 3, 1), (4, 4, 4)])
+def test_im2col_and_col2im_match_loops(KH, KW, stride):
     r = rng(5)
-    x = r.standard_normal((3, 2, 9, 7))
-    col = np.empty((3, 3, 2, 2, 4, 3))
-    cols = im2col(x, 3, 2, 2, col)
-    c = r.standard_normal(cols.shape)
-    back = col2im(c.reshape(col.shape), 2, np.zeros_like(x))
-    assert np.isclose(np.sum(cols * c), np.sum(x * back), rtol=1e-12)
+    x = r.standard_normal((3, 2, 9, 8))[:, :, 1:, :-1]            # a strided view, (3, 2, 8, 7)
+    OH, OW = (8 - KH) // stride + 1, (7 - KW) // stride + 1
+    col = np.empty((3, KH, KW, 2, OH, OW))
+    cols = im2col(np, x, KH, KW, stride, col)
+    assert cols.shape == (3 * KH * KW, 2 * OH * OW)
+    assert_close(col, im2col_reference(x, KH, KW, stride, OH, OW), rtol=0, atol=0, what="im2col")
+    dcol = r.standard_normal(col.shape)
+    back = col2im(dcol, stride, np.zeros((3, 2, 8, 7)))
+    assert_close(back, col2im_reference(dcol, stride, 8, 7), rtol=1e-12, what="col2im")
+    # and the adjoint: <im2col(x), c> == <x, col2im(c)>
+    assert np.isclose(np.sum(col * dcol), np.sum(x * back), rtol=1e-12)
+
+
+@pytest.mark.parametrize("C,N,H,W,F,KH,KW,stride,pad", [c for c in CONV_CASES if c[7] == 1])
+@pytest.mark.parametrize("by_convolution", [False, True])
+def test_both_input_gradients_at_stride_1(C, N, H, W, F, KH, KW, stride, pad, by_convolution):
+    # dx by col2im and dx as a convolution of dy with the turned kernels, whichever the layer picks
+    r = rng(3)
+    conv = Conv2D(CPU, r.standard_normal((F, C, KH, KW)) * 0.3, r.standard_normal(F), stride=stride, pad=pad)
+    conv.input_grad_by_convolution = by_convolution
+    check_layer_gradients(conv, r.standard_normal((C, N, H, W)))
+
+
+def test_input_gradient_as_a_convolution_where_it_pays():
+    def picks(C, F, stride=1, pad=1, K=3):
+        return Conv2D(CPU, np.zeros((F, C, K, K)), np.zeros(F), stride=stride, pad=pad).input_grad_by_convolution
+    assert picks(256, 192) and picks(192, 192) and picks(192, 128)   # conv3, conv4, conv5
+    assert not picks(48, 128, pad=2, K=5)                            # conv2: F > C
+    assert not picks(3, 2, stride=2)                                 # strided: col2im
+    assert not picks(4, 2, pad=3)                                    # pad >= K: dy would need cropping
 
 
 def test_conv_rejects_sizes_that_do_not_fit():
@@ -310,8 +352,11 @@ def test_conv_in_batch_chunks_matches_loops_and_gradients():
     r = rng(16)
     x = r.standard_normal((3, 5, 9, 8))
     weight, bias = r.standard_normal((4, 3, 3, 2)), r.standard_normal(4)
-    conv = Conv2D(CPU, weight, bias, stride=1, pad=1)
-    conv.COL_ELEMENTS = 3 * 3 * 2 * 9 * 9 * 2          # two images per chunk: 3 chunks
+    device = Device()
+    device.col_elements = 3 * 3 * 2 * 9 * 9 * 2       # two images per chunk: 3 chunks
+    conv = Conv2D(device, weight, bias, stride=1, pad=1)
     assert len(conv._chunks(x)) == 3
     assert_close(conv.forward(x), conv_reference(x, weight, bias, 1, 1), rtol=1e-10, what="chunked conv")
-    check_layer_gradients(conv, x)
+    for by_convolution in (False, True):
+        conv.input_grad_by_convolution = by_convolution
+        check_layer_gradients(conv, x)
