@@ -153,14 +153,29 @@ class Conv2D(Layer):
     a single unfold and GEMM that writes dx directly. Its unfolded dy has F*KH*KW rows where
     dcol has C*KH*KW: so it is used where F <= C (conv3-conv5: measured 0.8-0.9x the time of
     col2im, and 4 operations instead of KH*KW + 3), not for conv2 (F = 128 > C = 48: 1.3x).
+
+    ``space_to_depth`` (stride s > 1, no input gradient): the input's s x s blocks become
+    channels, (C, N, s*HB, s*WB) -> (C*s*s, N, HB, WB), and the kernel, zero-padded to a
+    multiple of s, becomes KB x KB = ceil(K/s)^2 over those channels at stride 1: conv1's
+    11 x 11 at stride 4 on 3 channels is a 3 x 3 on 48 (a 12 x 12 kernel: 19% more
+    multiply-adds). The weights stay stored as (F, C, KH, KW). Measured against the direct
+    unfold above (one strided copy either way), for conv1 at batch 32 on one core: the unfold
+    itself is 20% faster (its inner copies are contiguous), but the longer GEMM makes the
+    layer 14% slower forward and 11% backward; and a step takes 20 array operations
+    against 8 (the block copy and the weights' rearrangement, forward and backward). So
+    the paper's conv1 does not use it; it is kept, tested against the direct convolution,
+    for kernels where the balance differs.
     """
 
-    def __init__(self, device, weight, bias, stride=1, pad=0, input_grad=True):
+    def __init__(self, device, weight, bias, stride=1, pad=0, input_grad=True, space_to_depth=False):
         super().__init__(device, W=weight, b=bias)
         self.stride, self.pad = stride, pad
         self.input_grad = input_grad  # conv1 needs no gradient for the image
         F, C, KH, KW = self.params["W"].shape
         self.input_grad_by_convolution = stride == 1 and F <= C and pad <= min(KH, KW) - 1
+        if space_to_depth and (stride == 1 or input_grad):
+            raise ValueError("space_to_depth needs a stride > 1 and no input gradient (conv1)")
+        self.space_to_depth = space_to_depth
 
     def output_shape(self, H, W):
         """(OH, OW) for an H x W input."""
@@ -175,6 +190,8 @@ class Conv2D(Layer):
         N, H, W = x.shape[1:]
         OH, OW = self.output_shape(H, W)
         per_image = C * KH * KW * OH * OW
+        if self.space_to_depth:
+            per_image = C * (self.stride * -(-KH // self.stride)) * (self.stride * -(-KW // self.stride)) * OH * OW
         if self.input_grad and self.input_grad_by_convolution:
             per_image = max(per_image, F * KH * KW * H * W)
         count = -(-N // max(1, self.device.col_elements // per_image))  # chunks needed, rounded up
@@ -190,6 +207,45 @@ class Conv2D(Layer):
         OH, OW = (x.shape[2] - KH) // stride + 1, (x.shape[3] - KW) // stride + 1
         col = self.device.scratch("col", (C, KH, KW, n, OH, OW), x.dtype)  # (C, KH, KW, n, OH, OW)
         return im2col(self.device.xp, x, KH, KW, stride, col)
+
+    def _unfold_input(self, x):
+        """x (C, n, H, W) -> col (C*KH*KW, n*OH*OW): the direct unfold, padded by ``pad``."""
+        KH, KW = self.params["W"].shape[2:]
+        return self._unfold(x, KH, KW, self.pad, self.pad, self.stride)
+
+    def _block_sizes(self, H, W):
+        """(KB_H, KB_W, HB, WB): the kernel and the padded input, in s x s blocks."""
+        s, (KH, KW) = self.stride, self.params["W"].shape[2:]
+        OH, OW = self.output_shape(H, W)
+        KBH, KBW = -(-KH // s), -(-KW // s)                            # ceil(K / s)
+        return KBH, KBW, OH - 1 + KBH, OW - 1 + KBW
+
+    def _unfold_blocks(self, x):
+        """x (C, n, H, W) -> col (C*s*s*KB*KB, n*OH*OW), by space-to-depth (see the class)."""
+        scratch, s, p = self.device.scratch, self.stride, self.pad
+        C, n, H, W = x.shape
+        KBH, KBW, HB, WB = self._block_sizes(H, W)
+        padded = scratch("pad", (C, n, s * HB, s * WB), x.dtype)      # (C, n, s*HB, s*WB)
+        padded.fill(0)
+        padded[:, :, p:p + H, p:p + W] = x                             # s*HB >= H + 2p: all fits
+        blocks = scratch("s2d", (C, s, s, n, HB, WB), x.dtype)        # (C, s, s, n, HB, WB)
+        blocks[...] = padded.reshape(C, n, HB, s, WB, s).transpose(0, 3, 5, 1, 2, 4)
+        OH, OW = HB - KBH + 1, WB - KBW + 1
+        col = scratch("col", (C * s * s, KBH, KBW, n, OH, OW), x.dtype)
+        return im2col(self.device.xp, blocks.reshape(C * s * s, n, HB, WB), KBH, KBW, 1, col)
+
+    def _weights_in_blocks(self):
+        """W (F, C, KH, KW) zero-padded to (F, C, s*KB, s*KB), as (F, C*s*s*KB*KB) in the
+        order of ``_unfold_blocks``: Wb[f, c, a, b, i, j] = W[f, c, s*i + a, s*j + b]."""
+        W, s = self.params["W"], self.stride
+        F, C, KH, KW = W.shape
+        KBH, KBW = -(-KH // s), -(-KW // s)
+        padded = self.device.scratch("conv_w_padded", (F, C, s * KBH, s * KBW), W.dtype)
+        padded.fill(0)
+        padded[:, :, :KH, :KW] = W
+        blocks = self.device.scratch("conv_w_blocks", (F, C, s, s, KBH, KBW), W.dtype)
+        blocks[...] = padded.reshape(F, C, KBH, s, KBW, s).transpose(0, 1, 3, 5, 2, 4)
+        return blocks.reshape(F, -1)
 
     def _gemm_into(self, out, n0, n1, a, b, name):
         """out[:, n0:n1] = a @ b, for out (R, N, ...) and b (K, n*...): straight into ``out``
@@ -211,9 +267,12 @@ class Conv2D(Layer):
         N = x.shape[1]
         OH, OW = self.output_shape(x.shape[2], x.shape[3])
         y = self.device.scratch("conv_y", (F, N, OH, OW), x.dtype)    # (F, N, OH, OW)
+        unfold, weights = self._unfold_input, W.reshape(F, -1)         # (F, C*KH*KW)
+        if self.space_to_depth:
+            unfold, weights = self._unfold_blocks, self._weights_in_blocks()   # (F, C*s*s*KB*KB)
         for n0, n1 in self._chunks(x):
-            col = self._unfold(x[:, n0:n1], KH, KW, self.pad, self.pad, self.stride)  # (C*KH*KW, n*OH*OW)
-            self._gemm_into(y, n0, n1, W.reshape(F, -1), col, "conv_y_chunk")
+            col = unfold(x[:, n0:n1])                                  # (rows of weights, n*OH*OW)
+            self._gemm_into(y, n0, n1, weights, col, "conv_y_chunk")
         y += b[:, None, None, None]
         self.x = x                                                    # (C, N, H, W)
         return y
@@ -237,8 +296,10 @@ class Conv2D(Layer):
         elif self.input_grad:
             dx_pad = self.device.scratch("conv_dx_pad", (C, N, H + 2 * p, Wd + 2 * p), dy.dtype)
             dx_pad.fill(0)                                            # (C, N, H+2p, W+2p)
+        if self.space_to_depth:
+            return self._weight_gradient_in_blocks(x, dy)
         for n0, n1 in self._chunks(x):
-            col = self._unfold(x[:, n0:n1], KH, KW, p, p, self.stride)  # (C*KH*KW, n*OH*OW)
+            col = self._unfold_input(x[:, n0:n1])                     # (C*KH*KW, n*OH*OW)
             dy2 = dy[:, n0:n1].reshape(F, -1)                         # (F, n*OH*OW)
             # dW += dy2 col^T, computed as (col dy2^T)^T: OpenBLAS runs this orientation up
             # to 20x faster when n*OH*OW is long and F small (conv1: 48 x 387,200 x 363).
@@ -256,6 +317,23 @@ class Conv2D(Layer):
         dx = self.device.scratch("conv_dx", (C, N, H, Wd), dy.dtype)  # (C, N, H, W)
         dx[...] = dx_pad[:, :, p:H + p, p:Wd + p]
         return dx
+
+    def _weight_gradient_in_blocks(self, x, dy):
+        """dW of a space-to-depth layer: the blocks' gradient (F, C, s, s, KB, KB), folded
+        back into the stored (F, C, KH, KW) layout. Returns None (no input gradient)."""
+        xp, s = self.device.xp, self.stride
+        F, C, KH, KW = self.params["W"].shape
+        KBH, KBW = -(-KH // s), -(-KW // s)
+        d_blocks = self.device.scratch("conv_dw_blocks", (C * s * s * KBH * KBW, F), dy.dtype)
+        d_blocks.fill(0)                                              # (C*s*s*KB*KB, F)
+        for n0, n1 in self._chunks(x):
+            col = self._unfold_blocks(x[:, n0:n1])                    # (C*s*s*KB*KB, n*OH*OW)
+            xp.add(d_blocks, xp.matmul(col, dy[:, n0:n1].reshape(F, -1).T), out=d_blocks)
+        # d_blocks[(c, a, b, i, j), f] is the gradient of W_padded[f, c, s*i + a, s*j + b]
+        d_padded = d_blocks.reshape(C, s, s, KBH, KBW, F).transpose(5, 0, 3, 1, 4, 2)  # (F, C, KB, s, KB, s)
+        dW = self.grads["W"]
+        dW += d_padded.reshape(F, C, s * KBH, s * KBW)[:, :, :KH, :KW]
+        return None
 
 
 # --------------------------------------------------------------------------- elementwise
