@@ -16,7 +16,9 @@ flattened feature vector is ordered as in every other framework.
 Conventions (STYLE.md): ``self.params`` and ``self.grads`` are dicts of named arrays with
 the same keys; ``forward(x, train)`` keeps what backward needs as attributes;
 ``backward(dout)`` *adds* into ``self.grads`` (zeroed once per step by the model) and
-returns the gradient with respect to the input. Every layer runs unchanged on NumPy and
+returns the gradient with respect to the input. ``infer(x)`` is the test-time forward of
+inference (``forward(x, train=False)``) that keeps nothing for backward: no kept input,
+no pooling winners; backward cannot follow it. Every layer runs unchanged on NumPy and
 CuPy: the array module comes from the layer's device.
 
 Memory. The large layers (convolution, ReLU, LRN, pooling) reuse their arrays from step
@@ -45,6 +47,18 @@ class Layer:
     def zero_grads(self):
         for g in self.grads.values():
             g.fill(0)
+
+    def infer(self, x):
+        """The test-time output for ``x``, keeping nothing that only backward needs (inference).
+        Layers that keep arrays for backward override it; the others keep nothing anyway."""
+        return self.forward(x, train=False)
+
+    def kept(self, value):
+        """What forward kept for backward, or a clear error after ``infer``."""
+        if value is None:
+            raise RuntimeError(f"{type(self).__name__}.backward needs a forward first "
+                               "(infer keeps nothing for backward)")
+        return value
 
     def buffer(self, name, shape, dtype):
         """An array of this layer's, reused from call to call; contents undefined."""
@@ -259,6 +273,12 @@ class Conv2D(Layer):
         return out
 
     def forward(self, x, train=False):
+        y = self.infer(x)
+        self.x = x                                                    # (C, N, H, W), for backward
+        return y
+
+    def infer(self, x):
+        self.x = None
         if x.shape[0] != self.params["W"].shape[1]:
             raise ValueError(f"Conv2D expects {self.params['W'].shape[1]} input channels "
                              f"in layout (C, N, H, W), got shape {x.shape}")
@@ -274,14 +294,13 @@ class Conv2D(Layer):
             col = unfold(x[:, n0:n1])                                  # (rows of weights, n*OH*OW)
             self._gemm_into(y, n0, n1, weights, col, "conv_y_chunk")
         y += b[:, None, None, None]
-        self.x = x                                                    # (C, N, H, W)
         return y
 
     def backward(self, dy):
         xp = self.device.xp
         W = self.params["W"]
         F, C, KH, KW = W.shape
-        x = self.x                                                    # (C, N, H, W)
+        x = self.kept(self.x)                                         # (C, N, H, W)
         _, N, H, Wd = x.shape
         OH, OW = dy.shape[2], dy.shape[3]
         p = self.pad
@@ -466,17 +485,22 @@ class LocalResponseNorm(Layer):
         # Only x is kept for backward, which computes the scale again: keeping s and
         # s^-beta would cost two more arrays of x's size per LRN layer (in total 0.5 GB
         # at batch 128), and recomputing is cheap next to the convolutions.
+        y = self.infer(x)
+        self.x = x                                                  # (C, N, H, W)
+        return y
+
+    def infer(self, x):
+        self.x = None
         xp = self.device.xp
         scale = self.scale(x, self.device.scratch("lrn_a", x.shape, x.dtype))  # (C, N, H, W): s
         y = xp.power(scale, x.dtype.type(-self.beta), out=self.device.scratch("lrn_b", x.shape, x.dtype))
         y *= x                                                      # b = a s^-beta
-        self.x = x                                                  # (C, N, H, W)
         return y
 
     def backward(self, dy):
         xp = self.device.xp
         dtype = dy.dtype.type
-        x = self.x
+        x = self.kept(self.x)                                       # (C, N, H, W)
         scale = self.scale(x, self.device.scratch("lrn_a", x.shape, x.dtype))   # s
         scale_pow = xp.power(scale, dtype(-self.beta),
                              out=self.device.scratch("lrn_b", x.shape, x.dtype))  # s^-beta
@@ -531,6 +555,7 @@ class MaxPool(Layer):
     in row-major order (as PyTorch and Caffe). Backward sends each gradient back through
     the two stages to the winner. Each loop
     runs over the ``size`` offsets of one stage, as strided views: no scatter-add.
+    ``infer`` takes the maxima only (no winners: a third of the operations, no uint8 arrays).
     """
 
     def __init__(self, device, size=3, stride=2):
@@ -546,18 +571,21 @@ class MaxPool(Layer):
         index[axis] = slice(k, k + self.stride * (count - 1) + 1, self.stride)
         return a[tuple(index)]
 
-    def _max_over_offsets(self, a, axis, best, winner):
+    def _max_over_offsets(self, a, axis, best, winner=None):
         """Fill ``best`` with the max over the window's offsets along ``axis`` and ``winner``
-        with the offset of the first maximum; both have a's shape but ``count`` along axis."""
+        (unless None) with the offset of the first maximum; both have a's shape but
+        ``count`` along axis."""
         xp = self.device.xp
         count = best.shape[axis]
         best[...] = self._offset(a, axis, 0, count)
-        winner.fill(0)
+        if winner is not None:
+            winner.fill(0)
         for k in range(1, self.size):
             candidate = self._offset(a, axis, k, count)
-            # winner = k where strictly better (the first maximum stays); k grows with
-            # the loop, so "set to k where better" is a maximum, which vectorises well.
-            xp.maximum(winner, (candidate > best) * xp.uint8(k), out=winner)
+            if winner is not None:
+                # winner = k where strictly better (the first maximum stays); k grows with
+                # the loop, so "set to k where better" is a maximum, which vectorises well.
+                xp.maximum(winner, (candidate > best) * xp.uint8(k), out=winner)
             xp.maximum(best, candidate, out=best)
         return best, winner
 
@@ -583,12 +611,21 @@ class MaxPool(Layer):
         self.x_shape = x.shape
         return y
 
+    def infer(self, x):
+        self.column_winner = self.row_winner = None
+        C, N, H, W = x.shape
+        OH, OW = self.output_size(H), self.output_size(W)
+        columns = self.device.scratch("pool_columns", (C, N, H, OW), x.dtype)  # column maxima
+        y = self.buffer("y", (C, N, OH, OW), x.dtype)                           # row maxima of those
+        self._max_over_offsets(x, 3, columns)
+        return self._max_over_offsets(columns, 2, y)[0]
+
     def backward(self, dy):
         scratch = self.device.scratch
         C, N, H, W = self.x_shape
         OH, OW = dy.shape[2], dy.shape[3]
         dcolumns = scratch("pool_dcolumns", (C, N, H, OW), dy.dtype)
-        self._to_winners(dy, self.row_winner, 2, dcolumns, scratch("pool_routed", dy.shape, dy.dtype))
+        self._to_winners(dy, self.kept(self.row_winner), 2, dcolumns, scratch("pool_routed", dy.shape, dy.dtype))
         dx = scratch("pool_dx", self.x_shape, dy.dtype)                 # (C, N, H, W)
         self._to_winners(dcolumns, self.column_winner, 3, dx, scratch("pool_routed", dcolumns.shape, dy.dtype))
         return dx
@@ -619,15 +656,20 @@ class Linear(Layer):
         super().__init__(device, W=weight, b=bias)
 
     def forward(self, x, train=False):
+        y = self.infer(x)
+        self.x = x                                           # (N, D), for backward
+        return y
+
+    def infer(self, x):
+        self.x = None
         if x.ndim != 2 or x.shape[1] != self.params["W"].shape[1]:
             raise ValueError(f"Linear expects (N, {self.params['W'].shape[1]}), got {x.shape}")
-        self.x = x                                           # (N, D)
         y = x @ self.params["W"].T                           # (N, K)
         y += self.params["b"]
         return y
 
     def backward(self, dy):
-        self.grads["W"] += dy.T @ self.x                     # (K, D)
+        self.grads["W"] += dy.T @ self.kept(self.x)          # (K, D)
         self.grads["b"] += dy.sum(axis=0)                    # (K,)
         return dy @ self.params["W"]                         # (N, D)
 

@@ -381,3 +381,20 @@ def test_conv_in_batch_chunks_matches_loops_and_gradients():
     for by_convolution in (False, True):
         conv.input_grad_by_convolution = by_convolution
         check_layer_gradients(conv, x)
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda r: Conv2D(CPU, r.standard_normal((4, 3, 3, 3)), r.standard_normal(4), pad=1), (3, 2, 7, 6)),
+    (lambda r: LocalResponseNorm(CPU, alpha=0.5), (7, 2, 3, 4)),
+    (lambda r: MaxPool(CPU, 3, 2), (3, 2, 7, 9)),
+    (lambda r: Linear(CPU, r.standard_normal((4, 6)), r.standard_normal(4)), (3, 6)),
+], ids=["conv", "lrn", "pool", "linear"])
+def test_infer_gives_the_test_time_output_and_keeps_nothing_for_backward(make, shape):
+    r = rng(18)
+    layer, x = make(r), r.standard_normal(shape)
+    expected = layer.forward(x).copy()
+    assert np.array_equal(layer.infer(x), expected)
+    kept = [name for name in ("x", "column_winner", "row_winner") if getattr(layer, name, None) is not None]
+    assert kept == [], f"{type(layer).__name__}.infer kept {kept}"
+    with pytest.raises(RuntimeError, match="infer keeps nothing for backward"):
+        layer.backward(np.ones_like(expected))
