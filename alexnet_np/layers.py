@@ -461,22 +461,34 @@ class LocalResponseNorm(Layer):
         self.size, self.k, self.beta = size, k, beta
         self.coef = alpha / size if alpha_over_n else alpha
 
-    def window_sum(self, a, total):
+    def padded_channels(self, shape, dtype):
+        """(padded, inner): scratch (C + 2 h, N, H, W) whose h channels at either end are
+        zero, h = n/2, and the view of its C channels in between, to be written by the caller."""
+        half, C = self.size // 2, shape[0]
+        padded = self.device.scratch("lrn_padded", (C + 2 * half,) + tuple(shape[1:]), dtype)
+        padded[:half].fill(0)
+        padded[C + half:].fill(0)
+        return padded, padded[half:C + half]
+
+    def window_sum(self, padded, total):
         """total[i] = sum of a over the channel window [i - n/2, i + n/2], clipped at the edges.
 
-        a, total (C, ...): distinct arrays; ``total`` is overwritten and returned.
+        padded (C + 2h, ...): a, between h zero channels at either end (``padded_channels``);
+        total (C, ...), overwritten and returned. One reduction over a window view of the
+        padded channels (as_strided): one operation where shifted adds are 2h + 1, and
+        measured 0.66x their time on the CPU.
         """
-        half = self.size // 2
-        total[...] = a
-        for d in range(1, half + 1):
-            total[d:] += a[:-d]   # channel i receives i - d
-            total[:-d] += a[d:]   # channel i receives i + d
-        return total
+        C, width = total.shape[0], 2 * (self.size // 2) + 1
+        s0 = padded.strides[0]
+        windows = self.device.xp.lib.stride_tricks.as_strided(
+            padded, (C, width) + padded.shape[1:], (s0, s0) + padded.strides[1:])  # (C, n, ...) a view
+        return windows.sum(axis=1, out=total)
 
     def scale(self, x, out):
         """s = k + coef * (window sum of a^2), into ``out``; x, out (C, N, H, W)."""
-        squares = self.device.xp.multiply(x, x, out=self.device.scratch("lrn_b", x.shape, x.dtype))
-        scale = self.window_sum(squares, out)
+        padded, squares = self.padded_channels(x.shape, x.dtype)
+        self.device.xp.multiply(x, x, out=squares)
+        scale = self.window_sum(padded, out)
         scale *= x.dtype.type(self.coef)
         scale += x.dtype.type(self.k)
         return scale
@@ -493,7 +505,7 @@ class LocalResponseNorm(Layer):
         self.x = None
         xp = self.device.xp
         scale = self.scale(x, self.device.scratch("lrn_a", x.shape, x.dtype))  # (C, N, H, W): s
-        y = xp.power(scale, x.dtype.type(-self.beta), out=self.device.scratch("lrn_b", x.shape, x.dtype))
+        y = xp.power(scale, x.dtype.type(-self.beta), out=scale)   # s^-beta, in s's memory
         y *= x                                                      # b = a s^-beta
         return y
 
@@ -504,13 +516,14 @@ class LocalResponseNorm(Layer):
         scale = self.scale(x, self.device.scratch("lrn_a", x.shape, x.dtype))   # s
         scale_pow = xp.power(scale, dtype(-self.beta),
                              out=self.device.scratch("lrn_b", x.shape, x.dtype))  # s^-beta
-        direct = xp.multiply(dy, scale_pow, out=self.device.scratch("lrn_c", x.shape, x.dtype))
-        # t[j] = dy[j] b[j] / s[j] = dy[j] a[j] s[j]^-beta / s[j], in s^-beta's memory
-        t = scale_pow
-        t *= dy
+        # t[j] = dy[j] b[j] / s[j] = dy[j] a[j] s[j]^-beta / s[j], between zero channels
+        padded, t = self.padded_channels(x.shape, x.dtype)
+        xp.multiply(scale_pow, dy, out=t)
         t *= x
         t /= scale
-        dx = self.window_sum(t, scale)     # s is no longer needed: its memory takes dx
+        direct = scale_pow
+        direct *= dy                          # dy[i] s[i]^-beta, in s^-beta's memory
+        dx = self.window_sum(padded, scale)   # s is no longer needed: its memory takes dx
         dx *= x
         dx *= dtype(-2.0 * self.beta * self.coef)
         dx += direct                       # dy[i] s[i]^-beta
@@ -595,7 +608,8 @@ class MaxPool(Layer):
         xp = self.device.xp
         dx.fill(0)
         for k in range(self.size):
-            self._offset(dx, axis, k, dy.shape[axis])[...] += xp.multiply(dy, winner == k, out=routed)
+            at_k = self._offset(dx, axis, k, dy.shape[axis])   # a view of dx
+            at_k += xp.multiply(dy, winner == k, out=routed)   # in place: one operation, not two
         return dx
 
     def forward(self, x, train=False):
