@@ -8,7 +8,7 @@ keeps lr outside the velocity: the two agree while lr is constant, and differ fo
 steps after each lr change). Whether biases are decayed is a choice the paper leaves open
 (``decay_biases``; cuda-convnet decayed weights only). Every update is in place, on the
 parameter's own device: four to six array operations per parameter array (one per
-array and term; on a GPU, each a kernel launch: 156 of a training step's).
+array and term; on a GPU, each a kernel launch: 150 of a training step's).
 """
 import numpy as np
 
