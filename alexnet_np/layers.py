@@ -205,7 +205,8 @@ class Conv2D(Layer):
         OH, OW = self.output_shape(H, W)
         per_image = C * KH * KW * OH * OW
         if self.space_to_depth:
-            per_image = C * (self.stride * -(-KH // self.stride)) * (self.stride * -(-KW // self.stride)) * OH * OW
+            KBH, KBW = self._kernel_in_blocks()
+            per_image = C * self.stride ** 2 * KBH * KBW * OH * OW
         if self.input_grad and self.input_grad_by_convolution:
             per_image = max(per_image, F * KH * KW * H * W)
         count = -(-N // max(1, self.device.col_elements // per_image))  # chunks needed, rounded up
@@ -227,11 +228,15 @@ class Conv2D(Layer):
         KH, KW = self.params["W"].shape[2:]
         return self._unfold(x, KH, KW, self.pad, self.pad, self.stride)
 
+    def _kernel_in_blocks(self):
+        """(KB_H, KB_W) = ceil(K / s): the kernel's size in s x s blocks."""
+        KH, KW = self.params["W"].shape[2:]
+        return -(-KH // self.stride), -(-KW // self.stride)
+
     def _block_sizes(self, H, W):
         """(KB_H, KB_W, HB, WB): the kernel and the padded input, in s x s blocks."""
-        s, (KH, KW) = self.stride, self.params["W"].shape[2:]
         OH, OW = self.output_shape(H, W)
-        KBH, KBW = -(-KH // s), -(-KW // s)                            # ceil(K / s)
+        KBH, KBW = self._kernel_in_blocks()
         return KBH, KBW, OH - 1 + KBH, OW - 1 + KBW
 
     def _unfold_blocks(self, x):
@@ -253,7 +258,7 @@ class Conv2D(Layer):
         order of ``_unfold_blocks``: Wb[f, c, a, b, i, j] = W[f, c, s*i + a, s*j + b]."""
         W, s = self.params["W"], self.stride
         F, C, KH, KW = W.shape
-        KBH, KBW = -(-KH // s), -(-KW // s)
+        KBH, KBW = self._kernel_in_blocks()
         padded = self.device.scratch("conv_w_padded", (F, C, s * KBH, s * KBW), W.dtype)
         padded.fill(0)
         padded[:, :, :KH, :KW] = W
@@ -306,6 +311,8 @@ class Conv2D(Layer):
         p = self.pad
         db = self.grads["b"]
         xp.add(db, dy.sum(axis=(1, 2, 3)), out=db)                    # (F,)
+        if self.space_to_depth:
+            return self._weight_gradient_in_blocks(x, dy)
         dW = self.grads["W"].reshape(F, C * KH * KW).T                # (C*KH*KW, F), a view
         by_convolution = self.input_grad and self.input_grad_by_convolution
         if by_convolution:
@@ -315,8 +322,6 @@ class Conv2D(Layer):
         elif self.input_grad:
             dx_pad = self.device.scratch("conv_dx_pad", (C, N, H + 2 * p, Wd + 2 * p), dy.dtype)
             dx_pad.fill(0)                                            # (C, N, H+2p, W+2p)
-        if self.space_to_depth:
-            return self._weight_gradient_in_blocks(x, dy)
         for n0, n1 in self._chunks(x):
             col = self._unfold_input(x[:, n0:n1])                     # (C*KH*KW, n*OH*OW)
             dy2 = dy[:, n0:n1].reshape(F, -1)                         # (F, n*OH*OW)
@@ -331,8 +336,10 @@ class Conv2D(Layer):
                 col2im(dcol.reshape(C, KH, KW, n1 - n0, OH, OW), self.stride, dx_pad[:, n0:n1])
         if not self.input_grad:
             return None
-        if by_convolution or not p:
-            return dx if by_convolution else dx_pad
+        if by_convolution:
+            return dx
+        if not p:
+            return dx_pad
         dx = self.device.scratch("conv_dx", (C, N, H, Wd), dy.dtype)  # (C, N, H, W)
         dx[...] = dx_pad[:, :, p:H + p, p:Wd + p]
         return dx
@@ -342,7 +349,7 @@ class Conv2D(Layer):
         back into the stored (F, C, KH, KW) layout. Returns None (no input gradient)."""
         xp, s = self.device.xp, self.stride
         F, C, KH, KW = self.params["W"].shape
-        KBH, KBW = -(-KH // s), -(-KW // s)
+        KBH, KBW = self._kernel_in_blocks()
         d_blocks = self.device.scratch("conv_dw_blocks", (C * s * s * KBH * KBW, F), dy.dtype)
         d_blocks.fill(0)                                              # (C*s*s*KB*KB, F)
         for n0, n1 in self._chunks(x):
