@@ -597,16 +597,24 @@ class MaxPool(Layer):
         ``count`` along axis."""
         xp = self.device.xp
         count = best.shape[axis]
-        best[...] = self._offset(a, axis, 0, count)
-        if winner is not None:
-            winner.fill(0)
-        for k in range(1, self.size):
-            candidate = self._offset(a, axis, k, count)
-            if winner is not None:
-                # winner = k where strictly better (the first maximum stays); k grows with
-                # the loop, so "set to k where better" is a maximum, which vectorises well.
-                xp.maximum(winner, (candidate > best) * xp.uint8(k), out=winner)
+        candidates = [self._offset(a, axis, k, count) for k in range(self.size)]   # views
+        if self.size == 1:
+            best[...] = candidates[0]
+        else:
+            xp.maximum(candidates[0], candidates[1], out=best)
+        for candidate in candidates[2:]:
             xp.maximum(best, candidate, out=best)
+        if winner is None:
+            return best, winner
+        # The first maximum's offset is the number of offsets before it, all below the
+        # maximum: winner = sum_{k < size-1} prod_{j <= k} [c_j < best]. Ties go to the
+        # first offset. 3k operations for k + 1 offsets, no array allocated.
+        xp.less(candidates[0], best, out=winner)                                # k = 0
+        running = winner
+        for k in range(1, self.size - 1):
+            below = xp.less(candidates[k], best, out=self.device.scratch("pool_below", best.shape, xp.uint8))
+            running = xp.multiply(running, below, out=self.device.scratch("pool_running", best.shape, xp.uint8))
+            xp.add(winner, running, out=winner)
         return best, winner
 
     def _to_winners(self, dy, winner, axis, dx, routed):
