@@ -76,6 +76,8 @@ class Figure1Net(LayerParameters):
     def forward(self, images, train=False, step=0, rows=None, infer=False):
         """images (N, 3, S, S) -> logits (N, K), a fresh array. ``step`` and ``rows`` (AlexNet's
         dropout positions) do not matter here: the net has no dropout."""
+        if infer and train:
+            raise ValueError("infer is the test-time forward: it cannot train")
         with self.device:
             x = self.device.xp.ascontiguousarray(move(images, self.device).transpose(1, 0, 2, 3),
                                                  dtype=self.config.dtype)    # (3, N, S, S)

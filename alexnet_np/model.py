@@ -302,6 +302,8 @@ class AlexNet(LayerParameters):
         rows first .. first+N of a global batch of B (default: the whole batch).
         ``infer``: see ``infer``.
         """
+        if infer and train:
+            raise ValueError("infer is the test-time forward: it cannot train")
         N, C, H, W = images.shape
         S = self.config.input_size
         if (C, H, W) != (3, S, S):

@@ -254,6 +254,8 @@ def test_inference_gives_the_test_time_logits_without_backward_arrays():
     buffers += [name for tower in fresh.towers for layer in (tower.pool1, tower.pool2, tower.pool5)
                 for name in layer._buffers]
     assert not [name for name in buffers if "winner" in name], buffers
+    with pytest.raises(ValueError, match="cannot train"):
+        fresh.forward(images, train=True, infer=True)
     with pytest.raises(RuntimeError, match="infer keeps nothing"):
         trained.forward_loss(images, np.zeros(2, int))   # the loss alone works,
         trained.infer(images)
