@@ -608,12 +608,12 @@ class MaxPool(Layer):
             return best, winner
         # The first maximum's offset is the number of offsets before it, all below the
         # maximum: winner = sum_{k < size-1} prod_{j <= k} [c_j < best]. Ties go to the
-        # first offset. 3k operations for k + 1 offsets, no array allocated.
+        # first offset. 3k operations for k + 1 offsets.
         xp.less(candidates[0], best, out=winner)                                # k = 0
         running = winner
         for k in range(1, self.size - 1):
-            below = xp.less(candidates[k], best, out=self.device.scratch("pool_below", best.shape, xp.uint8))
-            running = xp.multiply(running, below, out=self.device.scratch("pool_running", best.shape, xp.uint8))
+            below = xp.less(candidates[k], best)                                # [c_k < best]
+            running = xp.logical_and(running, below, out=below)                 # prod_{j <= k}
             xp.add(winner, running, out=winner)
         return best, winner
 
