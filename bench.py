@@ -216,7 +216,7 @@ class Ours:
         self.opt.step()
 
     def infer(self):
-        self.net.forward(self.images, train=False)
+        self.net.infer(self.images)
 
     def memory(self):
         """Peak memory figure: device pool high-water mark on the GPU, else peak RSS."""

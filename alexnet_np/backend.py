@@ -43,6 +43,9 @@ class Device:
     name = "cpu"
     kind = "cpu"   # what --device calls it
     xp = np
+    # The most entries of an unfolded convolution input (im2col) built at once: 64 MiB of
+    # float32 on the CPU, large enough for GEMMs at full speed and kind to its caches.
+    col_elements = 2 ** 24
 
     def __init__(self):
         self._scratch = {}  # name -> flat buffer, grown on demand

@@ -34,10 +34,10 @@ def model_probabilities(model, views, host, chunk):
     ``chunk`` views. Leaves ``model.fc7_features`` of the last chunk.
     """
     if views.ndim == 4:
-        return softmax(host(model.forward(views, train=False)))          # (N, K)
+        return softmax(host(model.infer(views)))                          # (N, K)
     N, V = views.shape[:2]
     flat = views.reshape((N * V,) + tuple(views.shape[2:]))              # (N*V, 3, S, S)
-    logits = [host(model.forward(flat[i:i + chunk], train=False)) for i in range(0, N * V, chunk)]
+    logits = [host(model.infer(flat[i:i + chunk])) for i in range(0, N * V, chunk)]
     return average_views(np.concatenate(logits), V)                      # (N, K)
 
 
@@ -139,7 +139,7 @@ def draw_figure4(model, cache, config, device, folder, batch_size, pool=0, split
     q = move(np.stack([result["features"][i] for i in asked]), device)      # (Q, D)
 
     def features(views):
-        model.forward(views, train=False)
+        model.infer(views)
         return model.fc7_features                                           # (B, D) on the head device
 
     def batches():

@@ -69,14 +69,20 @@ class Figure1Net(LayerParameters):
         self.layers = block(self.conv1) + block(self.conv2) + block(self.conv3) + [Flatten(device), self.fc]
         self.loss_layer = SoftmaxCrossEntropy(device)
 
-    def forward(self, images, train=False, step=0, rows=None):
+    def infer(self, images):
+        """Test-time logits, keeping nothing for backward (as ``AlexNet.infer``)."""
+        return self.forward(images, train=False, infer=True)
+
+    def forward(self, images, train=False, step=0, rows=None, infer=False):
         """images (N, 3, S, S) -> logits (N, K), a fresh array. ``step`` and ``rows`` (AlexNet's
         dropout positions) do not matter here: the net has no dropout."""
+        if infer and train:
+            raise ValueError("infer is the test-time forward: it cannot train")
         with self.device:
             x = self.device.xp.ascontiguousarray(move(images, self.device).transpose(1, 0, 2, 3),
                                                  dtype=self.config.dtype)    # (3, N, S, S)
             for layer in self.layers:
-                x = layer.forward(x, train)
+                x = layer.infer(x) if infer else layer.forward(x, train)
             self.fc7_features = x   # (N, K): the last layer's output (no fc7 here)
             return x
 

@@ -148,10 +148,11 @@ class Tower:
             x = move(images, self.device)
             return self.device.xp.ascontiguousarray(x.transpose(1, 0, 2, 3), dtype=self.conv1.params["W"].dtype)
 
-    def forward(self, stage, x, train):
+    def forward(self, stage, x, train, infer=False):
+        """The layers of ``stage`` on x; ``infer``: their ``infer`` (nothing kept for backward)."""
         with self.device:
             for layer in stage:
-                x = layer.forward(x, train)
+                x = layer.infer(x) if infer else layer.forward(x, train)
         return x
 
     def backward(self, stage, dy):
@@ -297,12 +298,21 @@ class AlexNet(LayerParameters):
         self.loss_layer = SoftmaxCrossEntropy(head)
 
     # ---------------------------------------------------------------- forward / backward
-    def forward(self, images, train=False, step=0, rows=None):
+    def infer(self, images):
+        """The test-time logits (N, K) of images (N, 3, S, S), keeping nothing for backward
+        (no layer's kept input, no pooling winners): ``forward(images, train=False)`` for
+        evaluation, in less memory and fewer operations. Backward cannot follow it."""
+        return self.forward(images, train=False, infer=True)
+
+    def forward(self, images, train=False, step=0, rows=None, infer=False):
         """images (N, 3, S, S), on any device -> logits (N, K) on tower 0's device.
 
         Training draws the dropout masks of ``step``; ``rows = (first, B)``: the images are
         rows first .. first+N of a global batch of B (default: the whole batch).
+        ``infer``: see ``infer``.
         """
+        if infer and train:
+            raise ValueError("infer is the test-time forward: it cannot train")
         N, C, H, W = images.shape
         S = self.config.input_size
         if (C, H, W) != (3, S, S):
@@ -316,21 +326,23 @@ class AlexNet(LayerParameters):
             held = [xg for xg in x if tower.device.holds(xg)]
             x.append(held[0] if held else tower.take_images(images))  # (3, N, S, S)
         if self.config.lrn_across_towers:                          # Caffe's LRN over both towers' maps
-            x = self.towers_forward("conv1_relu", x, train)
+            x = self.towers_forward("conv1_relu", x, train, infer)
             x = self.exchange_lrn1.forward(x)
-            x = self.towers_forward("lrn1_to_relu2", x, train)
+            x = self.towers_forward("lrn1_to_relu2", x, train, infer)
             x = self.exchange_lrn2.forward(x)
-            x = self.towers_forward("lrn2_pool2", x, train)
+            x = self.towers_forward("lrn2_pool2", x, train, infer)
         else:
-            x = self.towers_forward("conv1_to_pool2", x, train)
+            x = self.towers_forward("conv1_to_pool2", x, train, infer)
         x = self.exchange3.forward(x)                                # conv3 sees both towers
-        x = self.towers_forward("conv3_to_pool5", x, train)
+        x = self.towers_forward("conv3_to_pool5", x, train, infer)
         x = self.exchange6.forward(x)                                # fc6 sees all of pool5
-        x = self.towers_forward("fc6_stage", x, train)
+        x = self.towers_forward("fc6_stage", x, train, infer)
         x = self.exchange7.forward(x)                                # fc7 sees all of fc6
-        x = self.towers_forward("fc7_stage", x, train)
+        x = self.towers_forward("fc7_stage", x, train, infer)
         (self.fc7_features,) = self.gather8.forward(x)               # (N, 4096): Figure 4's features
         with self.fc8.device:
+            if infer:
+                return self.fc8.infer(self.fc7_features)              # (N, K)
             return self.fc8.forward(self.fc7_features, train)         # (N, K)
 
     def forward_loss(self, images, labels, train=True, step=0, rows=None):
@@ -375,9 +387,9 @@ class AlexNet(LayerParameters):
             self.towers_backward("conv1_to_pool2", d)   # conv1 returns no image gradient
             finished(self.stage_layer_names("conv1_to_pool2"))
 
-    def towers_forward(self, stage, xs, train):
+    def towers_forward(self, stage, xs, train, infer=False):
         """Stage ``stage`` of every tower on its input, the towers side by side."""
-        return self.side_by_side.run([lambda tower=tower, x=x: tower.forward(getattr(tower, stage), x, train)
+        return self.side_by_side.run([lambda tower=tower, x=x: tower.forward(getattr(tower, stage), x, train, infer)
                                       for tower, x in zip(self.towers, xs)])
 
     def towers_backward(self, stage, dys):

@@ -7,7 +7,8 @@ The learning rate multiplies the weight decay (this differs from PyTorch's SGD, 
 keeps lr outside the velocity: the two agree while lr is constant, and differ for a few
 steps after each lr change). Whether biases are decayed is a choice the paper leaves open
 (``decay_biases``; cuda-convnet decayed weights only). Every update is in place, on the
-parameter's own device.
+parameter's own device: four to six array operations per parameter array (one per
+array and term; on a GPU, each a kernel launch: 150 of a training step's).
 """
 import numpy as np
 
@@ -44,13 +45,16 @@ class SGD:
         for name, w, dw, owner in self.parameters:
             if owner is not device:
                 continue
-            dtype = w.dtype.type
+            dtype, decay = w.dtype.type, self.decay_of(name)
             v = self.velocity[name]
             with device:
                 step = device.scratch("sgd", w.shape, w.dtype)     # same shape as w
-                device.xp.multiply(w, dtype(self.decay_of(name)), out=step)
-                step += dw
-                step *= dtype(self.lr)                               # lr * (decay * w + dw)
+                if decay:
+                    device.xp.multiply(w, dtype(decay), out=step)
+                    step += dw
+                    step *= dtype(self.lr)                           # lr * (decay * w + dw)
+                else:  # biases, by default: two array operations fewer
+                    device.xp.multiply(dw, dtype(self.lr), out=step)  # lr * dw
                 v *= dtype(self.momentum)
                 v -= step                                            # v <- m v - decay lr w - lr dw
                 w += v                                               # w <- w + v

@@ -112,6 +112,27 @@ def test_conv_gradients(C, N, H, W, F, KH, KW, stride, pad):
     check_layer_gradients(conv, r.standard_normal((C, N, H, W)))
 
 
+@pytest.mark.parametrize("C,N,H,W,F,K,stride,pad", [
+    (3, 2, 19, 23, 4, 11, 4, 0),     # conv1-like: 11x11 at stride 4 -> 3x3 over 48 channels
+    (2, 1, 9, 7, 3, 3, 2, 1),        # padded, non-square, kernel 3 -> 2x2 blocks of 2x2
+])
+def test_conv_by_space_to_depth_matches_loops_and_gradients(C, N, H, W, F, K, stride, pad):
+    r = rng(17)
+    x = r.standard_normal((C, N, H, W))
+    weight, bias = r.standard_normal((F, C, K, K)), r.standard_normal(F)
+    conv = Conv2D(CPU, weight, bias, stride=stride, pad=pad, input_grad=False, space_to_depth=True)
+    assert_close(conv.forward(x), conv_reference(x, weight, bias, stride, pad), rtol=1e-10, what="space-to-depth")
+    assert check_layer_gradients(conv, x) is None
+    assert conv.params["W"].shape == (F, C, K, K)   # stored as the paper's
+
+
+def test_space_to_depth_only_where_it_applies():
+    for stride, input_grad in ((1, False), (4, True)):
+        with pytest.raises(ValueError, match="space_to_depth"):
+            Conv2D(CPU, np.zeros((2, 3, 11, 11)), np.zeros(2), stride=stride, input_grad=input_grad,
+                   space_to_depth=True)
+
+
 def test_conv_without_input_gradient_returns_none_but_fills_weights():
     r = rng(4)
     conv = Conv2D(CPU, r.standard_normal((2, 3, 3, 3)), np.zeros(2), input_grad=False)
@@ -121,15 +142,57 @@ def test_conv_without_input_gradient_returns_none_but_fills_weights():
     assert np.abs(conv.grads["W"]).sum() > 0
 
 
-def test_col2im_is_the_adjoint_of_im2col():
-    # <im2col(x), c> == <x, col2im(c)> for random x and c: the backward of the unfolding.
+def im2col_reference(x, KH, KW, stride, OH, OW):
+    """col[c, i, j, n, oh, ow] = x[c, n, i + s*oh, j + s*ow], by loops over every entry."""
+    C, N = x.shape[:2]
+    col = np.zeros((C, KH, KW, N, OH, OW))
+    for c, i, j, n, oh, ow in itertools.product(*map(range, col.shape)):
+        col[c, i, j, n, oh, ow] = x[c, n, i + stride * oh, j + stride * ow]
+    return col
+
+
+def col2im_reference(dcol, stride, H, W):
+    """dx[c, n, i + s*oh, j + s*ow] += dcol[c, i, j, n, oh, ow], by loops over every entry."""
+    C, _, _, N = dcol.shape[:4]
+    dx = np.zeros((C, N, H, W))
+    for c, i, j, n, oh, ow in itertools.product(*map(range, dcol.shape)):
+        dx[c, n, i + stride * oh, j + stride * ow] += dcol[c, i, j, n, oh, ow]
+    return dx
+
+
+@pytest.mark.parametrize("KH,KW,stride", [(3, 2, 2), (3, 3, 1), (4, 4, 4)])
+def test_im2col_and_col2im_match_loops(KH, KW, stride):
     r = rng(5)
-    x = r.standard_normal((3, 2, 9, 7))
-    col = np.empty((3, 3, 2, 2, 4, 3))
-    cols = im2col(x, 3, 2, 2, col)
-    c = r.standard_normal(cols.shape)
-    back = col2im(c.reshape(col.shape), 2, np.zeros_like(x))
-    assert np.isclose(np.sum(cols * c), np.sum(x * back), rtol=1e-12)
+    x = r.standard_normal((3, 2, 9, 8))[:, :, 1:, :-1]            # a strided view, (3, 2, 8, 7)
+    OH, OW = (8 - KH) // stride + 1, (7 - KW) // stride + 1
+    col = np.empty((3, KH, KW, 2, OH, OW))
+    cols = im2col(np, x, KH, KW, stride, col)
+    assert cols.shape == (3 * KH * KW, 2 * OH * OW)
+    assert_close(col, im2col_reference(x, KH, KW, stride, OH, OW), rtol=0, atol=0, what="im2col")
+    dcol = r.standard_normal(col.shape)
+    back = col2im(dcol, stride, np.zeros((3, 2, 8, 7)))
+    assert_close(back, col2im_reference(dcol, stride, 8, 7), rtol=1e-12, what="col2im")
+    # and the adjoint: <im2col(x), c> == <x, col2im(c)>
+    assert np.isclose(np.sum(col * dcol), np.sum(x * back), rtol=1e-12)
+
+
+@pytest.mark.parametrize("C,N,H,W,F,KH,KW,stride,pad", [c for c in CONV_CASES if c[7] == 1])
+@pytest.mark.parametrize("by_convolution", [False, True])
+def test_both_input_gradients_at_stride_1(C, N, H, W, F, KH, KW, stride, pad, by_convolution):
+    # dx by col2im and dx as a convolution of dy with the turned kernels, whichever the layer picks
+    r = rng(3)
+    conv = Conv2D(CPU, r.standard_normal((F, C, KH, KW)) * 0.3, r.standard_normal(F), stride=stride, pad=pad)
+    conv.input_grad_by_convolution = by_convolution
+    check_layer_gradients(conv, r.standard_normal((C, N, H, W)))
+
+
+def test_input_gradient_as_a_convolution_where_it_pays():
+    def picks(C, F, stride=1, pad=1, K=3):
+        return Conv2D(CPU, np.zeros((F, C, K, K)), np.zeros(F), stride=stride, pad=pad).input_grad_by_convolution
+    assert picks(256, 192) and picks(192, 192) and picks(192, 128)   # conv3, conv4, conv5
+    assert not picks(48, 128, pad=2, K=5)                            # conv2: F > C
+    assert not picks(3, 2, stride=2)                                 # strided: col2im
+    assert not picks(4, 2, pad=3)                                    # pad >= K: dy would need cropping
 
 
 def test_conv_rejects_sizes_that_do_not_fit():
@@ -347,8 +410,28 @@ def test_conv_in_batch_chunks_matches_loops_and_gradients():
     r = rng(16)
     x = r.standard_normal((3, 5, 9, 8))
     weight, bias = r.standard_normal((4, 3, 3, 2)), r.standard_normal(4)
-    conv = Conv2D(CPU, weight, bias, stride=1, pad=1)
-    conv.COL_ELEMENTS = 3 * 3 * 2 * 9 * 9 * 2          # two images per chunk: 3 chunks
+    device = Device()
+    device.col_elements = 3 * 3 * 2 * 9 * 9 * 2       # two images per chunk: 3 chunks
+    conv = Conv2D(device, weight, bias, stride=1, pad=1)
     assert len(conv._chunks(x)) == 3
     assert_close(conv.forward(x), conv_reference(x, weight, bias, 1, 1), rtol=1e-10, what="chunked conv")
-    check_layer_gradients(conv, x)
+    for by_convolution in (False, True):
+        conv.input_grad_by_convolution = by_convolution
+        check_layer_gradients(conv, x)
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda r: Conv2D(CPU, r.standard_normal((4, 3, 3, 3)), r.standard_normal(4), pad=1), (3, 2, 7, 6)),
+    (lambda r: LocalResponseNorm(CPU, alpha=0.5), (7, 2, 3, 4)),
+    (lambda r: MaxPool(CPU, 3, 2), (3, 2, 7, 9)),
+    (lambda r: Linear(CPU, r.standard_normal((4, 6)), r.standard_normal(4)), (3, 6)),
+], ids=["conv", "lrn", "pool", "linear"])
+def test_infer_gives_the_test_time_output_and_keeps_nothing_for_backward(make, shape):
+    r = rng(18)
+    layer, x = make(r), r.standard_normal(shape)
+    expected = layer.forward(x).copy()
+    assert np.array_equal(layer.infer(x), expected)
+    kept = [name for name in ("x", "column_winner", "row_winner") if getattr(layer, name, None) is not None]
+    assert kept == [], f"{type(layer).__name__}.infer kept {kept}"
+    with pytest.raises(RuntimeError, match="infer keeps nothing for backward"):
+        layer.backward(np.ones_like(expected))

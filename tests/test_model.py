@@ -233,3 +233,22 @@ def test_config_round_trip_and_architecture_check():
     assert SMALL.architecture_differences(SMALL.replace(num_classes=6)) == [("num_classes", 5, 6)]
     with pytest.raises(ValueError, match="divide"):
         Config(conv_channels=(95, 256, 384, 384, 256))
+
+
+def test_inference_gives_the_test_time_logits_without_backward_arrays():
+    images, _ = batch(SMALL, n=2)
+    trained = AlexNet(SMALL)
+    expected = trained.forward(images, train=False).copy()
+    fresh = AlexNet(SMALL)
+    assert np.array_equal(fresh.infer(images), expected)
+    assert np.array_equal(trained.infer(images), expected)   # after a forward that kept them, too
+    buffers = [name for _, layer in fresh.named_layers() for name in layer._buffers]
+    buffers += [name for tower in fresh.towers for layer in (tower.pool1, tower.pool2, tower.pool5)
+                for name in layer._buffers]
+    assert not [name for name in buffers if "winner" in name], buffers
+    with pytest.raises(ValueError, match="cannot train"):
+        fresh.forward(images, train=True, infer=True)
+    with pytest.raises(RuntimeError, match="infer keeps nothing"):
+        trained.forward_loss(images, np.zeros(2, int))   # the loss alone works,
+        trained.infer(images)
+        trained.backward()                               # but not backward after infer
