@@ -155,13 +155,17 @@ class Tower:
                 x = layer.infer(x) if infer else layer.forward(x, train)
         return x
 
-    def backward(self, stage, dy):
+    def backward(self, stage, dy, last=True):
+        """The layers of ``stage`` in reverse on dy; ``last``: ``stage`` ends where the
+        gradient leaves the tower (copied out of scratch memory, see below)."""
         with self.device:
             for layer in reversed(stage):
                 dy = layer.backward(dy)
+            if dy is None or not last:
+                return dy
             # conv3's input gradient lives in the device's scratch memory, which the other
             # tower's stage (on the same device) reuses before the exchange reads it: copy.
-            return None if dy is None else dy.copy()
+            return dy.copy()
 
     def named_layers(self):
         """[(name, layer)] of the layers with parameters, named as in Figure 2."""
@@ -209,7 +213,9 @@ class Exchange:
         dxs = []
         for g, source in enumerate(self.sources):
             with source:
-                dx = self._move(pieces[0][g], source).copy()
+                own = pieces[0][g]
+                dx = self._move(own, source)
+                dx = dx.copy() if dx is own else dx   # a fresh array to add into (a moved one is)
                 for piece in pieces[1:]:
                     dx += self._move(piece[g], source)
                 dxs.append(dx)
@@ -280,6 +286,9 @@ class AlexNet(LayerParameters):
             raise ValueError(f"{config.towers} towers need {config.towers} devices, got {len(devices)}")
         self.config, self.devices = config, list(devices)
         self.side_by_side = SideBySide(self.devices)   # towers at once where they can be
+        # Towers on distinct GPUs: their layers are queued alternately (``in_lockstep``).
+        self.lockstep = (not self.side_by_side.parallel and len(devices) > 1
+                         and len({id(d) for d in devices}) == len(devices))
         self.sizes = layer_sizes(config)
         rng = np.random.default_rng(config.seed)  # initialisation only
         self.towers = [Tower(config, g, d, rng) for g, d in enumerate(devices)]
@@ -388,14 +397,32 @@ class AlexNet(LayerParameters):
             finished(self.stage_layer_names("conv1_to_pool2"))
 
     def towers_forward(self, stage, xs, train, infer=False):
-        """Stage ``stage`` of every tower on its input, the towers side by side."""
+        """Stage ``stage`` of every tower on its input: side by side on CPU cores, layer by
+        layer in turn on distinct GPUs (``in_lockstep``), else one tower after the other."""
+        if self.lockstep:
+            return self.in_lockstep(stage, xs, lambda tower, layers, x: tower.forward(layers, x, train, infer))
         return self.side_by_side.run([lambda tower=tower, x=x: tower.forward(getattr(tower, stage), x, train, infer)
                                       for tower, x in zip(self.towers, xs)])
 
     def towers_backward(self, stage, dys):
         """The backward of ``towers_forward``: the stage's layers in reverse, per tower."""
+        if self.lockstep:
+            return self.in_lockstep(stage, dys, lambda tower, layers, dy: tower.backward(layers, dy, last=False),
+                                    backward=True)
         return self.side_by_side.run([lambda tower=tower, dy=dy: tower.backward(getattr(tower, stage), dy)
                                       for tower, dy in zip(self.towers, dys)])
+
+    def in_lockstep(self, stage, xs, run, backward=False):
+        """Layer i of every tower, then layer i + 1 of every tower, ...: on distinct GPUs the
+        host queues one GPU's next kernels while the other GPU runs its last ones, instead of
+        leaving GPU 1 idle while a whole stage of tower 0 is queued. ``run(tower, [layer], x)``."""
+        xs = list(xs)
+        stages = [getattr(tower, stage) for tower in self.towers]
+        for depth in range(len(stages[0])):
+            for g, tower in enumerate(self.towers):
+                layer = stages[g][-1 - depth] if backward else stages[g][depth]
+                xs[g] = run(tower, [layer], xs[g])
+        return xs
 
     # ---------------------------------------------------------------- parameters
     def stage_layer_names(self, stage):

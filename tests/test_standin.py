@@ -279,3 +279,48 @@ def test_the_gpu_check_script_logs_each_part(tmp_path):
     refused = subprocess.run([sys.executable, "-m", "alexnet_np.gpu_check", str(out), "--only", "nothing"],
                              cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and refused.stderr.startswith("error: --only nothing")
+
+
+def longest_run(devices):
+    """The most launches queued on one device in a row."""
+    best = run_length = 0
+    for previous, device in zip([None] + devices, devices):
+        run_length = run_length + 1 if device == previous else 1
+        best = max(best, run_length)
+    return best
+
+
+def test_towers_on_two_gpus_are_queued_layer_by_layer():
+    """On distinct GPUs the towers' layers are queued alternately, so that neither GPU waits
+    for the host to queue a whole stage of the other tower. The longest run of launches on
+    one GPU is then the head's own work (the loss and fc8 backward, on GPU 0 only: 35 here),
+    where a stage at a time gave 118."""
+    from alexnet_np.config import Config
+    from alexnet_np.model import AlexNet
+    config = Config(num_classes=5, input_size=67, conv_channels=(4, 8, 8, 8, 6), fc_units=(8, 6), seed=3)
+    gpus = standin_gpus(2)
+    net = AlexNet(config, gpus)
+    assert net.lockstep and not AlexNet(config, standin_gpus(1) * 2).lockstep
+    rng = np.random.default_rng(0)
+    images, labels = rng.standard_normal((2, 3, 67, 67)), rng.integers(0, 5, 2)
+    cupy = gpus[0].xp
+    cupy._rules.sequence = []
+    try:
+        net.forward_loss(images, labels, train=True)
+        net.zero_grads()
+        net.backward()
+        sequence = cupy._rules.sequence
+    finally:
+        cupy._rules.sequence = None
+    assert set(sequence) == {0, 1} and longest_run(sequence) < 40, longest_run(sequence)
+    assert not cupy._rules.broken
+
+
+def test_a_training_step_of_the_paper_net_is_a_few_hundred_array_operations():
+    """Every array operation is a CuPy launch or copy, 5-20 µs of host time each: counted on
+    the stand-in (bench.py --count-ops), with a GPU's whole-batch chunks, which make the count
+    the same at any batch size that fits them (here 2 and 4 images of 227 x 227)."""
+    import bench
+    counts = [bench.count_ops(n)[1] for n in (2, 4)]
+    assert counts[0] == counts[1]
+    assert counts[0]["train"] <= 1000 and counts[0]["infer"] <= 300, counts[0]

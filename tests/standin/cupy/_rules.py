@@ -48,6 +48,7 @@ launches = collections.Counter()         # (device, thread) -> kernels that thre
 peer_enabled = set()                     # (device, peer)
 peer_copies = 0                          # arrays copied from one device to another
 on_reset = []                            # what else forgets with ``reset`` (the streams' waits)
+sequence = None                          # a list: the device of every launch, in order, is appended
 
 
 class PerformanceWarning(RuntimeWarning):
@@ -94,6 +95,8 @@ def launch(device_ids, what, kernel=True):
         contexts.add(dev)    # work on a device creates its context
         if kernel:
             launches[(dev, threading.get_ident())] += 1
+            if sequence is not None:
+                sequence.append(dev)
     for other in set(device_ids) - {dev}:
         msg = (f"{what}: the device where the array resides ({other}) is different from the "
                f"current device ({dev}).")
