@@ -176,5 +176,7 @@ def demo_cache(root_dir, seed=0, workers=None, progress=False, image_size=None):
     from .prepare import prepare  # prepare imports data; keep this module light for tests
     size = image_size or DEMO.image_size
     source = make_demo_dataset(os.path.join(root_dir, "demo-data"), seed)
+    # The project's own default folder: a cache of another copy of the demo data (a checkout
+    # copied without its files' times) makes a new cache beside it, never an error.
     return prepare(source, os.path.join(root_dir, f"demo-cache-{size}"),
-                   image_size=size, workers=workers, progress=progress)
+                   image_size=size, workers=workers, progress=progress, elsewhere=True)

@@ -54,3 +54,9 @@ def test_demo_cache_is_ready_for_the_demo_configuration(tmp_path):
     views, _ = next(iter(eval_batches(cache, "val", DEMO, Device(), ten_crop=True)))
     assert views.shape == (DEMO.batch_size, 10, 3, 67, 67)
     assert demo_cache(str(tmp_path)) == os.path.join(str(tmp_path), "demo-cache-76")
+    # A checkout copied without its files' times: the demo data's fingerprint changes, and
+    # the demo gets a cache of its own beside the old one instead of an error.
+    image = os.path.join(str(tmp_path), "demo-data", "val", "ring", "ring_0000.JPEG")
+    os.utime(image, (1, 1))
+    beside = demo_cache(str(tmp_path))
+    assert beside.startswith(os.path.join(str(tmp_path), "demo-cache-76-")) and Cache(beside).image_size == 76
