@@ -14,16 +14,21 @@ already lives on ``device``; the model calls it exactly where the paper's towers
 crossing of a tower boundary is visible and can be counted in a test.
 
 Using a device as a context manager (``with device:``) makes it CuPy's current device,
-so that arrays made inside land on it (CuPy's guide: ``with cupy.cuda.Device(i)``).
-On the CPU the context does nothing.
+so that arrays made inside land on it and kernels run on it (CuPy's guide: ``with
+cupy.cuda.Device(i)``). Every device operation runs inside its device's context, arranged
+by the model, the optimiser, the loader and the trainer's checks, never by the layers; a
+process only ever makes its own GPUs current (``GPU``). On the CPU the context does nothing.
+A GPU is checked before use: a kernel, a GEMM, a random draw and a compiled kernel
+(``check_gpu_works``), so that missing CUDA libraries are one line, not a traceback later.
 
 On the CPU each tower gets a ``Device`` of its own (the same memory, its own scratch), and
 ``SideBySide`` runs the towers at once, one thread each, with single-threaded BLAS: the
 paper's model parallelism, on cores instead of GPUs. NumPy releases the GIL in its loops
 and BLAS calls, so im2col, LRN and pooling, single-threaded in NumPy, use every core
 (measured on 2 cores, batch 128: a training step takes 4.0 s, against 6.2 s with one tower
-after the other and 2-thread BLAS). GPU towers run in turn: their kernels are queued asynchronously, so two
-GPUs work at once anyway.
+after the other and 2-thread BLAS). GPU towers need no threads: their kernels are queued
+asynchronously, layer by layer alternately on distinct GPUs (``model.AlexNet.in_lockstep``),
+so two GPUs work at once.
 """
 import contextlib
 import contextvars

@@ -41,7 +41,7 @@ def stream_key(*parts):
 def bits64(xp, key, start, count):
     """z_start .. z_{start+count-1} of stream ``key``: (count,) uint64 on ``xp``'s device.
 
-    Eight in-place array operations after the counter, whatever ``count`` is."""
+    Eleven array operations (the counter, then ten in place), whatever ``count`` is."""
     z = xp.arange(start + 1, start + count + 1, dtype=xp.uint64)   # (count,) i + 1
     z *= np.uint64(GOLDEN)
     z += np.uint64(key)
