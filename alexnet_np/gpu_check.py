@@ -117,7 +117,13 @@ def main(argv=None):
     parser.add_argument("--only", default=None, metavar="PART,PART",
                         help="run only these parts (env, gpu-tests, all-tests, bench, train, evaluate, ranks)")
     args = parser.parse_args(argv)
-    every = parts(args.out, gpu_count())
+    count = gpu_count()
+    if count == 0:
+        print("error: CuPy sees no GPU here (or cannot be imported): this check is for a machine with "
+              "one; to rehearse it without, put the CuPy stand-in first: PYTHONPATH=tests/standin",
+              file=sys.stderr)
+        return 2
+    every = parts(args.out, count)
     names = [name for name, *_ in every]
     chosen = names if args.only is None else args.only.split(",")
     unknown = [n for n in chosen if n not in names]

@@ -277,8 +277,13 @@ def test_the_gpu_check_script_logs_each_part(tmp_path):
     assert "peer access from GPU 0" in (out / "01-env.log").read_text()
     assert " passed" in (out / "02-gpu-tests.log").read_text()
     refused = subprocess.run([sys.executable, "-m", "alexnet_np.gpu_check", str(out), "--only", "nothing"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+                             cwd=ROOT, env=standin_env(), capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and refused.stderr.startswith("error: --only nothing")
+    if not backend.gpu_available():   # this machine, without the stand-in: no GPU to check
+        alone = subprocess.run([sys.executable, "-m", "alexnet_np.gpu_check", str(tmp_path / "none")],
+                               cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert alone.returncode == 2 and alone.stderr.startswith("error: CuPy sees no GPU")
+        assert not os.path.exists(tmp_path / "none")
 
 
 def longest_run(devices):
