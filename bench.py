@@ -202,6 +202,8 @@ class Ours:
         from alexnet_np.optim import SGD
         self.devices = tower_devices(device, config.towers)
         self.net = AlexNet(config, self.devices)
+        if not train:   # as evaluation opens a trained net: no gradient arrays
+            self.net.for_inference()
         if train:  # no momentum buffers in an inference figure (PyTorch makes its own lazily)
             self.opt = SGD(self.net.parameters(), config.lr, config.momentum, config.weight_decay,
                            config.decay_biases)

@@ -151,14 +151,15 @@ def run_cache(ckpt):
 
 
 def open_model(path, device_kind, gpus, world=None):
-    """A checkpoint's model on its devices: ``(path, checkpoint, model)``.
+    """A checkpoint's model on its devices, for inference (no gradient arrays):
+    ``(path, checkpoint, model)``.
 
     ``path`` None means the best checkpoint of the latest run. Prints nothing.
     """
     world = world or World()
     path = world.bcast(path or (latest_checkpoint() if world.is_root else None))
     ckpt = checkpoint.load(path)
-    model = AlexNet(ckpt.config, rank_devices(device_kind, ckpt.config.towers, gpus, world))
+    model = AlexNet(ckpt.config, rank_devices(device_kind, ckpt.config.towers, gpus, world)).for_inference()
     checkpoint.restore(ckpt, model)
     return path, ckpt, model
 

@@ -252,3 +252,14 @@ def test_inference_gives_the_test_time_logits_without_backward_arrays():
         trained.forward_loss(images, np.zeros(2, int))   # the loss alone works,
         trained.infer(images)
         trained.backward()                               # but not backward after infer
+
+
+def test_a_network_for_inference_frees_its_gradients_and_gives_the_same_logits():
+    images, labels = batch(SMALL)
+    plain, light = AlexNet(SMALL), AlexNet(SMALL).for_inference()
+    assert all(dw is None for _, _, dw, _ in light.parameters())
+    assert all(layer.grads == {} for _, layer in light.named_layers())
+    np.testing.assert_array_equal(light.infer(images), plain.infer(images))
+    light.forward_loss(images, labels, train=False)
+    with pytest.raises(RuntimeError, match="opened for inference"):
+        light.backward()
