@@ -220,14 +220,21 @@ class MpiWorld(World):
             # here); a rank that alone has it speaks after this pause.
             time.sleep(2.0)
             print(f"error: rank {self.rank} of {self.size}: {one_line(message)}", file=sys.stderr, flush=True)
-        self.comm.Abort(code)
+        self.abort(code)
         return code
 
     def crash(self, error):
         reason = str(error).splitlines()[0] if str(error) else ""
         print(f"error: rank {self.rank} of {self.size} failed: {type(error).__name__}"
               f"{': ' + reason if reason else ''}", file=sys.stderr, flush=True)
-        self.comm.Abort(1)
+        self.abort(1)
+
+    def abort(self, code):
+        """End every rank (the launcher kills them). A pause first: the launcher forwards a
+        rank's output asynchronously, and an abort right after the line was written could
+        lose it (seen with MPICH's Hydra, about one run in ten)."""
+        time.sleep(0.5)
+        self.comm.Abort(code)
 
 
 def nccl_missing():
