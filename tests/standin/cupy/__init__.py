@@ -41,9 +41,9 @@ def _create(name):
     def create(*args, **kwargs):
         for a in args:
             _refuse_host(a, name)
+        # On the current device; a *_like reads only its argument's shape and dtype.
         _rules.launch([], name, kernel=name not in ("empty", "empty_like"))
-        like = [a for a in args if isinstance(a, ndarray)]
-        return _wrap(make(*_unwrap(args), **kwargs)) if like or name != "empty" else _wrap(make(*args, **kwargs))
+        return _wrap(make(*_unwrap(args), **kwargs))
     create.__name__ = name
     return create
 
