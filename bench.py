@@ -541,7 +541,7 @@ def print_count_ops(batch_size):
     rows = list(dict.fromkeys(name for name, _ in per_layer))
     print(f"array operations (CuPy kernel launches and copies) at batch {batch_size}, paper net, two GPUs, "
           "counted on the CuPy stand-in (both towers together):")
-    print(f"| layer | train forward | train backward | inference |\n|---|---:|---:|---:|")
+    print("| layer | train forward | train backward | inference |\n|---|---:|---:|---:|")
     for name in rows:
         cells = [per_layer.get((name, m), 0) for m in ("forward", "backward", "infer")]
         print(f"| {name} | " + " | ".join(str(c) if c else "" for c in cells) + " |")

@@ -15,7 +15,6 @@ rank 0 alone prints and writes.
 """
 import argparse
 import csv
-import json
 import math
 import os
 import sys
@@ -28,6 +27,7 @@ from alexnet_np.checkpoint import CheckpointError
 from alexnet_np.cli import Parser, existing_file, folder_to_write, output_file
 from alexnet_np.config import ConfigError
 from alexnet_np.data import DataError
+from alexnet_np.files import write_json, write_text
 from alexnet_np.evaluation import draw_figure4, evaluate_split, kernel_weights, sample_indices
 from alexnet_np.runs import open_trained_model
 
@@ -116,7 +116,7 @@ def run(args, world=None):
     stem = os.path.splitext(os.path.basename(path))[0]
     out = args.json or os.path.join(os.path.dirname(os.path.abspath(path)),
                                     f"eval-{stem}-{args.split}-{procedure}.json")
-    write_via_temporary(out, lambda f: json.dump(record, f, indent=1))
+    write_json(out, record)
     print(f"wrote {out}")
     if args.predictions:
         write_predictions(args.predictions, split, result, cache.class_names, procedure)
@@ -131,19 +131,6 @@ def run(args, world=None):
                                    result=None if args.ten_crop else result)
         print(f"figures: {kernels}, {left}, {right}")
     return 0
-
-
-def write_via_temporary(path, write):
-    """``write(f)`` into a temporary file beside ``path``, then renamed onto it: a reader (or a
-    kill midway) never sees a half-written file, and an old file stays whole until replaced."""
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", newline="") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_predictions(path, split, result, class_names, procedure):
@@ -162,7 +149,7 @@ def write_predictions(path, split, result, class_names, procedure):
             for c, p in zip(cls, probs):
                 row += [int(c), class_names[int(c)], f"{float(p):.6f}"]
             writer.writerow(row)
-    write_via_temporary(path, write)
+    write_text(path, write)
 
 
 if __name__ == "__main__":

@@ -304,8 +304,11 @@ def check_gpu_works(device):
                 raise DeviceError(f"--device gpu: {what} on GPU {device.index} gave a wrong result")
 
 
-def one_line(error):
-    return " ".join(str(error).split("\n")).strip() or type(error).__name__
+def one_line(message):
+    """``message`` (a string or an exception) with its line breaks joined: an error is said
+    in one line. An exception without a message gives its type's name."""
+    text = " ".join(str(message).splitlines())
+    return text or (type(message).__name__ if isinstance(message, BaseException) else "")
 
 
 def gpu_available():

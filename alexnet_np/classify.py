@@ -19,7 +19,6 @@ Exit status: 0 all classified, 1 some paths failed, 2 refused (an option, the ch
 the device) with one line.
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -35,6 +34,7 @@ from .config import ConfigError
 from .data import DataError, prefetch
 from .evaluation import progress_bar
 from .figures import fit, prediction_sheet
+from .files import write_json, write_then_rename
 from .prepare import BadImage
 from .runs import describe_devices
 from .trained import load
@@ -147,26 +147,6 @@ def classify_files(net, files, ten_crop, top, keep_thumbnails, progress):
 def report_lines(path, ranked):
     """One photo's block: its path, then rank, probability and name, aligned."""
     return [path] + [f"  {r:>3}  {100 * p:6.2f}%  {name}" for r, (_, name, p) in enumerate(ranked, 1)]
-
-
-def write_then_rename(path, write):
-    """``write(temporary path)`` in ``path``'s folder (its extension kept), then rename it over ``path``."""
-    folder, name = os.path.split(os.path.abspath(path))
-    stem, ext = os.path.splitext(name)
-    tmp = os.path.join(folder, f".{stem}.{os.getpid()}.tmp{ext}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_json(path, record):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(record, f, indent=1)
-    write_then_rename(path, write)
 
 
 def describe_checkpoint(path, ckpt):

@@ -35,17 +35,14 @@ import time
 
 import numpy as np
 
+from .backend import cuda_major, one_line
+
 MPI_LAUNCH_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
 
 
 class SharedError(ValueError):
     """An error every rank meets alike, at the same point (a batch that does not divide
     among the ranks): rank 0 says it, and all ranks stop cleanly."""
-
-
-def one_line(message):
-    """``message`` with its line breaks joined (an error is said in one line)."""
-    return " ".join(str(message).splitlines())
 
 
 def launched_under_mpi(environ=None):
@@ -249,7 +246,7 @@ def nccl_missing():
 def nccl_install_hint(cupy):
     """The NCCL package for the CUDA major version CuPy runs on (nvidia-nccl-cu12, -cu13...)."""
     try:
-        major = cupy.cuda.runtime.runtimeGetVersion() // 1000
+        major = cuda_major(cupy)
     except Exception:   # no runtime to ask: name both
         return "pip install nvidia-nccl-cu13 (CUDA 13) or nvidia-nccl-cu12 (CUDA 12)"
     return f"pip install nvidia-nccl-cu{major}"

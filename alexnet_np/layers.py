@@ -427,7 +427,7 @@ class Dropout(Layer):
         self.test_scale = 1.0 if inverted else 1.0 - p
         self.position = (0, 0, None)  # (step, first row, rows in the global batch; None = N)
 
-    def draw_mask(self, shape, dtype=None):
+    def draw_mask(self, shape):
         """The kept units (True) of rows ``first .. first+N`` of the global batch: (N, D) bool."""
         step, first, _ = self.position
         N, D = shape
@@ -439,7 +439,7 @@ class Dropout(Layer):
             self.mask = None
             return x * x.dtype.type(self.test_scale) if self.test_scale != 1.0 else x
         if mask is None:
-            mask = self.draw_mask(x.shape, x.dtype)          # (N, D) True = kept
+            mask = self.draw_mask(x.shape)                   # (N, D) True = kept
         self.mask = mask.astype(x.dtype)                     # (same as x) 0 or 1
         if self.train_scale != 1.0:
             self.mask *= x.dtype.type(self.train_scale)      # 0 or 1/(1-p)
@@ -526,13 +526,12 @@ class LocalResponseNorm(Layer):
         scale = self.scale(x, self.device.scratch("lrn_a", x.shape, x.dtype))   # s
         scale_pow = xp.power(scale, dtype(-self.beta),
                              out=self.device.scratch("lrn_b", x.shape, x.dtype))  # s^-beta
-        # t[j] = dy[j] b[j] / s[j] = dy[j] a[j] s[j]^-beta / s[j], between zero channels
-        padded, t = self.padded_channels(x.shape, x.dtype)
-        xp.multiply(scale_pow, dy, out=t)
-        t *= x
-        t /= scale
         direct = scale_pow
         direct *= dy                          # dy[i] s[i]^-beta, in s^-beta's memory
+        # t[j] = dy[j] b[j] / s[j] = dy[j] s[j]^-beta a[j] / s[j], between zero channels
+        padded, t = self.padded_channels(x.shape, x.dtype)
+        xp.multiply(direct, x, out=t)
+        t /= scale
         dx = self.window_sum(padded, scale)   # s is no longer needed: its memory takes dx
         dx *= x
         dx *= dtype(-2.0 * self.beta * self.coef)
@@ -631,26 +630,25 @@ class MaxPool(Layer):
         return dx
 
     def forward(self, x, train=False):
-        xp, scratch = self.device.xp, self.device.scratch
-        C, N, H, W = x.shape
-        OH, OW = self.output_size(H), self.output_size(W)
-        columns = scratch("pool_columns", (C, N, H, OW), x.dtype)      # column maxima
-        self.column_winner = self.buffer("column_winner", (C, N, H, OW), xp.uint8)
-        y = self.buffer("y", (C, N, OH, OW), x.dtype)                   # row maxima of those
-        self.row_winner = self.buffer("row_winner", (C, N, OH, OW), xp.uint8)
-        self._max_over_offsets(x, 3, columns, self.column_winner)
-        self._max_over_offsets(columns, 2, y, self.row_winner)
         self.x_shape = x.shape
-        return y
+        return self._pool(x, winners=True)
 
     def infer(self, x):
-        self.column_winner = self.row_winner = None
+        return self._pool(x, winners=False)
+
+    def _pool(self, x, winners):
+        """x (C, N, H, W) -> y (C, N, OH, OW): the column maxima, then their row maxima; with
+        ``winners``, also the offset that won at each stage (uint8), which backward needs."""
         C, N, H, W = x.shape
         OH, OW = self.output_size(H), self.output_size(W)
-        columns = self.device.scratch("pool_columns", (C, N, H, OW), x.dtype)  # column maxima
-        y = self.buffer("y", (C, N, OH, OW), x.dtype)                           # row maxima of those
-        self._max_over_offsets(x, 3, columns)
-        return self._max_over_offsets(columns, 2, y)[0]
+        columns = self.device.scratch("pool_columns", (C, N, H, OW), x.dtype)   # column maxima
+        y = self.buffer("y", (C, N, OH, OW), x.dtype)                            # row maxima of those
+        uint8 = self.device.xp.uint8
+        self.column_winner = self.buffer("column_winner", (C, N, H, OW), uint8) if winners else None
+        self.row_winner = self.buffer("row_winner", (C, N, OH, OW), uint8) if winners else None
+        self._max_over_offsets(x, 3, columns, self.column_winner)
+        self._max_over_offsets(columns, 2, y, self.row_winner)
+        return y
 
     def backward(self, dy):
         scratch = self.device.scratch

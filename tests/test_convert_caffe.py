@@ -341,7 +341,7 @@ def test_evaluate_replaces_its_json_whole_or_not_at_all(model_files, photo_cache
     def full_disk(obj, f, **kwargs):
         f.write('{"split": "tr')
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(evaluate.json, "dump", full_disk)
+    monkeypatch.setattr(json, "dump", full_disk)   # the json module evaluate.py writes with
     with pytest.raises(OSError, match="No space"):
         evaluate.main(["--checkpoint", model_files[3]["v2"], "--data", photo_cache, "--split", "train",
                        "--device", "cpu", "--no-progress", "--json", str(record)])

@@ -9,7 +9,6 @@
 - ``copy()`` copies into the current device, from any device (a peer copy), which must be
   ordered by an event (``cuda._require_ordered_copy``).
 """
-import numbers
 
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
