@@ -5,8 +5,8 @@ The paper's net is split over two GPUs ("towers", §3.2). Here a *device* is the
 
 - ``xp``: its array module (``numpy`` or ``cupy``), chosen once, here; layer code
   writes ``xp = self.device.xp`` and never asks "am I on the GPU?";
-- reusable scratch buffers (``device.scratch``) so that a training step does not
-  allocate (and page-fault) the large im2col matrices afresh every time.
+- ``memory``: its reusable output buffers and workspace (``memory.DeviceMemory``), so
+  that a training step does not allocate (and page-fault) its large arrays afresh.
 
 ``move(x, device)`` is the only way an array changes device. It is a no-op when ``x``
 already lives on ``device``; the model calls it exactly where the paper's towers talk
@@ -21,7 +21,7 @@ process only ever makes its own GPUs current (``GPU``). On the CPU the context d
 A GPU is checked before use: a kernel, a GEMM, a random draw and a compiled kernel
 (``check_gpu_works``), so that missing CUDA libraries are one line, not a traceback later.
 
-On the CPU each tower gets a ``Device`` of its own (the same memory, its own scratch), and
+On the CPU each tower gets a ``Device`` of its own (the same RAM, its own buffers), and
 ``SideBySide`` runs the towers at once, one thread each, with single-threaded BLAS: the
 paper's model parallelism, on cores instead of GPUs. NumPy releases the GIL in its loops
 and BLAS calls, so im2col, LRN and pooling, single-threaded in NumPy, use every core
@@ -36,6 +36,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from .memory import DeviceMemory
 
 
 class DeviceError(RuntimeError):
@@ -53,7 +55,7 @@ class Device:
     col_elements = 2 ** 24
 
     def __init__(self):
-        self._scratch = {}  # name -> flat buffer, grown on demand
+        self.memory = DeviceMemory(self)   # the layers' output buffers and workspace
 
     def __repr__(self):
         return f"<Device {self.name}>"
@@ -80,21 +82,6 @@ class Device:
 
     def synchronize(self):
         """Wait until queued work is done (for timing); nothing to wait for on the CPU."""
-
-    def scratch(self, name, shape, dtype):
-        """A reusable buffer of ``shape``, shared by every layer on this device.
-
-        Contents are undefined on return, and the next call with the same ``name``
-        may hand out the same memory: use it only within one forward or backward call.
-        """
-        size = int(np.prod(shape))
-        dtype = np.dtype(dtype)
-        flat = self._scratch.get((name, dtype))
-        if flat is None or flat.size < size:
-            with self:
-                flat = self.xp.empty(size, dtype=dtype)  # (size,)
-            self._scratch[(name, dtype)] = flat
-        return flat[:size].reshape(shape)
 
 
 class GPU(Device):
@@ -157,7 +144,7 @@ class GPU(Device):
         The copy is queued on this GPU's stream, which knows nothing of the source's: it
         waits on an event recorded on the source after the work that wrote ``x``; and the
         source's stream waits on an event recorded after the copy, so that ``x``'s memory
-        (often scratch memory) is not overwritten before it has been read. Correct with any
+        (often a reused output buffer) is not overwritten before it has been read. Correct with any
         streams, not only CuPy's legacy default stream.
         """
         cuda = self.xp.cuda
@@ -337,7 +324,7 @@ def tower_devices(kind, towers=2, gpu_ids=None):
     if kind == "auto":
         kind = "gpu" if gpu_available() else "cpu"
     if kind == "cpu":
-        return [Device() for _ in range(towers)]  # one per tower: same memory, own scratch
+        return [Device() for _ in range(towers)]  # one per tower: same RAM, own buffers
     if kind != "gpu":
         raise DeviceError(f"--device must be cpu, gpu or auto, not {kind!r}")
     cupy, count = _import_cupy()

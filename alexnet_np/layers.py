@@ -23,13 +23,16 @@ CuPy: the array module comes from the layer's device.
 
 Memory. The large layers (convolution, ReLU, LRN, pooling) reuse their arrays from step
 to step instead of allocating fresh ones, which costs page faults and zeroing every step
-(measured: a third of LRN's time on the CPU). Two kinds:
+(measured: a third of LRN's time on the CPU). Three kinds:
 - ``self.buffer(name)``: the layer's own, for what backward needs (ReLU's output, the
   pooling winners and output). Valid until the layer runs again.
-- ``self.device.scratch(name)``: shared by every layer on the device, for arrays that the
-  next layer consumes at once and nobody keeps (a convolution's output before its ReLU,
-  input gradients on their way down). Valid until the next layer *of the same kind*
-  runs on that device. This keeps the memory of a training step near PyTorch's.
+- ``self.device.memory.output(...)``: the output of a layer that the next layer consumes
+  at once and nobody keeps (a convolution's output before its ReLU, input gradients on
+  their way down): one of the device's two output buffers, taken in turn. Valid until two
+  more outputs have been taken on the device.
+- ``self.device.memory.work(...)``: temporaries of one call (an unfolded input, LRN's padded
+  squares), inside ``with self.device.memory.workspace():``, given back when it ends.
+This keeps the memory of a training step below PyTorch's (``memory.DeviceMemory``).
 Copy an output if you keep it longer (the model's logits and fc7 features are fresh).
 """
 from . import counter_rng
@@ -155,8 +158,8 @@ class Conv2D(Layer):
     params: W (F, C, KH, KW), b (F,).  x (C, N, H, W) -> y (F, N, OH, OW).
 
     The unfolded input (col) would be the largest array of the net (563 MB for conv1 at
-    batch 128), so it is built for a chunk of the batch at a time, in the device's shared
-    scratch memory, at most ``device.col_elements`` entries (a chunk of at least one image:
+    batch 128), so it is built for a chunk of the batch at a time, in the device's
+    workspace, at most ``device.col_elements`` entries (a chunk of at least one image:
     64 MiB on the CPU, for its caches; a GPU takes the whole batch at once, so that a layer
     is a handful of array operations); and it is not kept between forward and backward:
     backward unfolds again, which costs one copy and saves gigabytes.
@@ -169,28 +172,17 @@ class Conv2D(Layer):
     dcol has C*KH*KW: so it is used where F <= C (conv3-conv5: measured 0.8-0.9x the time of
     col2im, and 4 operations instead of KH*KW + 3), not for conv2 (F = 128 > C = 48: 1.3x).
 
-    ``space_to_depth`` (stride s > 1, no input gradient): the input's s x s blocks become
-    channels, (C, N, s*HB, s*WB) -> (C*s*s, N, HB, WB), and the kernel, zero-padded to a
-    multiple of s, becomes KB x KB = ceil(K/s)^2 over those channels at stride 1: conv1's
-    11 x 11 at stride 4 on 3 channels is a 3 x 3 on 48 (a 12 x 12 kernel: 19% more
-    multiply-adds). The weights stay stored as (F, C, KH, KW). Measured against the direct
-    unfold above (one strided copy either way), for conv1 at batch 32 on one core: the unfold
-    itself is 20% faster (its inner copies are contiguous), but the longer GEMM makes the
-    layer 14% slower forward and 11% backward; and a step takes 20 array operations
-    against 8 (the block copy and the weights' rearrangement, forward and backward). So
-    the paper's conv1 does not use it; it is kept, tested against the direct convolution,
-    for kernels where the balance differs.
+    Tried and not kept: conv1 by space-to-depth (its stride-4 blocks as 48 channels, a 3 x 3
+    kernel at stride 1): 1.11-1.14x slower on the CPU, and 20 array operations a step
+    against 8.
     """
 
-    def __init__(self, device, weight, bias, stride=1, pad=0, input_grad=True, space_to_depth=False):
+    def __init__(self, device, weight, bias, stride=1, pad=0, input_grad=True):
         super().__init__(device, W=weight, b=bias)
         self.stride, self.pad = stride, pad
         self.input_grad = input_grad  # conv1 needs no gradient for the image
         F, C, KH, KW = self.params["W"].shape
         self.input_grad_by_convolution = stride == 1 and F <= C and pad <= min(KH, KW) - 1
-        if space_to_depth and (stride == 1 or input_grad):
-            raise ValueError("space_to_depth needs a stride > 1 and no input gradient (conv1)")
-        self.space_to_depth = space_to_depth
 
     def output_shape(self, H, W):
         """(OH, OW) for an H x W input."""
@@ -205,9 +197,6 @@ class Conv2D(Layer):
         N, H, W = x.shape[1:]
         OH, OW = self.output_shape(H, W)
         per_image = C * KH * KW * OH * OW
-        if self.space_to_depth:
-            KBH, KBW = self._kernel_in_blocks()
-            per_image = C * self.stride ** 2 * KBH * KBW * OH * OW
         if self.input_grad and self.input_grad_by_convolution:
             per_image = max(per_image, F * KH * KW * H * W)
         count = -(-N // max(1, self.device.col_elements // per_image))  # chunks needed, rounded up
@@ -215,13 +204,13 @@ class Conv2D(Layer):
         return list(zip(bounds, bounds[1:]))
 
     def _unfold(self, x, KH, KW, pad_h, pad_w, stride):
-        """x (C, n, H, W), zero-padded -> col (C*KH*KW, n*OH*OW), in scratch memory."""
+        """x (C, n, H, W), zero-padded -> col (C*KH*KW, n*OH*OW), in the open workspace."""
+        work = self.device.memory.work
         C, n, H, W = x.shape
         if pad_h or pad_w:
-            x = pad_spatial(x, pad_h, pad_w, self.device.scratch(
-                "pad", (C, n, H + 2 * pad_h, W + 2 * pad_w), x.dtype))  # (C, n, H+2ph, W+2pw)
+            x = pad_spatial(x, pad_h, pad_w, work((C, n, H + 2 * pad_h, W + 2 * pad_w), x.dtype))
         OH, OW = (x.shape[2] - KH) // stride + 1, (x.shape[3] - KW) // stride + 1
-        col = self.device.scratch("col", (C, KH, KW, n, OH, OW), x.dtype)  # (C, KH, KW, n, OH, OW)
+        col = work((C, KH, KW, n, OH, OW), x.dtype)                    # (C, KH, KW, n, OH, OW)
         return im2col(self.device.xp, x, KH, KW, stride, col)
 
     def _unfold_input(self, x):
@@ -229,52 +218,14 @@ class Conv2D(Layer):
         KH, KW = self.params["W"].shape[2:]
         return self._unfold(x, KH, KW, self.pad, self.pad, self.stride)
 
-    def _kernel_in_blocks(self):
-        """(KB_H, KB_W) = ceil(K / s): the kernel's size in s x s blocks."""
-        KH, KW = self.params["W"].shape[2:]
-        return -(-KH // self.stride), -(-KW // self.stride)
-
-    def _block_sizes(self, H, W):
-        """(KB_H, KB_W, HB, WB): the kernel and the padded input, in s x s blocks."""
-        OH, OW = self.output_shape(H, W)
-        KBH, KBW = self._kernel_in_blocks()
-        return KBH, KBW, OH - 1 + KBH, OW - 1 + KBW
-
-    def _unfold_blocks(self, x):
-        """x (C, n, H, W) -> col (C*s*s*KB*KB, n*OH*OW), by space-to-depth (see the class)."""
-        scratch, s, p = self.device.scratch, self.stride, self.pad
-        C, n, H, W = x.shape
-        KBH, KBW, HB, WB = self._block_sizes(H, W)
-        padded = scratch("pad", (C, n, s * HB, s * WB), x.dtype)      # (C, n, s*HB, s*WB)
-        padded.fill(0)
-        padded[:, :, p:p + H, p:p + W] = x                             # s*HB >= H + 2p: all fits
-        blocks = scratch("s2d", (C, s, s, n, HB, WB), x.dtype)        # (C, s, s, n, HB, WB)
-        blocks[...] = padded.reshape(C, n, HB, s, WB, s).transpose(0, 3, 5, 1, 2, 4)
-        OH, OW = HB - KBH + 1, WB - KBW + 1
-        col = scratch("col", (C * s * s, KBH, KBW, n, OH, OW), x.dtype)
-        return im2col(self.device.xp, blocks.reshape(C * s * s, n, HB, WB), KBH, KBW, 1, col)
-
-    def _weights_in_blocks(self):
-        """W (F, C, KH, KW) zero-padded to (F, C, s*KB, s*KB), as (F, C*s*s*KB*KB) in the
-        order of ``_unfold_blocks``: Wb[f, c, a, b, i, j] = W[f, c, s*i + a, s*j + b]."""
-        W, s = self.params["W"], self.stride
-        F, C, KH, KW = W.shape
-        KBH, KBW = self._kernel_in_blocks()
-        padded = self.device.scratch("conv_w_padded", (F, C, s * KBH, s * KBW), W.dtype)
-        padded.fill(0)
-        padded[:, :, :KH, :KW] = W
-        blocks = self.device.scratch("conv_w_blocks", (F, C, s, s, KBH, KBW), W.dtype)
-        blocks[...] = padded.reshape(F, C, KBH, s, KBW, s).transpose(0, 1, 3, 5, 2, 4)
-        return blocks.reshape(F, -1)
-
-    def _gemm_into(self, out, n0, n1, a, b, name):
+    def _gemm_into(self, out, n0, n1, a, b):
         """out[:, n0:n1] = a @ b, for out (R, N, ...) and b (K, n*...): straight into ``out``
-        when the chunk is the whole batch, else through a contiguous scratch block (CuPy's
-        matmul writes only contiguous arrays) and one copy."""
+        when the chunk is the whole batch, else through a contiguous block of the workspace
+        (CuPy's matmul writes only contiguous arrays) and one copy."""
         xp = self.device.xp
         if n1 - n0 == out.shape[1]:
             return xp.matmul(a, b, out=out.reshape(out.shape[0], -1))
-        block = xp.matmul(a, b, out=self.device.scratch(name, (a.shape[0], b.shape[1]), out.dtype))
+        block = xp.matmul(a, b, out=self.device.memory.work((a.shape[0], b.shape[1]), out.dtype))
         out[:, n0:n1] = block.reshape((out.shape[0], n1 - n0) + out.shape[2:])
         return out
 
@@ -289,21 +240,20 @@ class Conv2D(Layer):
             raise ValueError(f"Conv2D expects {self.params['W'].shape[1]} input channels "
                              f"in layout (C, N, H, W), got shape {x.shape}")
         W, b = self.params["W"], self.params["b"]
-        F, _, KH, KW = W.shape
+        F = W.shape[0]
         N = x.shape[1]
         OH, OW = self.output_shape(x.shape[2], x.shape[3])
-        y = self.device.scratch("conv_y", (F, N, OH, OW), x.dtype)    # (F, N, OH, OW)
-        unfold, weights = self._unfold_input, W.reshape(F, -1)         # (F, C*KH*KW)
-        if self.space_to_depth:
-            unfold, weights = self._unfold_blocks, self._weights_in_blocks()   # (F, C*s*s*KB*KB)
+        memory = self.device.memory
+        y = memory.output((F, N, OH, OW), x.dtype)                    # (F, N, OH, OW)
         for n0, n1 in self._chunks(x):
-            col = unfold(x[:, n0:n1])                                  # (rows of weights, n*OH*OW)
-            self._gemm_into(y, n0, n1, weights, col, "conv_y_chunk")
+            with memory.workspace():                                  # each chunk's col, given back
+                col = self._unfold_input(x[:, n0:n1])                 # (C*KH*KW, n*OH*OW)
+                self._gemm_into(y, n0, n1, W.reshape(F, -1), col)     # W as (F, C*KH*KW)
         y += b[:, None, None, None]
         return y
 
     def backward(self, dy):
-        xp = self.device.xp
+        xp, memory = self.device.xp, self.device.memory
         W = self.params["W"]
         F, C, KH, KW = W.shape
         x = self.kept(self.x)                                         # (C, N, H, W)
@@ -312,55 +262,37 @@ class Conv2D(Layer):
         p = self.pad
         db = self.grads["b"]
         xp.add(db, dy.sum(axis=(1, 2, 3)), out=db)                    # (F,)
-        if self.space_to_depth:
-            return self._weight_gradient_in_blocks(x, dy)
         dW = self.grads["W"].reshape(F, C * KH * KW).T                # (C*KH*KW, F), a view
         by_convolution = self.input_grad and self.input_grad_by_convolution
-        if by_convolution:
-            dx = self.device.scratch("conv_dx", (C, N, H, Wd), dy.dtype)   # (C, N, H, W)
-            turned = self.device.scratch("conv_turned", (C, F, KH, KW), W.dtype)
-            turned[...] = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)     # W[f, c, KH-1-i, KW-1-j]
-        elif self.input_grad:
-            dx_pad = self.device.scratch("conv_dx_pad", (C, N, H + 2 * p, Wd + 2 * p), dy.dtype)
-            dx_pad.fill(0)                                            # (C, N, H+2p, W+2p)
-        for n0, n1 in self._chunks(x):
-            col = self._unfold_input(x[:, n0:n1])                     # (C*KH*KW, n*OH*OW)
-            dy2 = dy[:, n0:n1].reshape(F, -1)                         # (F, n*OH*OW)
-            # dW += dy2 col^T, computed as (col dy2^T)^T: OpenBLAS runs this orientation up
-            # to 20x faster when n*OH*OW is long and F small (conv1: 48 x 387,200 x 363).
-            xp.add(dW, xp.matmul(col, dy2.T), out=dW)                 # (C*KH*KW, F)
+        with memory.workspace():
             if by_convolution:
-                dy_col = self._unfold(dy[:, n0:n1], KH, KW, KH - 1 - p, KW - 1 - p, 1)  # (F*KH*KW, n*H*W)
-                self._gemm_into(dx, n0, n1, turned.reshape(C, -1), dy_col, "conv_dx_chunk")
+                dx = memory.output((C, N, H, Wd), dy.dtype)           # (C, N, H, W)
+                turned = memory.work((C, F, KH, KW), W.dtype)
+                turned[...] = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)   # W[f, c, KH-1-i, KW-1-j]
             elif self.input_grad:
-                dcol = xp.matmul(W.reshape(F, -1).T, dy2, out=col)    # reuses col's memory
-                col2im(dcol.reshape(C, KH, KW, n1 - n0, OH, OW), self.stride, dx_pad[:, n0:n1])
-        if not self.input_grad:
-            return None
-        if by_convolution:
+                padded_shape = (C, N, H + 2 * p, Wd + 2 * p)
+                dx_pad = memory.work(padded_shape, dy.dtype) if p else memory.output(padded_shape, dy.dtype)
+                dx_pad.fill(0)                                        # (C, N, H+2p, W+2p)
+            for n0, n1 in self._chunks(x):
+                with memory.workspace():                              # each chunk's col, given back
+                    col = self._unfold_input(x[:, n0:n1])             # (C*KH*KW, n*OH*OW)
+                    dy2 = dy[:, n0:n1].reshape(F, -1)                 # (F, n*OH*OW)
+                    # dW += dy2 col^T, computed as (col dy2^T)^T: OpenBLAS runs this orientation
+                    # up to 20x faster when n*OH*OW is long and F small (conv1: 48 x 387,200 x 363).
+                    xp.add(dW, xp.matmul(col, dy2.T), out=dW)         # (C*KH*KW, F)
+                    if by_convolution:
+                        dy_col = self._unfold(dy[:, n0:n1], KH, KW, KH - 1 - p, KW - 1 - p, 1)  # (F*KH*KW, n*H*W)
+                        self._gemm_into(dx, n0, n1, turned.reshape(C, -1), dy_col)
+                    elif self.input_grad:
+                        dcol = xp.matmul(W.reshape(F, -1).T, dy2, out=col)   # reuses col's memory
+                        col2im(dcol.reshape(C, KH, KW, n1 - n0, OH, OW), self.stride, dx_pad[:, n0:n1])
+            if not self.input_grad:
+                return None
+            if by_convolution or not p:
+                return dx if by_convolution else dx_pad
+            dx = memory.output((C, N, H, Wd), dy.dtype)               # (C, N, H, W)
+            dx[...] = dx_pad[:, :, p:H + p, p:Wd + p]
             return dx
-        if not p:
-            return dx_pad
-        dx = self.device.scratch("conv_dx", (C, N, H, Wd), dy.dtype)  # (C, N, H, W)
-        dx[...] = dx_pad[:, :, p:H + p, p:Wd + p]
-        return dx
-
-    def _weight_gradient_in_blocks(self, x, dy):
-        """dW of a space-to-depth layer: the blocks' gradient (F, C, s, s, KB, KB), folded
-        back into the stored (F, C, KH, KW) layout. Returns None (no input gradient)."""
-        xp, s = self.device.xp, self.stride
-        F, C, KH, KW = self.params["W"].shape
-        KBH, KBW = self._kernel_in_blocks()
-        d_blocks = self.device.scratch("conv_dw_blocks", (C * s * s * KBH * KBW, F), dy.dtype)
-        d_blocks.fill(0)                                              # (C*s*s*KB*KB, F)
-        for n0, n1 in self._chunks(x):
-            col = self._unfold_blocks(x[:, n0:n1])                    # (C*s*s*KB*KB, n*OH*OW)
-            xp.add(d_blocks, xp.matmul(col, dy[:, n0:n1].reshape(F, -1).T), out=d_blocks)
-        # d_blocks[(c, a, b, i, j), f] is the gradient of W_padded[f, c, s*i + a, s*j + b]
-        d_padded = d_blocks.reshape(C, s, s, KBH, KBW, F).transpose(5, 0, 3, 1, 4, 2)  # (F, C, KB, s, KB, s)
-        dW = self.grads["W"]
-        dW += d_padded.reshape(F, C, s * KBH, s * KBW)[:, :, :KH, :KW]
-        return None
 
 
 # --------------------------------------------------------------------------- elementwise
@@ -375,8 +307,13 @@ class ReLU(Layer):
         self.y = self.device.xp.maximum(x, 0, out=self.buffer("y", x.shape, x.dtype))  # same shape as x
         return self.y
 
+    def infer(self, x):
+        self.y = None   # nothing kept: the output goes to an output buffer, not the layer's own
+        return self.device.xp.maximum(x, 0, out=self.device.memory.output(x.shape, x.dtype))
+
     def backward(self, dy):
-        return self.device.xp.multiply(dy, self.y > 0, out=self.device.scratch("relu_dx", dy.shape, dy.dtype))
+        y = self.kept(self.y)
+        return self.device.xp.multiply(dy, y > 0, out=self.device.memory.output(dy.shape, dy.dtype))
 
 
 class Tanh(Layer):
@@ -392,10 +329,15 @@ class Tanh(Layer):
         self.y = self.device.xp.tanh(x, out=self.buffer("y", x.shape, x.dtype))  # same shape as x
         return self.y
 
+    def infer(self, x):
+        self.y = None   # as ReLU.infer
+        return self.device.xp.tanh(x, out=self.device.memory.output(x.shape, x.dtype))
+
     def backward(self, dy):
         xp = self.device.xp
-        dx = xp.multiply(self.y, self.y, out=self.device.scratch("tanh_dx", dy.shape, dy.dtype))  # y^2
-        xp.subtract(dy.dtype.type(1), dx, out=dx)                                                   # 1 - y^2
+        y = self.kept(self.y)
+        dx = xp.multiply(y, y, out=self.device.memory.output(dy.shape, dy.dtype))  # y^2
+        xp.subtract(dy.dtype.type(1), dx, out=dx)                                   # 1 - y^2
         dx *= dy
         return dx
 
@@ -472,10 +414,10 @@ class LocalResponseNorm(Layer):
         self.coef = alpha / size if alpha_over_n else alpha
 
     def padded_channels(self, shape, dtype):
-        """(padded, inner): scratch (C + 2 h, N, H, W) whose h channels at either end are
+        """(padded, inner): a temporary (C + 2 h, N, H, W) whose h channels at either end are
         zero, h = n/2, and the view of its C channels in between, to be written by the caller."""
         half, C = self.size // 2, shape[0]
-        padded = self.device.scratch("lrn_padded", (C + 2 * half,) + tuple(shape[1:]), dtype)
+        padded = self.device.memory.work((C + 2 * half,) + tuple(shape[1:]), dtype)
         padded[:half].fill(0)
         padded[C + half:].fill(0)
         return padded, padded[half:C + half]
@@ -494,9 +436,13 @@ class LocalResponseNorm(Layer):
             padded, (C, width) + padded.shape[1:], (s0, s0) + padded.strides[1:])  # (C, n, ...) a view
         return windows.sum(axis=1, out=total)
 
-    def scale(self, x, out):
-        """s = k + coef * (window sum of a^2), into ``out``; x, out (C, N, H, W)."""
-        padded, squares = self.padded_channels(x.shape, x.dtype)
+    def scale(self, x, out, padded=None):
+        """s = k + coef * (window sum of a^2), into ``out``; x, out (C, N, H, W). ``padded``:
+        ``padded_channels``' pair, whose inner channels take the squares (default: its own)."""
+        if padded is None:
+            with self.device.memory.workspace():
+                return self.scale(x, out, self.padded_channels(x.shape, x.dtype))
+        padded, squares = padded
         self.device.xp.multiply(x, x, out=squares)
         scale = self.window_sum(padded, out)
         scale *= x.dtype.type(self.coef)
@@ -513,30 +459,32 @@ class LocalResponseNorm(Layer):
 
     def infer(self, x):
         self.x = None
-        xp = self.device.xp
-        scale = self.scale(x, self.device.scratch("lrn_a", x.shape, x.dtype))  # (C, N, H, W): s
-        y = xp.power(scale, x.dtype.type(-self.beta), out=scale)   # s^-beta, in s's memory
-        y *= x                                                      # b = a s^-beta
-        return y
+        xp, memory = self.device.xp, self.device.memory
+        with memory.workspace():
+            padded = self.padded_channels(x.shape, x.dtype)
+            scale = self.scale(x, memory.output(x.shape, x.dtype), padded)  # (C, N, H, W): s
+            y = xp.power(scale, x.dtype.type(-self.beta), out=scale)   # s^-beta, in s's memory
+            y *= x                                                  # b = a s^-beta
+            return y
 
     def backward(self, dy):
-        xp = self.device.xp
+        xp, memory = self.device.xp, self.device.memory
         dtype = dy.dtype.type
         x = self.kept(self.x)                                       # (C, N, H, W)
-        scale = self.scale(x, self.device.scratch("lrn_a", x.shape, x.dtype))   # s
-        scale_pow = xp.power(scale, dtype(-self.beta),
-                             out=self.device.scratch("lrn_b", x.shape, x.dtype))  # s^-beta
-        direct = scale_pow
-        direct *= dy                          # dy[i] s[i]^-beta, in s^-beta's memory
-        # t[j] = dy[j] b[j] / s[j] = dy[j] s[j]^-beta a[j] / s[j], between zero channels
-        padded, t = self.padded_channels(x.shape, x.dtype)
-        xp.multiply(direct, x, out=t)
-        t /= scale
-        dx = self.window_sum(padded, scale)   # s is no longer needed: its memory takes dx
-        dx *= x
-        dx *= dtype(-2.0 * self.beta * self.coef)
-        dx += direct                       # dy[i] s[i]^-beta
-        return dx
+        with memory.workspace():
+            padded = self.padded_channels(x.shape, x.dtype)
+            scale = self.scale(x, memory.work(x.shape, x.dtype), padded)    # s
+            direct = xp.power(scale, dtype(-self.beta), out=memory.work(x.shape, x.dtype))  # s^-beta
+            direct *= dy                      # dy[i] s[i]^-beta, in s^-beta's memory
+            # t[j] = dy[j] b[j] / s[j] = dy[j] s[j]^-beta a[j] / s[j], between zero channels
+            padded, t = padded                # the squares are no longer needed: t takes them
+            xp.multiply(direct, x, out=t)
+            t /= scale
+            dx = self.window_sum(padded, memory.output(x.shape, x.dtype))   # (C, N, H, W)
+            dx *= x
+            dx *= dtype(-2.0 * self.beta * self.coef)
+            dx += direct                       # dy[i] s[i]^-beta
+            return dx
 
 
 class ChannelSlice(Layer):
@@ -641,24 +589,26 @@ class MaxPool(Layer):
         ``winners``, also the offset that won at each stage (uint8), which backward needs."""
         C, N, H, W = x.shape
         OH, OW = self.output_size(H), self.output_size(W)
-        columns = self.device.scratch("pool_columns", (C, N, H, OW), x.dtype)   # column maxima
-        y = self.buffer("y", (C, N, OH, OW), x.dtype)                            # row maxima of those
+        y = self.buffer("y", (C, N, OH, OW), x.dtype)                            # row maxima
         uint8 = self.device.xp.uint8
         self.column_winner = self.buffer("column_winner", (C, N, H, OW), uint8) if winners else None
         self.row_winner = self.buffer("row_winner", (C, N, OH, OW), uint8) if winners else None
-        self._max_over_offsets(x, 3, columns, self.column_winner)
-        self._max_over_offsets(columns, 2, y, self.row_winner)
+        with self.device.memory.workspace():
+            columns = self.device.memory.work((C, N, H, OW), x.dtype)           # column maxima
+            self._max_over_offsets(x, 3, columns, self.column_winner)
+            self._max_over_offsets(columns, 2, y, self.row_winner)
         return y
 
     def backward(self, dy):
-        scratch = self.device.scratch
+        memory = self.device.memory
         C, N, H, W = self.x_shape
         OH, OW = dy.shape[2], dy.shape[3]
-        dcolumns = scratch("pool_dcolumns", (C, N, H, OW), dy.dtype)
-        self._to_winners(dy, self.kept(self.row_winner), 2, dcolumns, scratch("pool_routed", dy.shape, dy.dtype))
-        dx = scratch("pool_dx", self.x_shape, dy.dtype)                 # (C, N, H, W)
-        self._to_winners(dcolumns, self.column_winner, 3, dx, scratch("pool_routed", dcolumns.shape, dy.dtype))
-        return dx
+        with memory.workspace():
+            dcolumns = memory.work((C, N, H, OW), dy.dtype)
+            self._to_winners(dy, self.kept(self.row_winner), 2, dcolumns, memory.work(dy.shape, dy.dtype))
+            dx = memory.output(self.x_shape, dy.dtype)                     # (C, N, H, W)
+            self._to_winners(dcolumns, self.column_winner, 3, dx, memory.work(dcolumns.shape, dy.dtype))
+            return dx
 
 
 # --------------------------------------------------------------------------- layout, fc, loss

@@ -148,22 +148,28 @@ class Tower:
             x = move(images, self.device)
             return self.device.xp.ascontiguousarray(x.transpose(1, 0, 2, 3), dtype=self.conv1.params["W"].dtype)
 
-    def forward(self, stage, x, train, infer=False):
-        """The layers of ``stage`` on x; ``infer``: their ``infer`` (nothing kept for backward)."""
+    def forward(self, stage, x, train, infer=False, last=True):
+        """The layers of ``stage`` on x; ``infer``: their ``infer`` (nothing kept for backward);
+        ``last``: ``stage`` ends where the output leaves the tower (see below)."""
         with self.device:
             for layer in stage:
                 x = layer.infer(x) if infer else layer.forward(x, train)
-        return x
+            if not last or not self.device.memory.is_output(x):
+                return x
+            # An output still in the device's output buffers (an inference ReLU's, where the
+            # towers exchange before LRN) would be overwritten by the other tower's stage on
+            # the same device before the exchange reads it: copy.
+            return x.copy()
 
     def backward(self, stage, dy, last=True):
         """The layers of ``stage`` in reverse on dy; ``last``: ``stage`` ends where the
-        gradient leaves the tower (copied out of scratch memory, see below)."""
+        gradient leaves the tower (copied out of the output buffers, see below)."""
         with self.device:
             for layer in reversed(stage):
                 dy = layer.backward(dy)
             if dy is None or not last:
                 return dy
-            # conv3's input gradient lives in the device's scratch memory, which the other
+            # conv3's input gradient lives in the device's output buffers, which the other
             # tower's stage (on the same device) reuses before the exchange reads it: copy.
             return dy.copy()
 
@@ -415,7 +421,8 @@ class AlexNet(LayerParameters):
         """Stage ``stage`` of every tower on its input: side by side on CPU cores, layer by
         layer in turn on distinct GPUs (``in_lockstep``), else one tower after the other."""
         if self.lockstep:
-            return self.in_lockstep(stage, xs, lambda tower, layers, x: tower.forward(layers, x, train, infer))
+            return self.in_lockstep(stage, xs,
+                                    lambda tower, layers, x: tower.forward(layers, x, train, infer, last=False))
         return self.side_by_side.run([lambda tower=tower, x=x: tower.forward(getattr(tower, stage), x, train, infer)
                                       for tower, x in zip(self.towers, xs)])
 

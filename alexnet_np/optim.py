@@ -47,8 +47,8 @@ class SGD:
                 continue
             dtype, decay = w.dtype.type, self.decay_of(name)
             v = self.velocity[name]
-            with device:
-                step = device.scratch("sgd", w.shape, w.dtype)     # same shape as w
+            with device, device.memory.workspace():
+                step = device.memory.work(w.shape, w.dtype)         # same shape as w
                 if decay:
                     device.xp.multiply(w, dtype(decay), out=step)
                     step += dw

@@ -29,7 +29,7 @@ def check_layer_gradients(layer, x, seed=1, train=False, **forward_kw):
     layer.zero_grads()
     dx = layer.backward(dout)
     if dx is not None:
-        dx = dx.copy()   # it may live in scratch memory that the forwards below reuse
+        dx = dx.copy()   # it may live in an output buffer that the forwards below reuse
         assert_close(dx, numerical_gradient(loss, x), rtol=1e-6, atol=1e-8, what="dx", scale_atol=True)
     for name, p in layer.params.items():
         assert_close(layer.grads[name], numerical_gradient(loss, p), rtol=1e-6, atol=1e-8, what=name,
@@ -110,27 +110,6 @@ def test_conv_gradients(C, N, H, W, F, KH, KW, stride, pad):
     r = rng(3)
     conv = Conv2D(CPU, r.standard_normal((F, C, KH, KW)) * 0.3, r.standard_normal(F), stride=stride, pad=pad)
     check_layer_gradients(conv, r.standard_normal((C, N, H, W)))
-
-
-@pytest.mark.parametrize("C,N,H,W,F,K,stride,pad", [
-    (3, 2, 19, 23, 4, 11, 4, 0),     # conv1-like: 11x11 at stride 4 -> 3x3 over 48 channels
-    (2, 1, 9, 7, 3, 3, 2, 1),        # padded, non-square, kernel 3 -> 2x2 blocks of 2x2
-])
-def test_conv_by_space_to_depth_matches_loops_and_gradients(C, N, H, W, F, K, stride, pad):
-    r = rng(17)
-    x = r.standard_normal((C, N, H, W))
-    weight, bias = r.standard_normal((F, C, K, K)), r.standard_normal(F)
-    conv = Conv2D(CPU, weight, bias, stride=stride, pad=pad, input_grad=False, space_to_depth=True)
-    assert_close(conv.forward(x), conv_reference(x, weight, bias, stride, pad), rtol=1e-10, what="space-to-depth")
-    assert check_layer_gradients(conv, x) is None
-    assert conv.params["W"].shape == (F, C, K, K)   # stored as the paper's
-
-
-def test_space_to_depth_only_where_it_applies():
-    for stride, input_grad in ((1, False), (4, True)):
-        with pytest.raises(ValueError, match="space_to_depth"):
-            Conv2D(CPU, np.zeros((2, 3, 11, 11)), np.zeros(2), stride=stride, input_grad=input_grad,
-                   space_to_depth=True)
 
 
 def test_conv_without_input_gradient_returns_none_but_fills_weights():
