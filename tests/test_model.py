@@ -155,16 +155,18 @@ def test_state_dict_round_trip():
 
 # --------------------------------------------------------------------------- optimiser
 
-def fake_parameters():
+def fake_parameters(update_elements=Device.update_elements):
     r = np.random.default_rng(0)
     cpu = Device()
+    cpu.update_elements = update_elements
     w, b = r.standard_normal((3, 4)), r.standard_normal(3)
     return [("layer.W", w, np.zeros_like(w), cpu), ("layer.b", b, np.zeros_like(b), cpu)]
 
 
+@pytest.mark.parametrize("update_elements", [None, 5], ids=["whole", "in-pieces-of-5"])
 @pytest.mark.parametrize("decay_biases", [False, True])
-def test_sgd_follows_section_5(decay_biases):
-    params = fake_parameters()
+def test_sgd_follows_section_5(decay_biases, update_elements):
+    params = fake_parameters(update_elements)   # 12 weights: pieces of 5, 5 and 2
     opt = SGD(params, lr=0.1, momentum=0.9, weight_decay=0.05, decay_biases=decay_biases)
     r = np.random.default_rng(1)
     expected = {name: (w.copy(), np.zeros_like(w)) for name, w, _, _ in params}
