@@ -14,11 +14,11 @@ import sys
 import time
 
 from alexnet_np.accepts import POSITIVE, POSITIVE_INT
-from alexnet_np.backend import DeviceError
+from alexnet_np.nn.backend import DeviceError
 from alexnet_np.cli import Parser, existing_path, fail, folder_to_write
-from alexnet_np.data import DataError
-from alexnet_np.experiments import ORDER, ExperimentError, format_overview, format_report, report, run_experiment
-from alexnet_np.trainer import TrainingError
+from alexnet_np.data.loader import DataError
+from alexnet_np.paper.experiments import ORDER, ExperimentError, format_overview, format_report, report, run_experiment
+from alexnet_np.train.trainer import TrainingError
 
 
 def build_parser():

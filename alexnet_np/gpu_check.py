@@ -58,7 +58,7 @@ def parts(out, gpus):
         ("env", [PY, "-c", ENV_SCRIPT], 60, None),
         ("gpu-tests", [PY, "-m", "pytest", "-v", "-p", "no:cacheprovider", "tests/test_gpu.py"], 120, None),
         ("all-tests", [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider"], 240, None),
-        ("bench", [PY, "bench.py", "--device", "gpu", "--quick"], 150, None),
+        ("bench", [PY, "benchmarks/bench.py", "--device", "gpu", "--quick"], 150, None),
         ("train", [PY, "train.py", "--device", "gpu", "--epochs", "1", "--out", run, "--no-progress"], 120, None),
         ("evaluate", [PY, "evaluate.py", "--device", "gpu", "--ten-crop", "--no-progress",
                       "--checkpoint", os.path.join(run, "last.npz")], 60, None),

@@ -23,10 +23,10 @@ from PIL import Image
 import alexnet_np
 import evaluate
 import train
-from alexnet_np import classify
-from alexnet_np.backend import Device
-from alexnet_np.data import Cache, eval_views
-from alexnet_np.ilsvrc import ILSVRC2012_SYNSETS, read_synsets
+import classify
+from alexnet_np.nn.backend import Device
+from alexnet_np.data.loader import Cache, eval_views
+from alexnet_np.data.ilsvrc import ILSVRC2012_SYNSETS, read_synsets
 
 from test_train_e2e import assert_png
 from test_train_helpers import TINY_ARGS, make_tiny_cache

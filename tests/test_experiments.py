@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_np import experiments
-from alexnet_np.cifar10 import cifar10_cache, read_batch
+from alexnet_np.paper import experiments
+from alexnet_np.data.cifar10 import cifar10_cache, read_batch
 from alexnet_np.config import Config
-from alexnet_np.data import Cache, DataError
-from alexnet_np.figure1_net import Figure1Net, figure1_sizes
-from alexnet_np.prepare import prepare
+from alexnet_np.data.loader import Cache, DataError
+from alexnet_np.paper.figure1_net import Figure1Net, figure1_sizes
+from alexnet_np.data.prepare import prepare
 from gradcheck import directional_derivative
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

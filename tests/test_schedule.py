@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from alexnet_np.schedule import FixedSchedule, PlateauSchedule
+from alexnet_np.train.schedule import FixedSchedule, PlateauSchedule
 
 
 def run(schedule, errors):

@@ -43,7 +43,7 @@ def make_tiny_images(root, per_class=(15, 5), seed=0):
 
 def make_tiny_cache(root, per_class=(15, 5)):
     """Generate and prepare the tiny data set under ``root``; returns the cache folder."""
-    from alexnet_np.prepare import prepare
+    from alexnet_np.data.prepare import prepare
     source = make_tiny_images(os.path.join(root, "images"), per_class)
     return prepare(source, os.path.join(root, "cache"), image_size=76, workers=1, progress=False,
                    print_fn=lambda *a: None)

@@ -7,11 +7,13 @@ system, or the same paths on every node).
 """
 import os
 
-from . import backend, checkpoint, classmap, ilsvrc
-from .backend import Device, DeviceError, tower_devices
-from .data import Cache, DataError, is_cache
-from .distributed import World, rank_gpus
-from .model import AlexNet
+from ..nn import backend
+from . import checkpoint, classmap
+from ..data import ilsvrc
+from ..nn.backend import Device, DeviceError, tower_devices
+from ..data.loader import Cache, DataError, is_cache
+from ..parallel.distributed import World, rank_gpus
+from ..nn.model import AlexNet
 
 LAST, BEST = "last.npz", "best.npz"
 LOG, CONFIG_FILE = "log.jsonl", "config.json"
@@ -30,7 +32,7 @@ def open_data(data, image_size, cache_dir=None, workers=None, progress=True, pri
     same name) at ``image_size`` and reused afterwards. Raises ``DataError`` with one line.
     """
     if data is None:
-        from .demo_data import demo_cache
+        from ..data.demo import demo_cache
         path = demo_cache(DATA_ROOT, progress=progress)
         return Cache(path), {"demo": True, "cache": os.path.abspath(path), "source": None}
     if not os.path.exists(data):
@@ -44,7 +46,7 @@ def open_data(data, image_size, cache_dir=None, workers=None, progress=True, pri
                         "(train/<class>/<image>, val/<class>/<image>) or a prepared cache")
     name = os.path.basename(os.path.normpath(os.path.abspath(data)))
     dst = cache_dir or os.path.join(DATA_ROOT, f"{name}-{image_size}")
-    from .prepare import prepare
+    from ..data.prepare import prepare
     path = prepare(data, dst, image_size=image_size, workers=workers, progress=progress, print_fn=print_fn,
                    elsewhere=cache_dir is None)   # the default folder of another source: beside it
     return Cache(path), {"demo": False, "cache": os.path.abspath(path), "source": os.path.abspath(data)}

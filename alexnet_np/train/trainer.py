@@ -44,13 +44,13 @@ import time
 import numpy as np
 
 from . import checkpoint, figures
-from .buckets import GradientBuckets
-from .data import TrainLoader
-from .distributed import World
+from ..parallel.buckets import GradientBuckets
+from ..data.loader import TrainLoader
+from ..parallel.distributed import World
 from .evaluation import draw_figure4, evaluate_split, kernel_weights, progress_bar, sample_indices
 from .metrics import TopKCounter, label_ranks
-from .model import AlexNet
-from .optim import SGD
+from ..nn.model import AlexNet
+from ..nn.optim import SGD
 from .runs import BEST, LAST, LOG
 from .schedule import FixedSchedule, PlateauSchedule
 

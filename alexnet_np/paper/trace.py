@@ -31,11 +31,11 @@ import time
 
 import numpy as np
 
-from .accepts import POSITIVE_INT
-from .backend import Device
-from .cli import Parser, existing_path
-from .config import DEMO, Config, add_config_arguments, config_from_arguments
-from .model import AlexNet
+from ..accepts import POSITIVE_INT
+from ..nn.backend import Device
+from ..cli import Parser, existing_path
+from ..config import DEMO, Config, add_config_arguments, config_from_arguments
+from ..nn.model import AlexNet
 
 CROSSINGS = ("exchange3", "exchange6", "exchange7", "gather8")
 LRN_CROSSINGS = ("exchange_lrn1", "exchange_lrn2")   # with --lrn-across-towers (Caffe's LRN)
@@ -232,10 +232,10 @@ def format_crossings(model, rows):
 
 def load_batch(config, data, batch):
     """(images (N, 3, S, S), labels (N,)) of the first ``batch`` validation images, mean subtracted."""
-    from .data import Cache, eval_batches
-    from .runs import open_data
+    from ..data.loader import Cache, eval_batches
+    from ..train.runs import open_data
     if data is None:
-        from .demo_data import demo_cache
+        from ..data.demo import demo_cache
         cache = Cache(demo_cache("data_cache", image_size=config.image_size))
     else:
         cache, _ = open_data(data, config.image_size, progress=False)
@@ -245,7 +245,7 @@ def load_batch(config, data, batch):
 
 
 def main(argv=None, debugger=None):
-    parser = Parser(prog="python -m alexnet_np.trace", description=__doc__.splitlines()[0],
+    parser = Parser(prog="python -m alexnet_np.paper.trace", description=__doc__.splitlines()[0],
                     epilog="Without --paper: the DEMO configuration (alexnet_np/config.py), the defaults shown "
                            "being the paper's; any option given overrides either.")
     parser.add_argument("--paper", action="store_true", help="the paper's full configuration (default: the demo's)")

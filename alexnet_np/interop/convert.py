@@ -55,11 +55,12 @@ import sys
 
 import numpy as np
 
-from . import checkpoint, ilsvrc
+from ..train import checkpoint
+from ..data import ilsvrc
 from .caffe_proto import CaffeError, layers_of, read_blob, read_net
-from .cli import Parser, existing_file, output_file
-from .config import Config
-from .model import AlexNet, layer_sizes
+from ..cli import Parser, existing_file, output_file
+from ..config import Config
+from ..nn.model import AlexNet, layer_sizes
 
 # The layer sequence of the paper's net, one letter per layer: Convolution, ReLU, LRN,
 # Pooling, InnerProduct, Dropout. Data, loss, accuracy and softmax layers are skipped.
@@ -255,7 +256,7 @@ def convert_caffe(model_path, out_path, mean_path=None, classes_path=None, print
 
 
 def main(argv=None):
-    parser = Parser(prog="python -m alexnet_np.convert",
+    parser = Parser(prog="python -m alexnet_np.interop.convert",
                     description="Convert a pretrained model into an alexnet_np checkpoint.")
     sub = parser.add_subparsers(dest="framework", required=True)
     caffe = sub.add_parser("caffe", help="a Caffe AlexNet (.caffemodel), e.g. BVLC's bvlc_alexnet")

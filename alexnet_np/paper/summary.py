@@ -5,9 +5,9 @@ For each layer: output shape (both towers), neurons, parameters, multiply-adds p
 can be given on the command line (``--input-size 67 --conv-channels 32,64,96,96,64 ...``).
 Computed from the configuration alone: nothing is allocated.
 """
-from .cli import Parser
-from .config import Config, add_config_arguments, config_from_arguments
-from .model import check_input_size, layer_sizes
+from ..cli import Parser
+from ..config import Config, add_config_arguments, config_from_arguments
+from ..nn.model import check_input_size, layer_sizes
 
 # §3: "the number of neurons in the network's remaining layers is given by
 # 253,440-186,624-64,896-64,896-43,264-4096-4096-1000" (counted at the conv outputs).
@@ -128,7 +128,7 @@ def format_summary(config):
 
 
 def main(argv=None):
-    parser = Parser(prog="python -m alexnet_np.summary", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m alexnet_np.paper.summary", description=__doc__.splitlines()[0])
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -22,7 +22,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .config import DEMO
+from ..config import DEMO
 
 CLASSES = (  # folder name, printable name
     ("circle", "filled circle"),

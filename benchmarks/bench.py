@@ -54,9 +54,11 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository: alexnet_np, uninstalled
+
 import numpy as np
 
-from alexnet_np.backend import DeviceError, SideBySide, move, tower_devices
+from alexnet_np.nn.backend import DeviceError, SideBySide, move, tower_devices
 from alexnet_np.config import Config
 
 # The floors we hold ourselves to, ours / PyTorch (issue "Speed"): images/s at least, peak
@@ -198,8 +200,8 @@ class Ours:
     """Our net, its optimiser and a batch on its devices."""
 
     def __init__(self, config, device, images, labels, train=True):
-        from alexnet_np.model import AlexNet
-        from alexnet_np.optim import SGD
+        from alexnet_np.nn.model import AlexNet
+        from alexnet_np.nn.optim import SGD
         self.devices = tower_devices(device, config.towers)
         self.net = AlexNet(config, self.devices)
         if not train:   # as evaluation opens a trained net: no gradient arrays
@@ -240,7 +242,7 @@ class Theirs:
 
     def __init__(self, config, device, images, labels, state=None, inplace_relu=True):
         import torch
-        from alexnet_np import reference_torch
+        from alexnet_np.interop import reference_torch
         self.torch, self.reference = torch, reference_torch
         where = "cuda" if device == "gpu" else "cpu"
         if where == "cuda":
@@ -303,10 +305,10 @@ def child_memory(spec):
     config = Config()
     if spec["impl"] == "torch":
         import torch
-        from alexnet_np import reference_torch  # noqa: F401  (imports count in the baseline)
+        from alexnet_np.interop import reference_torch  # noqa: F401  (imports count in the baseline)
         torch_threads(torch)
     else:
-        from alexnet_np import model, optim  # noqa: F401
+        from alexnet_np.nn import model, optim  # noqa: F401
         if spec["device"] == "gpu":
             import cupy  # noqa: F401
     baseline = peak_rss()
@@ -481,10 +483,10 @@ def count_ops(batch_size):
     copy, indexing write, matmul... is one CuPy kernel launch or copy), with the GPU's
     whole-batch chunks. Returns ({(layer, pass): operations}, {"train": total, "infer": total})."""
     import collections
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tests"))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
     from standin_gpus import standin_gpus
-    from alexnet_np.model import AlexNet
-    from alexnet_np.optim import SGD
+    from alexnet_np.nn.model import AlexNet
+    from alexnet_np.nn.optim import SGD
     config = Config()
     devices = standin_gpus(2)
     rules = devices[0].xp._rules

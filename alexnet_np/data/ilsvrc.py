@@ -60,7 +60,7 @@ import tarfile
 import numpy as np
 
 from . import tars
-from .data import DataError
+from .loader import DataError
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"

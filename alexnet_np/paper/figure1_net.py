@@ -25,9 +25,9 @@ this class serves with AlexNet's interface: ``forward``, ``forward_loss``, ``bac
 """
 import numpy as np
 
-from .backend import Device, move
-from .layers import Conv2D, Flatten, Linear, MaxPool, SoftmaxCrossEntropy, pool_output_size
-from .model import ACTIVATION_LAYERS, LayerParameters, init_bias, init_weight
+from ..nn.backend import Device, move
+from ..nn.layers import Conv2D, Flatten, Linear, MaxPool, SoftmaxCrossEntropy, pool_output_size
+from ..nn.model import ACTIVATION_LAYERS, LayerParameters, init_bias, init_weight
 
 CHANNELS = (32, 32, 64)   # conv1, conv2, conv3
 KERNEL = 5

@@ -20,7 +20,7 @@ backward pass is the same list read in reverse.
 import numpy as np
 
 from .backend import Device, SideBySide, move
-from .config import ConfigError
+from ..config import ConfigError
 from .layers import (ChannelSlice, Conv2D, Dropout, Flatten, Linear, LocalResponseNorm,
                      MaxPool, ReLU, SoftmaxCrossEntropy, Tanh, conv_output_size, pool_output_size)
 

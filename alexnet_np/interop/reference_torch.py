@@ -36,7 +36,7 @@ training time the masks are drawn here (bench.py). At test time outputs are mult
 """
 import numpy as np
 
-from .model import layer_sizes
+from ..nn.model import layer_sizes
 
 try:
     import torch

@@ -27,10 +27,10 @@ from PIL import Image
 
 from .checkpoint import CheckpointError
 from .classmap import for_checkpoint
-from .data import eval_views, prefetch
+from ..data.loader import eval_views, prefetch
 from .evaluation import model_probabilities
 from .metrics import topk_classes
-from .prepare import BadImage, load_image, stored_image
+from ..data.prepare import BadImage, load_image, stored_image
 from .runs import open_model, run_cache
 
 FEATURES = {"fc7": "fc7_features"}   # layer name -> the model's attribute holding it after forward

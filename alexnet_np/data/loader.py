@@ -48,7 +48,7 @@ import os
 import numpy as np
 
 from . import augment
-from .backend import move
+from ..nn.backend import move
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"

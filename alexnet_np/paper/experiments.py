@@ -37,12 +37,12 @@ import time
 
 import numpy as np
 
-from . import figures
-from .backend import tower_devices
-from .config import DEMO, Config, one_tower_comparison
+from ..train import figures
+from ..nn.backend import tower_devices
+from ..config import DEMO, Config, one_tower_comparison
 from .figure1_net import Figure1Net
-from .runs import open_data
-from .trainer import Options, Trainer
+from ..train.runs import open_data
+from ..train.trainer import Options, Trainer
 
 ROOT = os.path.join("runs", "experiments")
 
@@ -239,15 +239,15 @@ def open_default_data(experiment, data, cifar10):
     if cifar10 is not None:
         if experiment.name != "figure1":
             raise ExperimentError("--cifar10 is for figure1 (the paper's Figure 1 is on CIFAR-10)")
-        from .cifar10 import cifar10_cache
-        from .data import Cache
+        from ..data.cifar10 import cifar10_cache
+        from ..data.loader import Cache
         return Cache(cifar10_cache(cifar10, os.path.join("data_cache", "cifar-10-32"))), lambda: FIGURE1.replace(epochs=30)
     if experiment.name == "figure1":
         if data is not None:
             cache, _ = open_data(data, FIGURE1.image_size, progress=False)
             return cache, lambda: FIGURE1
-        from .data import Cache
-        from .demo_data import demo_cache
+        from ..data.loader import Cache
+        from ..data.demo import demo_cache
         return Cache(demo_cache("data_cache", image_size=FIGURE1.image_size)), lambda: FIGURE1
     if data is None:
         cache, _ = open_data(None, DEMO.image_size, progress=False)

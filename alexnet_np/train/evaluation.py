@@ -13,9 +13,9 @@ import os
 import numpy as np
 
 from . import figures
-from .backend import move
-from .data import eval_batches
-from .distributed import World
+from ..nn.backend import move
+from ..data.loader import eval_batches
+from ..parallel.distributed import World
 from .metrics import TopKCounter, average_views, label_ranks, softmax, topk_classes
 
 

@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from .backend import cuda_major, one_line
+from ..nn.backend import cuda_major, one_line
 
 MPI_LAUNCH_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
 

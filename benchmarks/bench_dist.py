@@ -30,6 +30,8 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository: alexnet_np, uninstalled
+
 import numpy as np
 
 PARAMETERS = 60_965_224                      # the paper's net (tests/test_model.py)
@@ -47,12 +49,12 @@ LINKS = [("NVLink 4, in one 8-GPU node (450 GB/s per direction)", 450e9, 4),
 # --------------------------------------------------------------------------- one rank
 
 def worker(args):
-    from alexnet_np import distributed
-    from alexnet_np.buckets import GradientBuckets
+    from alexnet_np.parallel import distributed
+    from alexnet_np.parallel.buckets import GradientBuckets
     from alexnet_np.config import Config
-    from alexnet_np.model import AlexNet
-    from alexnet_np.optim import SGD
-    from alexnet_np.runs import rank_devices
+    from alexnet_np.nn.model import AlexNet
+    from alexnet_np.nn.optim import SGD
+    from alexnet_np.train.runs import rank_devices
 
     world = distributed.world()
     config = Config(dtype="float32", batch_size=args.batch_size)

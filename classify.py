@@ -26,18 +26,18 @@ import time
 import numpy as np
 from PIL import Image
 
-from .accepts import NON_NEGATIVE_INT, POSITIVE_INT, Choice, Several
-from .backend import DeviceError
-from .checkpoint import CheckpointError
-from .cli import Parser, existing_file, fail, output_file
-from .config import ConfigError
-from .data import DataError, prefetch
-from .evaluation import progress_bar
-from .figures import fit, prediction_sheet
-from .files import write_json, write_then_rename
-from .prepare import BadImage
-from .runs import describe_devices
-from .trained import load
+from alexnet_np.accepts import NON_NEGATIVE_INT, POSITIVE_INT, Choice, Several
+from alexnet_np.nn.backend import DeviceError
+from alexnet_np.train.checkpoint import CheckpointError
+from alexnet_np.cli import Parser, existing_file, fail, output_file
+from alexnet_np.config import ConfigError
+from alexnet_np.data.loader import DataError, prefetch
+from alexnet_np.train.evaluation import progress_bar
+from alexnet_np.train.figures import fit, prediction_sheet
+from alexnet_np.files import write_json, write_then_rename
+from alexnet_np.data.prepare import BadImage
+from alexnet_np.train.runs import describe_devices
+from alexnet_np.train.trained import load
 
 PROGRESS_FROM = 48         # a progress bar for more images than this
 FIGURE_IMAGES = 100        # at most this many photos on the figure
@@ -46,7 +46,7 @@ PROCEDURES = {False: "centre-crop", True: "ten-crop"}
 
 
 def build_parser():
-    parser = Parser(prog="python -m alexnet_np.classify", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python classify.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
     parser.add_argument("--checkpoint", type=existing_file, default=None,
                         help="a checkpoint file (default: best.npz of the newest run under runs/)")

@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from . import data
+from . import loader
 from .prepare import pca_from_sums, source_digest
 
 RECORD = 1 + 3 * 32 * 32
@@ -31,12 +31,12 @@ def read_batch(path):
     """One binary batch file -> (images (M, 32, 32, 3) uint8 HWC RGB, labels (M,) int64)."""
     raw = np.fromfile(path, dtype=np.uint8)
     if raw.size == 0 or raw.size % RECORD:
-        raise data.DataError(f"--cifar10: {path} is not a CIFAR-10 binary batch "
+        raise loader.DataError(f"--cifar10: {path} is not a CIFAR-10 binary batch "
                              f"({raw.size} bytes, not a multiple of {RECORD})")
     records = raw.reshape(-1, RECORD)                                        # (M, 3073)
     labels = records[:, 0].astype(np.int64)                                  # (M,)
     if labels.max() > 9:
-        raise data.DataError(f"--cifar10: {path} has labels above 9: not CIFAR-10")
+        raise loader.DataError(f"--cifar10: {path} has labels above 9: not CIFAR-10")
     images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)    # (M, 32, 32, 3)
     return np.ascontiguousarray(images), labels
 
@@ -68,7 +68,7 @@ def _save_atomic(path, write):
 def _cache_of(dst, src, digest):
     """True when the finished cache ``dst`` is that of these files (a cache made before digests
     were recorded: of the same folder)."""
-    with open(os.path.join(dst, data.META_FILE)) as f:
+    with open(os.path.join(dst, loader.META_FILE)) as f:
         meta = json.load(f)
     recorded = meta.get("sources", {}).get("cifar10")
     return recorded == digest or (recorded is None and meta.get("source") == os.path.abspath(src))
@@ -77,45 +77,45 @@ def _cache_of(dst, src, digest):
 def cifar10_cache(src, dst, print_fn=print):
     """Write (once) the cache of the CIFAR-10 binary folder ``src`` at ``dst`` (or beside it, see
     the module docstring); returns the cache's folder."""
-    if data.is_cache(dst) and not os.path.isdir(src):
+    if loader.is_cache(dst) and not os.path.isdir(src):
         return dst   # the cache is all that is needed
     missing = [name for name in TRAIN_FILES + (TEST_FILE,) if not os.path.isfile(os.path.join(src, name))]
     if not os.path.isdir(src) or missing:
-        raise data.DataError(f"--cifar10 {src}: expected the folder cifar-10-batches-bin with "
+        raise loader.DataError(f"--cifar10 {src}: expected the folder cifar-10-batches-bin with "
                              f"{', '.join(TRAIN_FILES)} and {TEST_FILE}; missing: {', '.join(missing) or 'the folder'}")
     digest = source_digest(src, [n for n in TRAIN_FILES + (TEST_FILE, "batches.meta.txt")
                                  if os.path.isfile(os.path.join(src, n))])
-    if data.is_cache(dst):
+    if loader.is_cache(dst):
         if _cache_of(dst, src, digest):
             return dst
         other = f"{os.path.normpath(dst)}-{digest[:8]}"
         print_fn(f"{dst} holds the cache of other CIFAR-10 files (other sizes or times than {os.path.abspath(src)}'s): "
                  f"using {other}")
         dst = other
-        if data.is_cache(dst):
+        if loader.is_cache(dst):
             return dst
     os.makedirs(dst, exist_ok=True)
     counts = {}
     for split, files in (("train", TRAIN_FILES), ("val", (TEST_FILE,))):
         images, labels, paths = read_split(src, files)
-        _save_atomic(os.path.join(dst, data.images_file(split)), lambda f: np.save(f, images))
-        _save_atomic(os.path.join(dst, data.labels_file(split)), lambda f: np.save(f, labels))
-        _save_atomic(os.path.join(dst, data.paths_file(split)), lambda f: f.write(json.dumps(paths).encode()))
+        _save_atomic(os.path.join(dst, loader.images_file(split)), lambda f: np.save(f, images))
+        _save_atomic(os.path.join(dst, loader.labels_file(split)), lambda f: np.save(f, labels))
+        _save_atomic(os.path.join(dst, loader.paths_file(split)), lambda f: f.write(json.dumps(paths).encode()))
         counts[split] = len(labels)
         if split == "train":   # §2's per-pixel mean and §4.1's PCA, from the training pixels
             mean_sum = images.sum(axis=0, dtype=np.float64)                   # (32, 32, 3)
             pixels = images.reshape(-1, 3).astype(np.float64)                 # (M*1024, 3)
             cov, eigvals, eigvecs = pca_from_sums(mean_sum, pixels.T @ pixels, len(images))
-            _save_atomic(os.path.join(dst, data.MEAN_FILE),
+            _save_atomic(os.path.join(dst, loader.MEAN_FILE),
                          lambda f: np.save(f, (mean_sum / len(images)).astype(np.float32)))
-            _save_atomic(os.path.join(dst, data.PCA_FILE), lambda f: np.savez(
+            _save_atomic(os.path.join(dst, loader.PCA_FILE), lambda f: np.savez(
                 f, cov=cov, eigvals=eigvals, eigvecs=eigvecs, pixels=len(pixels)))
     names = class_names(src)
-    meta = {"format": data.FORMAT_VERSION, "complete": True, "source": os.path.abspath(src),
+    meta = {"format": loader.FORMAT_VERSION, "complete": True, "source": os.path.abspath(src),
             "image_size": 32, "recipe": {"cifar10": "binary batches, stored as they are"},
             "splits": ["train", "val"], "stats_split": "train", "classes": names, "class_names": names,
             "counts": counts, "files": counts, "skipped": [], "empty_classes": [], "keys": {},
             "sources": {"cifar10": digest}}
-    _save_atomic(os.path.join(dst, data.REPORT_FILE), lambda f: f.write(b"split\tpath\treason\n"))
-    _save_atomic(os.path.join(dst, data.META_FILE), lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    _save_atomic(os.path.join(dst, loader.REPORT_FILE), lambda f: f.write(b"split\tpath\treason\n"))
+    _save_atomic(os.path.join(dst, loader.META_FILE), lambda f: f.write(json.dumps(meta, indent=1).encode()))
     return dst

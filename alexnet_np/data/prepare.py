@@ -47,7 +47,7 @@ at most a few chunks in flight (memory does not grow with the data set); rows ar
 with ``pwrite`` in file order. Every ``checkpoint_seconds`` the split's progress (files
 done, rows written, skipped files, running sums for the mean and PCA in float64) is saved
 atomically; a rerun resumes there, and gives the same bytes as an uninterrupted run.
-``meta.json`` is written last: until then the folder is not a cache (``data.is_cache``).
+``meta.json`` is written last: until then the folder is not a cache (``loader.is_cache``).
 """
 import collections
 import hashlib
@@ -64,9 +64,9 @@ import warnings
 import numpy as np
 from PIL import Image, ImageFile
 
-from . import data, ilsvrc
-from .accepts import NON_NEGATIVE, POSITIVE_INT, WORKERS
-from .cli import Parser, existing_file, folder_to_write
+from . import loader, ilsvrc
+from ..accepts import NON_NEGATIVE, POSITIVE_INT, WORKERS
+from ..cli import Parser, existing_file, folder_to_write
 
 RECIPE = {"version": 1, "filter": "lanczos", "draft_factor": 2}  # changes here invalidate partial work
 CHUNK = 8              # files per task sent to a worker
@@ -212,13 +212,13 @@ def list_split(src, split, classes=None):
     """
     root = os.path.join(src, split)
     if not os.path.isdir(root):
-        raise data.DataError(f"split folder {root} is missing")
+        raise loader.DataError(f"split folder {root} is missing")
     folders = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     if classes is None:
         classes = folders
     extra = sorted(set(folders) - set(classes))
     if extra:
-        raise data.DataError(f"split {split} has class folders that are not in the class list: "
+        raise loader.DataError(f"split {split} has class folders that are not in the class list: "
                              f"{extra[:5]}{'...' if len(extra) > 5 else ''}")
     relpaths, labels, empty = [], [], []
     for label, name in enumerate(classes):
@@ -234,7 +234,7 @@ def list_split(src, split, classes=None):
         relpaths += found
         labels += [label] * len(found)
     if not relpaths:
-        raise data.DataError(f"split folder {root} holds no files in class folders")
+        raise loader.DataError(f"split folder {root} holds no files in class folders")
     return classes, relpaths, np.array(labels, dtype=np.int64), empty
 
 
@@ -250,7 +250,7 @@ def read_class_names(path, classes):
         return [keyed[c] for c in classes]
     if len(lines) == len(classes):
         return lines
-    raise data.DataError(f"class names file {path}: {len(lines)} lines for {len(classes)} classes, "
+    raise loader.DataError(f"class names file {path}: {len(lines)} lines for {len(classes)} classes, "
                          "and its lines do not start with the class folder names")
 
 
@@ -275,7 +275,7 @@ def find_class_names(src, classes, path=None, val_labels=None):
 def fingerprint(relpaths, labels, image_size, source=""):
     """A digest of the file list and the recipe (and ``source``, a ``source_digest``): partial
     work is reused only when it matches."""
-    digest = hashlib.sha256(json.dumps([RECIPE, image_size, data.FORMAT_VERSION]).encode())
+    digest = hashlib.sha256(json.dumps([RECIPE, image_size, loader.FORMAT_VERSION]).encode())
     for path, label in zip(relpaths, labels):
         digest.update(f"{label}\t{path}\n".encode("utf-8", "surrogateescape"))
     digest.update(source.encode())
@@ -417,7 +417,7 @@ def prepare_split(pool, workers, src, dst, split, relpaths, labels, size, with_p
     bytes, read here in list order); default: their paths under ``src``. ``key``: what saved
     work must match (default: ``fingerprint`` of the files and size)."""
     key = key or fingerprint(relpaths, labels, size)
-    path = os.path.join(dst, data.images_file(split))
+    path = os.path.join(dst, loader.images_file(split))
     work = SplitWork(len(relpaths), size, with_pca, print_fn)
     resumed = os.path.exists(path) and work.load(_state_file(dst, split), key)
     if resumed:
@@ -447,7 +447,7 @@ def prepare_split(pool, workers, src, dst, split, relpaths, labels, size, with_p
             try:
                 results = pending.popleft().get(timeout=WORKER_TIMEOUT)
             except multiprocessing.TimeoutError:
-                raise data.DataError(f"{split}: no answer from a worker in {WORKER_TIMEOUT} s for the files from "
+                raise loader.DataError(f"{split}: no answer from a worker in {WORKER_TIMEOUT} s for the files from "
                                      f"{relpaths[start]} on (a crashed decoder?); rerun to resume") from None
             submit()
             for pixels, reason, xtx in results:
@@ -471,8 +471,8 @@ def prepare_split(pool, workers, src, dst, split, relpaths, labels, size, with_p
         os.close(fd)
         bar.close()
     if work.rows == 0:
-        raise data.DataError(f"split {split}: none of its {len(relpaths)} files is a readable image "
-                             f"(see {os.path.join(dst, data.REPORT_FILE)})")
+        raise loader.DataError(f"split {split}: none of its {len(relpaths)} files is a readable image "
+                             f"(see {os.path.join(dst, loader.REPORT_FILE)})")
     _finish_images_file(path, work.rows, size, header_length)
     return work
 
@@ -499,13 +499,13 @@ def _finish_split(dst, split, relpaths, labels, work, size, lost=(), key=None):
     the skipped files."""
     bad = {index for index, _ in work.skipped}
     good = [i for i in range(len(relpaths)) if i not in bad]
-    np.save(os.path.join(dst, data.labels_file(split)), labels[good])
-    with open(os.path.join(dst, data.paths_file(split)), "w") as f:
+    np.save(os.path.join(dst, loader.labels_file(split)), labels[good])
+    with open(os.path.join(dst, loader.paths_file(split)), "w") as f:
         json.dump([relpaths[i] for i in good], f)
     if work.with_pca:
-        np.save(os.path.join(dst, data.MEAN_FILE), (work.mean_sum / work.rows).astype(np.float32))
+        np.save(os.path.join(dst, loader.MEAN_FILE), (work.mean_sum / work.rows).astype(np.float32))
         cov, eigvals, eigvecs = pca_from_sums(work.mean_sum, work.xtx, work.rows)
-        np.savez(os.path.join(dst, data.PCA_FILE), cov=cov, eigvals=eigvals, eigvecs=eigvecs,
+        np.savez(os.path.join(dst, loader.PCA_FILE), cov=cov, eigvals=eigvals, eigvecs=eigvecs,
                  pixels=work.rows * size * size)
     done = {"rows": work.rows, "files": len(relpaths),
             "skipped": [[split, relpaths[i], reason] for i, reason in work.skipped],
@@ -532,11 +532,11 @@ def _check_destination(dst):
     if not os.path.isdir(dst):
         os.makedirs(dst)
         return
-    ours = {data.META_FILE, data.MEAN_FILE, data.PCA_FILE, data.REPORT_FILE}
+    ours = {loader.META_FILE, loader.MEAN_FILE, loader.PCA_FILE, loader.REPORT_FILE}
     foreign = [f for f in os.listdir(dst)
                if f not in ours and not f.startswith(".") and not f.endswith((".npy", ".json", ".tmp"))]
     if foreign:
-        raise data.DataError(f"{dst} holds other files ({foreign[0]}, ...): "
+        raise loader.DataError(f"{dst} holds other files ({foreign[0]}, ...): "
                              "choose an empty or new folder for the cache")
 
 
@@ -571,7 +571,7 @@ def _list_all(src, splits, classes=None, val_labels=None, print_fn=print, listin
         found, first = listings[split][0], listings[splits[0]][0]
         if found != first:
             missing, extra = sorted(set(first) - set(found)), sorted(set(found) - set(first))
-            raise data.DataError(f"split {split} has classes that do not match {splits[0]}'s: "
+            raise loader.DataError(f"split {split} has classes that do not match {splits[0]}'s: "
                                  f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                                  f"extra {extra[:5]}{'...' if len(extra) > 5 else ''}")
     return listings
@@ -579,7 +579,7 @@ def _list_all(src, splits, classes=None, val_labels=None, print_fn=print, listin
 
 def _other_cache(dst, src, keys, sources):
     """Why the finished cache ``dst`` is not that of ``src``'s files (None when it is)."""
-    with open(os.path.join(dst, data.META_FILE)) as f:
+    with open(os.path.join(dst, loader.META_FILE)) as f:
         meta = json.load(f)
     recorded = meta.get("sources")      # None: made before the sources' digests were recorded
     if meta["keys"] == keys and recorded in (None, sources):
@@ -596,13 +596,13 @@ def _cache_folder(dst, src, keys, sources, elsewhere, print_fn):
     """``(folder, finished)``: ``dst``, or with ``elsewhere`` ``dst-<digest>`` when ``dst`` is a
     finished cache of another source; ``finished`` when that folder is already this source's cache."""
     for moved in (False, True):
-        if not data.is_cache(dst):
+        if not loader.is_cache(dst):
             return dst, False
         why = _other_cache(dst, src, keys, sources)
         if why is None:
             return dst, True
         if not elsewhere or moved:
-            raise data.DataError(f"{why}: remove it or choose another folder")
+            raise loader.DataError(f"{why}: remove it or choose another folder")
         other = f"{os.path.normpath(dst)}-{hashlib.sha256(json.dumps([keys, sources]).encode()).hexdigest()[:8]}"
         print_fn(f"{why}: preparing {src} into {other} instead")
         dst = other
@@ -628,10 +628,10 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
     validation split (LOC_val_solution.csv, the devkit's ground truth or the devkit archive;
     default: found in SRC), see ``alexnet_np/ilsvrc.py``.
     """
-    if data.is_cache(dst) and not os.path.isdir(src):
+    if loader.is_cache(dst) and not os.path.isdir(src):
         return dst  # the cache is all that is needed
     if not os.path.isdir(src):
-        raise data.DataError(f"data folder {src} does not exist")
+        raise loader.DataError(f"data folder {src} does not exist")
     if splits is None:
         splits = ["train"] + (["val"] if os.path.isdir(os.path.join(src, "val")) or ilsvrc.has_split(src, "val")
                               else [])
@@ -678,11 +678,11 @@ def _list_keeping(src, dst, splits, classes, val_labels, print_fn):
     """``_list_all``, a tar's listing kept in ``dst`` (made for it; removed again when the listing
     fails and nothing was kept in it)."""
     made = not os.path.exists(dst)
-    if not data.is_cache(dst):
+    if not loader.is_cache(dst):
         _check_destination(dst)
     try:
         return _list_all(src, splits, classes, val_labels, print_fn, listing_dir=dst)
-    except data.DataError:
+    except loader.DataError:
         if made and not os.listdir(dst):
             os.rmdir(dst)
         raise
@@ -692,7 +692,7 @@ def _say_empty(dst, split, empty, print_fn):
     """A line per empty class, or one line for many (a cut train tar may lack hundreds)."""
     if len(empty) > 5:
         print_fn(f"{split}: {len(empty)} classes are empty ({', '.join(empty[:3])}, ...; "
-                 f"their indices are kept; listed in {os.path.join(dst, data.REPORT_FILE)})")
+                 f"their indices are kept; listed in {os.path.join(dst, loader.REPORT_FILE)})")
         return
     for name in empty:
         print_fn(f"{split}: class folder {name} is empty (its index is kept)")
@@ -703,7 +703,7 @@ def _summary(dst, split, done):
     skipped, lost = len(done["skipped"]), len(done.get("lost", []))
     return (f"{split}: {done['rows']} images written, {skipped} file{'s' * (skipped != 1)} skipped"
             + (f", {lost} lost to damaged tar headers" if lost else "")
-            + (f" (listed in {os.path.join(dst, data.REPORT_FILE)})" if skipped or lost else ""))
+            + (f" (listed in {os.path.join(dst, loader.REPORT_FILE)})" if skipped or lost else ""))
 
 
 def _write_meta(src, dst, splits, classes, names, listings, done, keys, image_size, sources):
@@ -712,13 +712,13 @@ def _write_meta(src, dst, splits, classes, names, listings, done, keys, image_si
     empty = [[s, name] for s in splits for name in listings[s][3]]
     lines = ["split\tpath\treason"] + ["\t".join(row) for row in skipped]
     lines += [f"{s}\t{os.path.join(s, name)}/\tempty class folder (index kept)" for s, name in empty]
-    _write_atomic(os.path.join(dst, data.REPORT_FILE), lambda f: f.write(("\n".join(lines) + "\n").encode()))
-    meta = {"format": data.FORMAT_VERSION, "complete": True, "source": os.path.abspath(src),
+    _write_atomic(os.path.join(dst, loader.REPORT_FILE), lambda f: f.write(("\n".join(lines) + "\n").encode()))
+    meta = {"format": loader.FORMAT_VERSION, "complete": True, "source": os.path.abspath(src),
             "image_size": image_size, "recipe": RECIPE, "splits": splits, "stats_split": splits[0],
             "classes": classes, "class_names": names,
             "counts": {s: done[s]["rows"] for s in splits}, "files": {s: done[s]["files"] for s in splits},
             "skipped": skipped, "empty_classes": empty, "keys": keys, "sources": sources}
-    _write_atomic(os.path.join(dst, data.META_FILE), lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    _write_atomic(os.path.join(dst, loader.META_FILE), lambda f: f.write(json.dumps(meta, indent=1).encode()))
     for name in os.listdir(dst):  # work files, and temporaries left by a killed run
         if name.endswith(".tmp") or (name.startswith(".") and name.endswith((".state.npz", ".done.json"))):
             os.remove(os.path.join(dst, name))
@@ -726,7 +726,7 @@ def _write_meta(src, dst, splits, classes, names, listings, done, keys, image_si
 
 def build_parser():
     parser = Parser(
-        prog="python -m alexnet_np.prepare",
+        prog="python -m alexnet_np.data.prepare",
         description="Preprocess an ImageFolder data set (train/<class>/<image>, val/...) into a cache "
                     "of 256x256 RGB images, with the training mean image and RGB PCA (AlexNet §2).")
     parser.add_argument("src", help="the data set root, holding train/ and optionally val/")
@@ -754,7 +754,7 @@ def main(argv=None):
         prepare(args.src, args.dst, args.image_size, args.workers, not args.no_progress,
                 args.splits, args.class_names, args.checkpoint_seconds, classes=args.classes,
                 val_labels=args.val_labels)
-    except data.DataError as error:
+    except loader.DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -19,7 +19,7 @@ import copy
 import numpy as np
 
 from .checkpoint import CheckpointError
-from .data import Cache
+from ..data.loader import Cache
 
 
 class CheckpointView(Cache):

@@ -37,7 +37,7 @@ import zipfile
 
 import numpy as np
 
-from .config import Config
+from ..config import Config
 
 FORMAT = "alexnet_np checkpoint 1"
 

@@ -20,15 +20,18 @@ import json
 import os
 import resource
 import shutil
+import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository: alexnet_np, uninstalled
+
 import numpy as np
 
-from . import augment, data
-from .backend import Device
-from .config import Config
-from .prepare import prepare, usable_cores
+from alexnet_np.data import augment, loader
+from alexnet_np.nn.backend import Device
+from alexnet_np.config import Config
+from alexnet_np.data.prepare import prepare, usable_cores
 
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 
@@ -78,29 +81,29 @@ def bench_prepare(sets, tmp, cores):
 
 def tiled_cache(source, dst, rows):
     """A copy of cache ``source`` whose first split is tiled to at least ``rows`` images."""
-    cache = data.Cache(source)
+    cache = loader.Cache(source)
     split = cache.split(cache.splits[0])
     copies = -(-rows // len(split))
     os.makedirs(dst)
-    for name in (data.MEAN_FILE, data.PCA_FILE, data.REPORT_FILE):
+    for name in (loader.MEAN_FILE, loader.PCA_FILE, loader.REPORT_FILE):
         shutil.copy(os.path.join(source, name), dst)
     header = {"descr": "|u1", "fortran_order": False, "shape": (copies * len(split),) + split.images.shape[1:]}
-    with open(os.path.join(dst, data.images_file("train")), "wb") as f:  # written, not mapped: RSS stays low
+    with open(os.path.join(dst, loader.images_file("train")), "wb") as f:  # written, not mapped: RSS stays low
         np.lib.format.write_array_header_1_0(f, header)
         for _ in range(copies):
             f.write(np.ascontiguousarray(split.images).tobytes())
-    np.save(os.path.join(dst, data.labels_file("train")), np.tile(split.labels, copies))
-    with open(os.path.join(dst, data.paths_file("train")), "w") as f:
+    np.save(os.path.join(dst, loader.labels_file("train")), np.tile(split.labels, copies))
+    with open(os.path.join(dst, loader.paths_file("train")), "w") as f:
         json.dump(split.relpaths * copies, f)
     meta = dict(cache.meta, splits=["train"], counts={"train": copies * len(split)})
-    with open(os.path.join(dst, data.META_FILE), "w") as f:
+    with open(os.path.join(dst, loader.META_FILE), "w") as f:
         json.dump(meta, f)
     return dst
 
 
 def bench_batches(cache_path, batch, size, seconds, threads):
     """Rows ``(what, images/s, images per CPU-s)`` of batch assembly on the CPU."""
-    cache = data.Cache(cache_path)
+    cache = loader.Cache(cache_path)
     split = cache.split("train")
     device = Device()
     config = Config(batch_size=batch, input_size=size, seed=0)
@@ -117,15 +120,15 @@ def bench_batches(cache_path, batch, size, seconds, threads):
 
     rows.append(("uint8 crops + flips (host, 1 thread)",) + _rate(crops_only, batch, seconds))
     for mean in ("pixel", "channel"):
-        loader = data.TrainLoader(cache, config.replace(mean=mean), device, threads=0)
+        train_loader = loader.TrainLoader(cache, config.replace(mean=mean), device, threads=0)
         rows.append((f"+ lighting + {mean} mean, float32 (1 thread)",)
-                    + _rate(lambda: loader.batch(0), batch, seconds))
+                    + _rate(lambda: train_loader.batch(0), batch, seconds))
 
     def epoch():
-        loader = data.TrainLoader(cache, config, device, epoch=int(rng.integers(1 << 30)), threads=threads)
-        for _ in loader:
+        train_loader = loader.TrainLoader(cache, config, device, epoch=int(rng.integers(1 << 30)), threads=threads)
+        for _ in train_loader:
             pass
-        return loader
+        return train_loader
 
     per_epoch = len(epoch())
     rows.append((f"TrainLoader end to end, {threads} background threads",)
@@ -146,7 +149,7 @@ def memory_line():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m alexnet_np.bench_data", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench_data.py", description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=DEFAULT_DATA, help="folder of the real photo sets")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--size", type=int, default=227, help="crop side S")
@@ -159,7 +162,7 @@ def main(argv=None):
             if os.path.isdir(os.path.join(args.data, name))]
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
         if not sets:
-            from .demo_data import make_demo_dataset
+            from alexnet_np.data.demo import make_demo_dataset
             sets = [("demo (generated, no real photos found)", make_demo_dataset(os.path.join(tmp, "demo")),
                      ["train", "val"])]
         prep_rows, caches = bench_prepare(sets, tmp, cores)
