@@ -1,13 +1,13 @@
 """Classify photos with a trained net: each photo's most probable classes, named, with probabilities.
 
-    python -m alexnet_np.classify PATH... [--checkpoint CKPT] [--top K] [--ten-crop]
+    python classify.py PATH... [--checkpoint CKPT] [--top K] [--ten-crop]
         [--device cpu|gpu|auto] [--json FILE] [--figure FILE.png]
 
 PATH: image files (any format and mode ``prepare`` takes: JPEG, PNG, grayscale, CMYK, 16-bit,
 whatever their names) or folders, searched at any depth for files with an image extension.
 CKPT: a checkpoint trained here or converted from Caffe (default: best.npz of the newest run
 under runs/). Each photo is prepared as ``prepare`` stores it and cut as evaluation cuts it
-(``alexnet_np.trained``): the centre crop, or with ``--ten-crop`` §4.1's ten views, their
+(``alexnet_np.train.trained``): the centre crop, or with ``--ten-crop`` §4.1's ten views, their
 softmax outputs averaged; so it gets the probabilities ``evaluate.py --predictions`` gives it.
 
 Prints one block per photo: its path, then its ``--top`` classes, most probable first (ties

@@ -7,7 +7,7 @@
 
 Experiments: lrn (§3.3), pooling (§3.4), towers (§3.2), crops, flips, lighting (§4.1),
 dropout (§4.2), figure1 (§3.1). What each switches off, the paper's claim and how the effect
-is measured: alexnet_np/experiments.py. Exit status 0, or 2 with one line ``error: ...``.
+is measured: alexnet_np/paper/experiments.py. Exit status 0, or 2 with one line ``error: ...``.
 """
 import os
 import sys

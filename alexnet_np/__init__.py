@@ -1,7 +1,7 @@
 """alexnet_np: the AlexNet paper (Krizhevsky et al. 2012) at array level on NumPy and CuPy.
 
 Importing the package loads nothing; ``alexnet_np.load`` opens a trained net
-(``alexnet_np.trained``):
+(``alexnet_np.train.trained``):
 
     import alexnet_np
     net = alexnet_np.load("runs/<run>/best.npz", device="cpu")

@@ -1,11 +1,11 @@
 """Speed and memory of our AlexNet, against the identical network in PyTorch (issue "Speed").
 
-    python bench.py                     # CPU: the full run (6-10 minutes on 2 busy cores)
-    python bench.py --quick             # a smoke run: batch 16, 2 repetitions (about a minute)
-    python bench.py --layers            # the per-layer breakdown only
-    python bench.py --device gpu        # CuPy, CUDA events; PyTorch CUDA (cuDNN) as reference
-    python bench.py --no-torch          # our figures only
-    python bench.py --count-ops         # array operations per step, per layer (GPU path, no GPU)
+    python benchmarks/bench.py                     # CPU: the full run (6-10 minutes on 2 busy cores)
+    python benchmarks/bench.py --quick             # a smoke run: batch 16, 2 repetitions (about a minute)
+    python benchmarks/bench.py --layers            # the per-layer breakdown only
+    python benchmarks/bench.py --device gpu        # CuPy, CUDA events; PyTorch CUDA (cuDNN) as reference
+    python benchmarks/bench.py --no-torch          # our figures only
+    python benchmarks/bench.py --count-ops         # array operations per step, per layer (GPU path, no GPU)
 
 Figures, all on the paper's configuration (``Config()``: 227x227, two towers, LRN, float32):
 
@@ -766,7 +766,7 @@ def main(argv=None):
         machine += f"; PyTorch {torch.__version__}, cuDNN {torch.backends.cudnn.version()})"
     else:
         machine += ")"
-    command = "python bench.py" + ("" if not sys.argv[1:] else " " + " ".join(sys.argv[1:]))
+    command = "python benchmarks/bench.py" + ("" if not sys.argv[1:] else " " + " ".join(sys.argv[1:]))
     largest = max(args.batch_sizes)
     print(f"AlexNet, paper configuration (Config(): 227x227, two towers, LRN, float32), "
           f"device {args.device}: {machine}")

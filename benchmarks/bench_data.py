@@ -4,7 +4,7 @@ Dimensions:
     N  batch (128)    M  images in the cache    R  stored side (256)    S  crop side (227)
     C  colour channels (3)
 
-    python -m alexnet_np.bench_data [--data ../shared/data] [--batch 128] [--seconds 2]
+    python benchmarks/bench_data.py [--data ../shared/data] [--batch 128] [--seconds 2]
 
 Prints one table. Preprocessing: ``prepare`` on the real photo sets in ``--data`` (JPEGs
 of ImageNet sizes; the generated demo set when they are absent), with one worker and with

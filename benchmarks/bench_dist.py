@@ -1,17 +1,17 @@
 """Data-parallel speed: the paper's configuration trained by 1 process and by R ranks, and a
 scaling table computed from it.
 
-    python bench_dist.py                 # R = 1 (2 threads) and R = 2 under mpiexec (1 thread each)
-    python bench_dist.py --ranks 1,2,3 --steps 3
+    python benchmarks/bench_dist.py                 # R = 1 (2 threads) and R = 2 under mpiexec (1 thread each)
+    python benchmarks/bench_dist.py --ranks 1,2,3 --steps 3
 
-Each configuration runs in fresh processes: R = 1 as ``python bench_dist.py --worker``
-(the towers side by side, one thread each), R > 1 as ``mpiexec -n R python bench_dist.py
+Each configuration runs in fresh processes: R = 1 as ``python benchmarks/bench_dist.py --worker``
+(the towers side by side, one thread each), R > 1 as ``mpiexec -n R python benchmarks/bench_dist.py
 --worker`` with one BLAS thread per rank (on this machine's 2 cores a rank then runs its
 towers in turn). A training step is forward + loss, backward with the gradient sums
 started bucket by bucket as backward finishes them (moved forward by MPI at backward's
 stage boundaries only, or also by a thread every 0.5 ms: both are run), the wait for the
 sums, and the SGD update, on a synthetic batch (the data pipeline is timed by
-``alexnet_np.bench_data``). Medians of ``--steps`` steps after ``--warmup``. Per step it
+``benchmarks/bench_data.py``). Medians of ``--steps`` steps after ``--warmup``. Per step it
 reports the time left waiting for the sums after backward (*exposed*), and, timed
 separately after the steps, the same sums with nothing to hide them (*reduction*); hidden
 = reduction - exposed.

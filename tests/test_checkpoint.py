@@ -1,4 +1,4 @@
-"""Checkpoints: a faithful round trip, atomic writes, and clear refusals (alexnet_np/checkpoint.py)."""
+"""Checkpoints: a faithful round trip, atomic writes, and clear refusals (alexnet_np/train/checkpoint.py)."""
 import json
 import os
 

@@ -6,7 +6,7 @@ Dimensions: N images, S input side (99 here: pool5 is 2 x 2, so fc6's flatten or
 (channel, row, column) is tested), R stored side, C channels, K classes.
 
 The Caffe messages are declared here again, from BVLC's caffe.proto, independently of
-``alexnet_np/caffe_proto.py``: the field numbers typed twice must agree for the test to pass.
+``alexnet_np/interop/caffe_proto.py``: the field numbers typed twice must agree for the test to pass.
 """
 import json
 import os

@@ -1,4 +1,4 @@
-"""Top-k error against hand-computed examples, ties included (alexnet_np/metrics.py)."""
+"""Top-k error against hand-computed examples, ties included (alexnet_np/train/metrics.py)."""
 import math
 
 import numpy as np

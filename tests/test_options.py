@@ -1,5 +1,5 @@
-"""Every option of train.py, evaluate.py, figures.py, ``python -m alexnet_np.prepare`` and
-``python -m alexnet_np.classify`` refuses nonsense
+"""Every option of train.py, evaluate.py, figures.py, ``python -m alexnet_np.data.prepare`` and
+``python classify.py`` refuses nonsense
 before anything runs, with one line ``error: ...`` naming the option, exit status 2, no
 traceback, nothing written; and every sensible edge value still trains a step.
 

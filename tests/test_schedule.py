@@ -1,4 +1,4 @@
-"""The learning-rate schedule of §5 on a scripted validation error (alexnet_np/schedule.py)."""
+"""The learning-rate schedule of §5 on a scripted validation error (alexnet_np/train/schedule.py)."""
 import json
 
 import pytest

@@ -1,4 +1,4 @@
-"""python -m alexnet_np.trace (issue 9): the table on the demo configuration, and --break
+"""python -m alexnet_np.paper.trace (issue 9): the table on the demo configuration, and --break
 reaching the right layer with its real input (a stand-in debugger)."""
 import numpy as np
 import pytest

@@ -3,7 +3,7 @@
 Dimensions:
     F  files listed in a split    K  classes (1000)
 
-What ``python -m alexnet_np.prepare SRC DST`` reads from SRC besides ImageFolder folders:
+What ``python -m alexnet_np.data.prepare SRC DST`` reads from SRC besides ImageFolder folders:
 
     ILSVRC2012_img_train.tar      a tar of 1000 tars, ``n01440764.tar`` ..., each holding that
                                   class's JPEGs: the training split, read in place
@@ -39,7 +39,7 @@ layout (a train member that is not a class tar; a val tar with folders), a class
 which no header is valid, a val image without a label, a label file naming a class that is
 not among the training classes, a label file that cannot be parsed, ``meta.mat`` without
 SciPy. A truncated tar is not fatal: the files before the damage are kept and the damage is
-reported in one line. A damaged header is read past (``alexnet_np/tars.py``): one line per
+reported in one line. A damaged header is read past (``alexnet_np/data/tars.py``): one line per
 tar says where, and the members lost are the listing's ``lost`` rows, which ``prepare``
 reports with the skipped files (reason ``lost: ...``). A class tar whose own header is
 damaged loses its images (named by their headers); its class keeps its index when the
@@ -48,7 +48,7 @@ damaged header's name is still legible.
 Class lists: ``ILSVRC2012_SYNSETS`` (``alexnet_np/ilsvrc2012_synset_words.txt``) is the
 1000 ILSVRC-2012 classes in sorted-wnid order with their WordNet names, in the format of
 Caffe's synset_words.txt (from chainer/chainer, ``onnx_chainer/examples/images``, MIT);
-it is the output order of BVLC's models, used by ``alexnet_np.convert``.
+it is the output order of BVLC's models, used by ``alexnet_np.interop.convert``.
 """
 import csv
 import io
@@ -245,7 +245,7 @@ class TarListing(tuple):
     """A split listed from a tar or a flat folder: ``(classes, relpaths, labels, empty)`` as
     ``prepare.list_split`` returns, plus ``read(start, stop)``: files ``start..stop-1`` as
     bytes (tar members, read in order) or paths (a flat folder); ``lost``: ``[(relpath,
-    reason)]``, the members that damaged tar headers cost (see ``alexnet_np/tars.py``);
+    reason)]``, the members that damaged tar headers cost (see ``alexnet_np/data/tars.py``);
     ``wnids``: each file's class (F,), for ``with_classes``; ``damaged``: the tar is cut or
     damaged (classes may be missing from it); ``source_files``: the tar, relative to SRC
     (``prepare.source_digest``; None: the files themselves)."""

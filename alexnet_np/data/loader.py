@@ -5,7 +5,7 @@ Dimensions:
     R  stored image side (256)     S  crop side, the network's input (config.input_size)
     C  colour channels (3, RGB)    V  views per image (10 for ten-crop)    K  classes
 
-The cache (made once by ``python -m alexnet_np.prepare SRC DST``, see ``prepare.py``) is a
+The cache (made once by ``python -m alexnet_np.data.prepare SRC DST``, see ``prepare.py``) is a
 folder holding, for each split (``train``, ``val``, ...):
 
     <split>_images.npy   uint8 (M, R, R, C), HWC RGB, read as a memory map
@@ -127,7 +127,7 @@ class Cache:
     def __init__(self, path):
         if not is_cache(path):
             raise DataError(f"{path} is not a finished data cache: make it with "
-                            f"python -m alexnet_np.prepare SRC {path}")
+                            f"python -m alexnet_np.data.prepare SRC {path}")
         self.path = path
         with open(os.path.join(path, META_FILE)) as f:
             self.meta = json.load(f)
@@ -304,7 +304,7 @@ def eval_views(mean_image, config, device, ten_crop=False):
     their views on ``device``, ``mean_image`` (R, R, C) subtracted (config.mean: per pixel
     or per channel): (N, C, S, S), the centre crop, or with ``ten_crop`` (N, V, C, S, S) in
     ``augment.TEN_CROP_ORDER``. No lighting. Evaluation (``eval_batches``) and the trained
-    net's ``predict`` (``alexnet_np.trained``) both use it. Centre crops travel to the
+    net's ``predict`` (``alexnet_np.train.trained``) both use it. Centre crops travel to the
     device as uint8 crops; for ten-crop the whole uint8 images travel (6x fewer bytes than
     10 crops) and the views are cut there.
     """

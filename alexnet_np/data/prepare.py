@@ -4,7 +4,7 @@ Dimensions:
     M  images written in a split    F  files listed in a split (F >= M: bad files are skipped)
     R  stored image side (256)      C  colour channels (3, RGB)    K  classes
 
-    python -m alexnet_np.prepare SRC DST [--image-size 256] [--workers N] [--splits train val]
+    python -m alexnet_np.data.prepare SRC DST [--image-size 256] [--workers N] [--splits train val]
     prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
             class_names=None, checkpoint_seconds=10.0, print_fn=print, classes=None) -> dst
     load_image(path, size) -> (R, R, C) uint8, or raises BadImage(reason)
@@ -24,7 +24,7 @@ either one line per class in class order, or lines ``<folder name> <name>`` (Caf
 
 SRC may also hold ILSVRC-2012's files as distributed: ``ILSVRC2012_img_train.tar`` (a tar of
 class tars) instead of ``train/``, ``ILSVRC2012_img_val.tar`` or a flat ``val/`` folder of its
-JPEGs with a validation label file. They are read in place, listed by ``alexnet_np/ilsvrc.py``;
+JPEGs with a validation label file. They are read in place, listed by ``alexnet_np/data/ilsvrc.py``;
 their files' bytes are read here, in order, and handed to the workers.
 
 Each image (§2): decoded (JPEGs in Pillow's draft mode at the smallest DCT scale that keeps
@@ -626,7 +626,7 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
     named after the source) left alone and the cache made in ``DST-<digest>``, whose path
     is returned. ``val_labels``: the label file of a flat
     validation split (LOC_val_solution.csv, the devkit's ground truth or the devkit archive;
-    default: found in SRC), see ``alexnet_np/ilsvrc.py``.
+    default: found in SRC), see ``alexnet_np/data/ilsvrc.py``.
     """
     if loader.is_cache(dst) and not os.path.isdir(src):
         return dst  # the cache is all that is needed

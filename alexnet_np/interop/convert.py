@@ -1,6 +1,6 @@
 """Convert a pretrained Caffe AlexNet (BVLC's ``bvlc_alexnet.caffemodel``) into our checkpoint.
 
-    python -m alexnet_np.convert caffe bvlc_alexnet.caffemodel OUT.npz [--mean imagenet_mean.binaryproto]
+    python -m alexnet_np.interop.convert caffe bvlc_alexnet.caffemodel OUT.npz [--mean imagenet_mean.binaryproto]
         [--classes synset_words.txt]
 
 Dimensions:

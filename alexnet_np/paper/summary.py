@@ -1,4 +1,4 @@
-"""``python -m alexnet_np.summary``: the network of Figure 2 as a table, and every open choice.
+"""``python -m alexnet_np.paper.summary``: the network of Figure 2 as a table, and every open choice.
 
 For each layer: output shape (both towers), neurons, parameters, multiply-adds per image
 (all towers, and per tower), and the paper's neuron count beside ours. Any configuration

@@ -1,4 +1,4 @@
-"""``python -m alexnet_np.trace``: one forward and backward pass, layer by layer, with numbers.
+"""``python -m alexnet_np.paper.trace``: one forward and backward pass, layer by layer, with numbers.
 
 Dimensions:
     N  batch    C  channels    H, W  map size    D  features    K  classes

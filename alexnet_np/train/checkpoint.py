@@ -10,7 +10,7 @@ Contents (NumPy's uncompressed zip of ``.npy`` files, read without pickle):
     mean_image       optional (R, R, C) float32 RGB: the mean image the weights expect
                      (a converted Caffe model's), used by evaluation instead of the data's.
 
-Weights only (``save_weights``): a converted model (``python -m alexnet_np.convert``) has
+Weights only (``save_weights``): a converted model (``python -m alexnet_np.interop.convert``) has
 no momentum buffers; it loads for evaluation and figures, and ``restore`` with an optimiser
 refuses it. Its meta may name its classes (``classes``: WordNet ids in output order, and
 ``class_names``), which evaluation matches to the data's by name (``alexnet_np.classmap``).
@@ -83,7 +83,7 @@ def save(path, model, optimizer, meta):
 def save_weights(path, model, meta, mean_image=None):
     """Write the weights alone (no momentum), ``meta`` and an optional mean image, atomically.
 
-    For models that were not trained here (``alexnet_np.convert``). ``meta`` needs at least
+    For models that were not trained here (``alexnet_np.interop.convert``). ``meta`` needs at least
     ``position``; the format tag and the configuration are added. Returns ``path``.
     """
     doc = dict(meta, format=FORMAT, config=model.config.to_dict())

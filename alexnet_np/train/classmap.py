@@ -4,7 +4,7 @@ checkpoint's mean image.
 Dimensions:
     M  images of a split    K  the checkpoint's classes    R  stored image side    C  channels
 
-A converted model (``alexnet_np.convert``) names its outputs: ``meta["classes"]``, the 1000
+A converted model (``alexnet_np.interop.convert``) names its outputs: ``meta["classes"]``, the 1000
 WordNet ids in output order, and ``meta["class_names"]``. Any prepared data set whose class
 folders are among them can then be evaluated, drawn and compared with published numbers:
 a folder of a few photos in ``train/<wnid>/`` folders, the ILSVRC-2012 validation set, a

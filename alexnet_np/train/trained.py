@@ -16,7 +16,7 @@ then cut and normalised exactly as evaluation does (``data.eval_views``: the cen
 crop, or §4.1's ten crops whose softmax outputs are averaged, minus the mean image the
 weights expect). So a photo gets here the probabilities ``evaluate.py`` gives it.
 
-What the weights expect comes from the checkpoint: a converted model (``alexnet_np.convert``)
+What the weights expect comes from the checkpoint: a converted model (``alexnet_np.interop.convert``)
 carries its mean image and class names; a model trained here takes them from the data its
 run was trained on (``runs.run_cache``), which must be at hand (the demo's is made again).
 """
