@@ -6,24 +6,28 @@ Dimensions:
 The binary files are plain bytes, no pickle: ``data_batch_1.bin`` .. ``data_batch_5.bin``
 (training) and ``test_batch.bin``, each a run of 10,000 records of 3,073 bytes: the label
 (0-9), then the 32x32 red plane, the green plane and the blue plane, rows top to bottom.
-``batches.meta.txt`` names the classes, one per line. ``cifar10_cache(src, dst)`` writes
-them in the cache layout of ``alexnet_np.data`` (train = the five data batches, val = the
-test batch; per-pixel mean image and RGB PCA of the training pixels, as ``prepare`` does),
-``meta.json`` last, and returns ``dst``. A finished cache of the same files (names, sizes and
-times: ``prepare.source_digest``) is reused; one of another copy is left alone, and the
-cache of ``src`` is made (or found) in ``dst-<digest>``, whose path is returned.
+``batches.meta.txt`` names the classes, one per line. ``CIFAR10(src)`` is that folder as a
+source (``source.Source``): train = the five data batches, val = the test batch, each record
+a member given to ``prepare`` decoded, stored as it is (32 x 32). ``cifar10_cache(src, dst)``
+prepares it: the images, the per-pixel mean image and RGB PCA of the training pixels, as for
+any source, ``meta.json`` last; returns the cache's folder. A finished cache of the same files
+(names, sizes and times: ``prepare.source_digest``) is reused; one of another copy is left
+alone, and the cache of ``src`` is made (or found) in ``dst-<digest>``, whose path is returned.
 """
-import json
 import os
 
 import numpy as np
 
 from . import loader
-from .prepare import pca_from_sums, source_digest
+from .folders import find_class_names
+from .prepare import prepare
+from .source import Listing, Source
 
 RECORD = 1 + 3 * 32 * 32
 TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 TEST_FILE = "test_batch.bin"
+META = "batches.meta.txt"
+SPLITS = {"train": TRAIN_FILES, "val": (TEST_FILE,)}
 DEFAULT_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
@@ -49,7 +53,7 @@ def read_split(src, files):
 
 
 def class_names(src):
-    path = os.path.join(src, "batches.meta.txt")
+    path = os.path.join(src, META)
     if os.path.isfile(path):
         with open(path) as f:
             names = [line.strip() for line in f if line.strip()]
@@ -58,20 +62,36 @@ def class_names(src):
     return list(DEFAULT_NAMES)
 
 
-def _save_atomic(path, write):
-    temporary = path + ".tmp"
-    with open(temporary, "wb") as f:
-        write(f)
-    os.replace(temporary, path)
+class CIFAR10(Source):
+    """The folder ``root`` of CIFAR-10's binary batches as a source (``source.Source``): splits
+    ``train`` (the five data batches) and ``val`` (the test batch), members ``<file>#<record>``
+    read as decoded (32, 32, 3) arrays, the class names of ``batches.meta.txt``."""
 
+    def __init__(self, root):
+        missing = [name for name in TRAIN_FILES + (TEST_FILE,) if not os.path.isfile(os.path.join(root, name))]
+        if not os.path.isdir(root) or missing:
+            raise loader.DataError(f"--cifar10 {root}: expected the folder cifar-10-batches-bin with "
+                                   f"{', '.join(TRAIN_FILES)} and {TEST_FILE}; "
+                                   f"missing: {', '.join(missing) or 'the folder'}")
+        self.root = root
 
-def _cache_of(dst, src, digest):
-    """True when the finished cache ``dst`` is that of these files (a cache made before digests
-    were recorded: of the same folder)."""
-    with open(os.path.join(dst, loader.META_FILE)) as f:
-        meta = json.load(f)
-    recorded = meta.get("sources", {}).get("cifar10")
-    return recorded == digest or (recorded is None and meta.get("source") == os.path.abspath(src))
+    def splits(self):
+        return list(SPLITS)
+
+    def has_split(self, split):
+        return split in SPLITS
+
+    def listing(self, split, classes, fixed, print_fn=print, listing_dir=None):
+        images, labels, paths = read_split(self.root, SPLITS[split])       # (M, 32, 32, 3), (M,)
+        names = class_names(self.root)
+        empty = [name for k, name in enumerate(names) if not np.any(labels == k)]
+        files = list(SPLITS[split]) + ([META] if split == "train" and os.path.isfile(os.path.join(self.root, META))
+                                       else [])
+        return Listing(names, paths, labels, empty, read=lambda start, stop: list(images[start:stop]),
+                       source_files=files)
+
+    def class_names(self, classes, path=None):
+        return find_class_names(self.root, classes, path) if path is not None else list(classes)
 
 
 def cifar10_cache(src, dst, print_fn=print):
@@ -79,43 +99,4 @@ def cifar10_cache(src, dst, print_fn=print):
     the module docstring); returns the cache's folder."""
     if loader.is_cache(dst) and not os.path.isdir(src):
         return dst   # the cache is all that is needed
-    missing = [name for name in TRAIN_FILES + (TEST_FILE,) if not os.path.isfile(os.path.join(src, name))]
-    if not os.path.isdir(src) or missing:
-        raise loader.DataError(f"--cifar10 {src}: expected the folder cifar-10-batches-bin with "
-                             f"{', '.join(TRAIN_FILES)} and {TEST_FILE}; missing: {', '.join(missing) or 'the folder'}")
-    digest = source_digest(src, [n for n in TRAIN_FILES + (TEST_FILE, "batches.meta.txt")
-                                 if os.path.isfile(os.path.join(src, n))])
-    if loader.is_cache(dst):
-        if _cache_of(dst, src, digest):
-            return dst
-        other = f"{os.path.normpath(dst)}-{digest[:8]}"
-        print_fn(f"{dst} holds the cache of other CIFAR-10 files (other sizes or times than {os.path.abspath(src)}'s): "
-                 f"using {other}")
-        dst = other
-        if loader.is_cache(dst):
-            return dst
-    os.makedirs(dst, exist_ok=True)
-    counts = {}
-    for split, files in (("train", TRAIN_FILES), ("val", (TEST_FILE,))):
-        images, labels, paths = read_split(src, files)
-        _save_atomic(os.path.join(dst, loader.images_file(split)), lambda f: np.save(f, images))
-        _save_atomic(os.path.join(dst, loader.labels_file(split)), lambda f: np.save(f, labels))
-        _save_atomic(os.path.join(dst, loader.paths_file(split)), lambda f: f.write(json.dumps(paths).encode()))
-        counts[split] = len(labels)
-        if split == "train":   # §2's per-pixel mean and §4.1's PCA, from the training pixels
-            mean_sum = images.sum(axis=0, dtype=np.float64)                   # (32, 32, 3)
-            pixels = images.reshape(-1, 3).astype(np.float64)                 # (M*1024, 3)
-            cov, eigvals, eigvecs = pca_from_sums(mean_sum, pixels.T @ pixels, len(images))
-            _save_atomic(os.path.join(dst, loader.MEAN_FILE),
-                         lambda f: np.save(f, (mean_sum / len(images)).astype(np.float32)))
-            _save_atomic(os.path.join(dst, loader.PCA_FILE), lambda f: np.savez(
-                f, cov=cov, eigvals=eigvals, eigvecs=eigvecs, pixels=len(pixels)))
-    names = class_names(src)
-    meta = {"format": loader.FORMAT_VERSION, "complete": True, "source": os.path.abspath(src),
-            "image_size": 32, "recipe": {"cifar10": "binary batches, stored as they are"},
-            "splits": ["train", "val"], "stats_split": "train", "classes": names, "class_names": names,
-            "counts": counts, "files": counts, "skipped": [], "empty_classes": [], "keys": {},
-            "sources": {"cifar10": digest}}
-    _save_atomic(os.path.join(dst, loader.REPORT_FILE), lambda f: f.write(b"split\tpath\treason\n"))
-    _save_atomic(os.path.join(dst, loader.META_FILE), lambda f: f.write(json.dumps(meta, indent=1).encode()))
-    return dst
+    return prepare(CIFAR10(src), dst, image_size=32, progress=False, print_fn=print_fn, elsewhere=True)

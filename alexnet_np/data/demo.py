@@ -6,8 +6,9 @@ Dimensions:
 ``make_demo_dataset(root, seed=0)`` writes ``root/train/<class>/<class>_NNNN.JPEG`` and
 ``root/val/...`` (150 and 30 images per class by default) plus ``root/class_names.txt``,
 the same layout as ImageNet's, so it goes through the same ``prepare`` as real data.
-``demo_cache(root_dir)`` makes it (if needed) and prepares it at ``DEMO.image_size``,
-returning the cache folder. Both skip work already done.
+``Demo(root)`` is the same as a source (``source.Source``): the folder tree, made on first
+use, with the class names of ``CLASSES``. ``demo_cache(root_dir)`` makes it (if needed) and
+prepares it at ``DEMO.image_size``, returning the cache folder. Both skip work already done.
 
 Each image is a shape or texture (the class) in a random colour, at a random position,
 size and rotation, on a random two-colour gradient with clutter (lines and small blobs of
@@ -23,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..config import DEMO
+from .folders import FolderTree
 
 CLASSES = (  # folder name, printable name
     ("circle", "filled circle"),
@@ -167,6 +169,18 @@ def make_demo_dataset(root, seed=0, per_class=None):
     return root
 
 
+class Demo(FolderTree):
+    """The demo data set under ``root`` as a source: a folder tree (written here when it is not
+    there yet, ``make_demo_dataset``) whose class names are those of ``CLASSES``."""
+
+    def __init__(self, root, seed=0, per_class=None):
+        super().__init__(make_demo_dataset(root, seed, per_class))
+
+    def class_names(self, classes, path=None):
+        printable = dict(CLASSES)
+        return super().class_names(classes, path) if path is not None else [printable[c] for c in classes]
+
+
 def demo_cache(root_dir, seed=0, workers=None, progress=False, image_size=None):
     """Make the demo data set in ``root_dir/demo-data`` and its cache in ``root_dir/demo-cache-<size>``.
 
@@ -175,7 +189,7 @@ def demo_cache(root_dir, seed=0, workers=None, progress=False, image_size=None):
     """
     from .prepare import prepare  # prepare imports data; keep this module light for tests
     size = image_size or DEMO.image_size
-    source = make_demo_dataset(os.path.join(root_dir, "demo-data"), seed)
+    source = Demo(os.path.join(root_dir, "demo-data"), seed)
     # The project's own default folder: a cache of another copy of the demo data (a checkout
     # copied without its files' times) makes a new cache beside it, never an error.
     return prepare(source, os.path.join(root_dir, f"demo-cache-{size}"),

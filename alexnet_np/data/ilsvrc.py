@@ -23,7 +23,7 @@ Labels are by WordNet id: a validation image's label is the index of its wnid am
 training classes (sorted wnids: n01440764 = 0), so train and val line up whatever order the
 label files use (the devkit's ILSVRC2012_IDs are in another order). Classes that the labels
 name but a cut or damaged train tar lacks are kept as empty classes by ``prepare``, so that
-the indices stay ILSVRC's (``UnknownClasses``, ``TarListing.with_classes``); with an intact
+the indices stay ILSVRC's (``UnknownClasses``, ``Listing.with_classes``); with an intact
 train tar they are a one-line error.
 
 Reading in place. A tar is listed once by its headers (seeking over the data):
@@ -60,7 +60,10 @@ import tarfile
 import numpy as np
 
 from . import tars
+from .folders import CLASS_NAME_FILES, FolderTree, names_file, read_class_names
 from .loader import DataError
+from .source import Listing
+from .source import UnknownClasses as ClassesMissing
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
@@ -79,13 +82,52 @@ class LabelError(DataError):
     """A label or class file that cannot be used; the message is one line naming it."""
 
 
-class UnknownClasses(LabelError):
+class UnknownClasses(ClassesMissing, LabelError):
     """Validation labels that name classes the training split lacks (``wnids``, a set): a
-    truncated train tar, say; ``prepare`` then keeps them, empty, so indices stay ILSVRC's."""
+    truncated train tar, say; ``Source.listings`` then keeps them, empty, so indices stay ILSVRC's."""
 
-    def __init__(self, message, wnids):
-        super().__init__(message)
-        self.wnids = set(wnids)
+
+# --------------------------------------------------------------------------- the source
+
+class ILSVRC(FolderTree):
+    """ILSVRC-2012 as downloaded, in the folder ``root`` (a ``source.Source``): the train tar
+    (unless ``train/`` is extracted into class folders), the val tar or a flat ``val/`` folder
+    labelled through ``val_labels`` (default: the first label file found in ``root``), class
+    names from a synset file or the devkit. A split in class folders is read as a folder tree."""
+
+    def __init__(self, root, val_labels=None):
+        super().__init__(root)
+        self.val_labels = val_labels
+
+    @staticmethod
+    def holds(folder, val_labels=None):
+        """True when ``folder`` holds any of ILSVRC-2012's files as downloaded (a tar, a flat
+        folder of images, a label file, the devkit), or ``val_labels`` is given."""
+        entries = [e for e in os.scandir(folder) if not e.name.startswith(".")] if os.path.isdir(folder) else []
+        return bool(val_labels or find_val_labels(folder) or devkit_meta_path(folder)
+                    or any(e.is_file() and re.match(r"ILSVRC2012_img_.+\.tar$", e.name) for e in entries)
+                    or any(e.is_dir() and is_flat_image_folder(e.path) for e in entries))
+
+    def has_split(self, split):
+        return super().has_split(split) or has_split(self.root, split)
+
+    def listing(self, split, classes, fixed, print_fn=print, listing_dir=None):
+        listing = list_split(self.root, split, classes, self.val_labels, print_fn, listing_dir)
+        return listing if listing is not None else super().listing(split, classes, fixed, print_fn, listing_dir)
+
+    def class_names(self, classes, path=None):
+        """From ``path``, else a names file in the root or a synset file beside the label file
+        (Kaggle's LOC_synset_mapping.txt sits beside its CSV, above ``ILSVRC/Data/CLS-LOC``), else
+        the devkit's meta.mat in either folder, else the wnids."""
+        beside = os.path.dirname(os.path.abspath(self.val_labels)) if self.val_labels else None
+        path = path or names_file(self.root) or (names_file(beside, CLASS_NAME_FILES[2:]) if beside else None)
+        if path is not None:
+            return read_class_names(path, classes)
+        for folder in [self.root] + ([beside] if beside else []):
+            names = devkit_class_names(folder, classes)
+            if names is not None:
+                return names
+        return list(classes)
 
 
 # --------------------------------------------------------------------------- class lists
@@ -215,6 +257,14 @@ def find_val_labels(src):
     return None
 
 
+def devkit_meta_path(src):
+    """The devkit's meta.mat in ``src`` (loose or in the extracted devkit), or its archive, or None."""
+    for name in (META_MAT, os.path.join(DEVKIT_DIR, META_MAT), DEVKIT_TAR):
+        if os.path.isfile(os.path.join(src, name)):
+            return os.path.join(src, name)
+    return None
+
+
 def devkit_class_names(src, classes):
     """Names of ``classes`` from a devkit in ``src`` (``meta.mat``, loose, in the extracted
     devkit or in its archive), or None when there is none."""
@@ -240,32 +290,6 @@ def devkit_class_names(src, classes):
 
 
 # --------------------------------------------------------------------------- tars read in place
-
-class TarListing(tuple):
-    """A split listed from a tar or a flat folder: ``(classes, relpaths, labels, empty)`` as
-    ``prepare.list_split`` returns, plus ``read(start, stop)``: files ``start..stop-1`` as
-    bytes (tar members, read in order) or paths (a flat folder); ``lost``: ``[(relpath,
-    reason)]``, the members that damaged tar headers cost (see ``alexnet_np/data/tars.py``);
-    ``wnids``: each file's class (F,), for ``with_classes``; ``damaged``: the tar is cut or
-    damaged (classes may be missing from it); ``source_files``: the tar, relative to SRC
-    (``prepare.source_digest``; None: the files themselves)."""
-
-    def __new__(cls, classes, relpaths, labels, empty, read, lost=(), wnids=None, damaged=False,
-                source_files=None):
-        listing = super().__new__(cls, (classes, relpaths, np.asarray(labels, dtype=np.int64), empty))
-        listing.read, listing.lost, listing.wnids, listing.damaged = read, list(lost), wnids, damaged
-        listing.source_files = source_files
-        return listing
-
-    def with_classes(self, classes):
-        """The same files numbered by another class list (a superset of theirs); classes without
-        files are empty (their indices kept)."""
-        index = {c: i for i, c in enumerate(classes)}
-        listed = set(self.wnids)
-        return TarListing(list(classes), self[1], [index[w] for w in self.wnids],
-                          [c for c in classes if c not in listed], self.read, self.lost, self.wnids, self.damaged,
-                          self.source_files)
-
 
 def member_reader(tar_path, offsets, sizes):
     """``read(start, stop)``: the bytes of members ``start..stop-1`` of ``tar_path``, by offset."""
@@ -438,7 +462,7 @@ def read_train_tar(path):
 
 
 def list_train_tar(path, classes=None, print_fn=print, listing_dir=None):
-    """ILSVRC2012_img_train.tar: a tar of per-class tars. Returns a ``TarListing``.
+    """ILSVRC2012_img_train.tar: a tar of per-class tars. Returns a ``source.Listing``.
 
     Files are listed in tar order; labels are positions in ``classes`` (default: the class
     tars' wnids, sorted). Damage is said in one line per tar (``read_train_tar``). The
@@ -457,7 +481,7 @@ def list_train_tar(path, classes=None, print_fn=print, listing_dir=None):
         raise LabelError(f"{path}: class tars {unknown[:5]} are not in the class list")
     listed = set(listing["wnids"])
     empty = [c for c in found if c not in listed]
-    return TarListing(classes, listing["relpaths"], [index[w] for w in listing["wnids"]], empty,
+    return Listing(classes, listing["relpaths"], [index[w] for w in listing["wnids"]], empty,
                       member_reader(path, np.array(listing["offsets"], np.int64), np.array(listing["sizes"], np.int64)),
                       listing["lost"], listing["wnids"], damaged=bool(listing["notes"]),
                       source_files=[os.path.basename(path)])
@@ -465,7 +489,7 @@ def list_train_tar(path, classes=None, print_fn=print, listing_dir=None):
 
 def list_val(source, classes, labels_path, src=None, print_fn=print, listing_dir=None):
     """The flat validation set (ILSVRC2012_img_val.tar, or a flat folder of its JPEGs), labelled
-    by wnid through ``labels_path`` and numbered by ``classes``. Returns a ``TarListing``."""
+    by wnid through ``labels_path`` and numbered by ``classes``. Returns a ``source.Listing``."""
     if labels_path is None:
         raise LabelError(f"{source}: validation images without labels: put LOC_val_solution.csv or the "
                          "devkit (ILSVRC2012_devkit_t12.tar.gz) in the source folder, give --val-labels, "
@@ -500,7 +524,7 @@ def list_val(source, classes, labels_path, src=None, print_fn=print, listing_dir
         if wnid is None:
             raise LabelError(f"validation image {name} has no label in {labels_path}")
         labels.append(index[wnid])
-    return TarListing(list(classes), relpaths, labels, [], read, lost, source_files=files)
+    return Listing(list(classes), relpaths, labels, [], read, lost, source_files=files)
 
 
 def read_flat_tar(path):
@@ -540,7 +564,7 @@ def is_flat_image_folder(folder):
 
 
 def list_split(src, split, classes, val_labels=None, print_fn=print, listing_dir=None):
-    """A split of SRC in ILSVRC's distributed form, as a ``TarListing``; None when it is not.
+    """A split of SRC in ILSVRC's distributed form, as a ``source.Listing``; None when it is not.
 
     ``train``: ``ILSVRC2012_img_train.tar`` when SRC has no ``train/`` folder. Other splits
     (``val``): ``ILSVRC2012_img_<split>.tar`` or a flat ``<split>/`` folder of images, labelled

@@ -64,7 +64,10 @@ import warnings
 import numpy as np
 from PIL import Image, ImageFile
 
-from . import loader, ilsvrc
+from . import loader
+from .folders import FolderTree, read_class_list
+from .ilsvrc import ILSVRC
+from .source import Source
 from ..accepts import NON_NEGATIVE, POSITIVE_INT, WORKERS
 from ..cli import Parser, existing_file, folder_to_write
 
@@ -72,7 +75,6 @@ RECIPE = {"version": 1, "filter": "lanczos", "draft_factor": 2}  # changes here 
 CHUNK = 8              # files per task sent to a worker
 WORKER_TIMEOUT = 600   # seconds without an answer from a worker before giving up (a crashed worker's
                        # task is never answered by multiprocessing.Pool)
-CLASS_NAME_FILES = ("class_names.txt", "classes.txt", "synset_words.txt", "LOC_synset_mapping.txt")
 
 
 class BadImage(Exception):
@@ -181,14 +183,24 @@ def _end_with_parent(parent):
     threading.Thread(target=watch, daemon=True).start()
 
 
+def decoded_image(pixels, size):
+    """An image its source gives decoded, (H, W, C) uint8 (CIFAR-10's records): stored as it is
+    when it has the stored size, else resized as a file would be (``stored_image``)."""
+    if pixels.shape == (size, size, 3):
+        return np.ascontiguousarray(pixels, dtype=np.uint8)                 # (R, R, C)
+    return stored_image(Image.fromarray(pixels, "RGB"), size)
+
+
 def _decode_chunk(paths, size, with_pca):
     """Worker: ``[(pixels bytes or None, reason, X^T X (C, C) float64 or None), ...]``.
 
-    ``paths``: file paths, or the files' bytes (tar members read by the parent)."""
+    ``paths``: file paths, the files' bytes (tar members read by the parent), or images
+    already decoded (arrays)."""
     results = []
     for path in paths:
         try:
-            image = load_image(path, size)                                 # (R, R, C)
+            image = (decoded_image(path, size) if isinstance(path, np.ndarray)
+                     else load_image(path, size))                          # (R, R, C)
         except BadImage as error:
             results.append((None, str(error), None))
             continue
@@ -200,76 +212,13 @@ def _decode_chunk(paths, size, with_pca):
     return results
 
 
-# --------------------------------------------------------------------------- listing
+# --------------------------------------------------------------------------- the source
 
-def list_split(src, split, classes=None):
-    """Class folders and files of ``src/split``, sorted: ``(classes, relpaths, labels, empty)``.
-
-    ``classes``: the class list (its order gives the labels) when given, else the sorted
-    class folders. Files are found at any depth below a class folder; names starting with
-    '.' are skipped. ``relpaths`` are relative to ``src``; ``empty`` lists the class folders
-    that exist but hold no file.
-    """
-    root = os.path.join(src, split)
-    if not os.path.isdir(root):
-        raise loader.DataError(f"split folder {root} is missing")
-    folders = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
-    if classes is None:
-        classes = folders
-    extra = sorted(set(folders) - set(classes))
-    if extra:
-        raise loader.DataError(f"split {split} has class folders that are not in the class list: "
-                             f"{extra[:5]}{'...' if len(extra) > 5 else ''}")
-    relpaths, labels, empty = [], [], []
-    for label, name in enumerate(classes):
-        if not os.path.isdir(os.path.join(root, name)):
-            continue
-        found = []
-        for folder, dirs, files in os.walk(os.path.join(root, name), followlinks=True):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            rel = os.path.relpath(folder, src)
-            found += [os.path.join(rel, f) for f in sorted(files) if not f.startswith(".")]
-        if not found:
-            empty.append(name)
-        relpaths += found
-        labels += [label] * len(found)
-    if not relpaths:
-        raise loader.DataError(f"split folder {root} holds no files in class folders")
-    return classes, relpaths, np.array(labels, dtype=np.int64), empty
-
-
-def read_class_names(path, classes):
-    """Printable class names from a file: one line per class, or ``<folder> <name>`` lines."""
-    with open(path, encoding="utf-8") as f:
-        lines = [line.strip() for line in f if line.strip()]
-    keyed = {}
-    for line in lines:
-        key, _, rest = line.partition(" ")
-        keyed[key] = rest.strip() or key
-    if all(c in keyed for c in classes):
-        return [keyed[c] for c in classes]
-    if len(lines) == len(classes):
-        return lines
-    raise loader.DataError(f"class names file {path}: {len(lines)} lines for {len(classes)} classes, "
-                         "and its lines do not start with the class folder names")
-
-
-def find_class_names(src, classes, path=None, val_labels=None):
-    """The class names: from ``path``, else a known file in ``src``, else a synset file beside
-    the label file ``val_labels`` (Kaggle's LOC_synset_mapping.txt sits beside its CSV, above
-    ``ILSVRC/Data/CLS-LOC``), else a devkit in either folder, else the folder names."""
-    beside = os.path.dirname(os.path.abspath(val_labels)) if val_labels else None
-    if path is None:
-        candidates = [os.path.join(src, f) for f in CLASS_NAME_FILES]
-        candidates += [os.path.join(beside, f) for f in CLASS_NAME_FILES[2:]] if beside else []
-        path = next((p for p in candidates if os.path.isfile(p)), None)
-    if path is not None:
-        return read_class_names(path, classes)
-    for folder in [src] + ([beside] if beside else []):
-        names = ilsvrc.devkit_class_names(folder, classes)
-        if names is not None:
-            return names
-    return list(classes)
+def open_source(src, val_labels=None):
+    """The source (``source.Source``) that the folder ``src`` is: ILSVRC-2012's files as
+    downloaded (``ilsvrc.ILSVRC``: its tars, a flat val folder, label files, the devkit), else
+    a folder tree (``folders.FolderTree``). ``val_labels``: the label file of a flat val split."""
+    return ILSVRC(src, val_labels) if ILSVRC.holds(src, val_labels) else FolderTree(src)
 
 
 def fingerprint(relpaths, labels, image_size, source=""):
@@ -290,11 +239,6 @@ def source_digest(root, relpaths):
         stat = os.stat(os.path.join(root, path))
         digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
-
-
-def source_files(listing):
-    """The files that make a split, relative to SRC: its tar (``TarListing.source_files``), or its images."""
-    return getattr(listing, "source_files", None) or listing[1]
 
 
 # --------------------------------------------------------------------------- progress
@@ -540,43 +484,6 @@ def _check_destination(dst):
                              "choose an empty or new folder for the cache")
 
 
-def read_class_list(path):
-    """Class folder names, in label order: the first word of each line (e.g. synset_words.txt)."""
-    with open(path, encoding="utf-8") as f:
-        return [line.split()[0] for line in f if line.strip()]
-
-
-def _list_all(src, splits, classes=None, val_labels=None, print_fn=print, listing_dir=None):
-    """List every split and check its classes against the first: ``{split: listing}``.
-
-    A split in ILSVRC's distributed form (a tar, a flat val folder) is listed by ``ilsvrc``:
-    its listing also has ``read(start, stop)``, the files' bytes or paths; a tar's listing
-    is kept in ``listing_dir`` for the next run."""
-    listings = {}
-    for split in splits:
-        known = classes if classes is not None or not listings else listings[splits[0]][0]
-        try:
-            listings[split] = (ilsvrc.list_split(src, split, known, val_labels, print_fn, listing_dir)
-                               or list_split(src, split, classes))
-        except ilsvrc.UnknownClasses as error:
-            first = listings.get(splits[0])
-            if classes is not None or not getattr(first, "damaged", False):
-                raise  # a class list given, class folders, an intact tar: the error says what to do
-            known = sorted(set(first[0]) | error.wnids)
-            print_fn(f"{splits[0]}: the labels of {split} name {len(error.wnids)} classes that it lacks "
-                     f"({', '.join(sorted(error.wnids)[:3])}{', ...' if len(error.wnids) > 3 else ''}): "
-                     f"kept as empty classes, so that the {len(known)} class indices stay ILSVRC's")
-            listings[splits[0]] = first.with_classes(known)
-            listings[split] = ilsvrc.list_split(src, split, known, val_labels, print_fn, listing_dir)
-        found, first = listings[split][0], listings[splits[0]][0]
-        if found != first:
-            missing, extra = sorted(set(first) - set(found)), sorted(set(found) - set(first))
-            raise loader.DataError(f"split {split} has classes that do not match {splits[0]}'s: "
-                                 f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                                 f"extra {extra[:5]}{'...' if len(extra) > 5 else ''}")
-    return listings
-
-
 def _other_cache(dst, src, keys, sources):
     """Why the finished cache ``dst`` is not that of ``src``'s files (None when it is)."""
     with open(os.path.join(dst, loader.META_FILE)) as f:
@@ -612,9 +519,12 @@ def _cache_folder(dst, src, keys, sources, elsewhere, print_fn):
 def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
             class_names=None, checkpoint_seconds=10.0, print_fn=print, classes=None, val_labels=None,
             elsewhere=False):
-    """Build the cache of the ImageFolder ``src`` in ``dst`` (or resume it, or skip it). Returns ``dst``.
+    """Build the cache of ``src`` in ``dst`` (or resume it, or skip it). Returns ``dst``.
 
-    ``splits`` defaults to ``train`` plus ``val`` when SRC has it; the first split gives the
+    ``src``: a ``source.Source`` (a folder tree, ILSVRC's files, CIFAR-10, the demo), or a
+    folder, opened as the source it is (``open_source``). Every question about the images
+    (which splits, members, labels and class names) goes to the source.
+    ``splits`` defaults to the source's (``train`` plus ``val`` when SRC has it); the first split gives the
     classes, the mean image and the PCA. ``workers`` defaults to every core this process
     may use. ``classes`` (a list of folder names, or a file whose lines start with them,
     such as synset_words.txt) fixes the class list and its order, for subsets of ImageNet
@@ -628,28 +538,27 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
     validation split (LOC_val_solution.csv, the devkit's ground truth or the devkit archive;
     default: found in SRC), see ``alexnet_np/data/ilsvrc.py``.
     """
+    source = src if isinstance(src, Source) else open_source(src, val_labels)
+    src = source.root
     if loader.is_cache(dst) and not os.path.isdir(src):
         return dst  # the cache is all that is needed
     if not os.path.isdir(src):
         raise loader.DataError(f"data folder {src} does not exist")
-    if splits is None:
-        splits = ["train"] + (["val"] if os.path.isdir(os.path.join(src, "val")) or ilsvrc.has_split(src, "val")
-                              else [])
-    splits = list(splits)
+    splits = list(source.splits() if splits is None else splits)
     if isinstance(classes, str):
         class_names = classes if class_names is None else class_names
         classes = read_class_list(classes)
-    listings = _list_keeping(src, dst, splits, classes, val_labels, print_fn)
+    listings = _list_keeping(source, dst, splits, classes, print_fn)
     classes = listings[splits[0]][0]
     keys = {s: fingerprint(listings[s][1], listings[s][2], image_size) for s in splits}
-    sources = {s: source_digest(src, source_files(listings[s])) for s in splits}
+    sources = {s: source_digest(src, listings[s].files) for s in splits}
     dst, finished = _cache_folder(dst, src, keys, sources, elsewhere, print_fn)
     if finished:
         print_fn(f"{dst}: the cache is complete; nothing to do")
         return dst
     _check_destination(dst)
     work_keys = {s: fingerprint(listings[s][1], listings[s][2], image_size, sources[s]) for s in splits}
-    names = find_class_names(src, classes, class_names, val_labels)
+    names = source.class_names(classes, class_names)
     workers = workers or usable_cores()
     done = {}
     with multiprocessing.Pool(workers, initializer=_worker_init, initargs=(os.getpid(),)) as pool:
@@ -666,22 +575,22 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
                 pass
             work = prepare_split(pool, workers, src, dst, split, relpaths, labels, image_size,
                                  k == 0, progress, checkpoint_seconds, print_fn,
-                                 read=getattr(listings[split], "read", None), key=work_keys[split])
+                                 read=listings[split].read, key=work_keys[split])
             done[split] = _finish_split(dst, split, relpaths, labels, work, image_size,
-                                        getattr(listings[split], "lost", ()), work_keys[split])
+                                        listings[split].lost, work_keys[split])
             print_fn(_summary(dst, split, done[split]))
     _write_meta(src, dst, splits, classes, names, listings, done, keys, image_size, sources)
     return dst
 
 
-def _list_keeping(src, dst, splits, classes, val_labels, print_fn):
-    """``_list_all``, a tar's listing kept in ``dst`` (made for it; removed again when the listing
-    fails and nothing was kept in it)."""
+def _list_keeping(source, dst, splits, classes, print_fn):
+    """``source.listings``, a tar's listing kept in ``dst`` (made for it; removed again when the
+    listing fails and nothing was kept in it)."""
     made = not os.path.exists(dst)
     if not loader.is_cache(dst):
         _check_destination(dst)
     try:
-        return _list_all(src, splits, classes, val_labels, print_fn, listing_dir=dst)
+        return source.listings(splits, classes, print_fn, listing_dir=dst)
     except loader.DataError:
         if made and not os.listdir(dst):
             os.rmdir(dst)

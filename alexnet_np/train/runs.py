@@ -9,7 +9,6 @@ import os
 
 from ..nn import backend
 from . import checkpoint, classmap
-from ..data import ilsvrc
 from ..nn.backend import Device, DeviceError, tower_devices
 from ..data.loader import Cache, DataError, is_cache
 from ..parallel.distributed import World, rank_gpus
@@ -41,12 +40,12 @@ def open_data(data, image_size, cache_dir=None, workers=None, progress=True, pri
         return Cache(data), {"demo": False, "cache": os.path.abspath(data), "source": None}
     if not os.path.isdir(data):
         raise DataError(f"--data {data} is neither a folder of images (train/<class>/...) nor a prepared cache")
-    if not os.path.isdir(os.path.join(data, "train")) and not ilsvrc.has_split(data, "train"):
+    from ..data.prepare import open_source, prepare
+    if not open_source(data).has_split("train"):
         raise DataError(f"--data {data} has no train/ folder: expected an ImageFolder root "
                         "(train/<class>/<image>, val/<class>/<image>) or a prepared cache")
     name = os.path.basename(os.path.normpath(os.path.abspath(data)))
     dst = cache_dir or os.path.join(DATA_ROOT, f"{name}-{image_size}")
-    from ..data.prepare import prepare
     path = prepare(data, dst, image_size=image_size, workers=workers, progress=progress, print_fn=print_fn,
                    elsewhere=cache_dir is None)   # the default folder of another source: beside it
     return Cache(path), {"demo": False, "cache": os.path.abspath(path), "source": os.path.abspath(data)}
