@@ -4,7 +4,7 @@ divided by 10 when the validation error stops improving (at most three times), 9
     python train.py                                   # the built-in demo data set, on a CPU, ~2 minutes
     python train.py --data /data/imagenet --device gpu          # ImageNet, both towers on GPUs 0 and 1
     python train.py --resume runs/20250101-120000               # continue exactly where it stopped
-    mpiexec -n 4 python train.py --data /data/imagenet          # 4 ranks, data parallel (README: Ranks)
+    mpiexec -n 4 python train.py --data /data/imagenet          # 4 ranks, data parallel (docs/ranks.md)
 
 Every field of the configuration (alexnet_np/config.py) is an option (``--input-size``,
 ``--lrn-alpha-over-n``, ``--dropout-inverted``, ``--conv-channels 96,256,384,384,256``...).

@@ -1,4 +1,4 @@
-"""Imports run one way (README, "Design"): every module's imports, read from its source, climb
+"""Imports run one way (README.md, "The layout"; docs/design.md): every module's imports, read from its source, climb
 no folder above its own, and no two modules import each other.
 
 The order, bottom to top: the package's top-level modules (config, accepts, cli, files,

@@ -322,7 +322,7 @@ def test_towers_on_two_gpus_are_queued_layer_by_layer():
 
 def test_a_training_step_of_the_paper_net_is_a_few_hundred_array_operations():
     """Every array operation is a CuPy launch or copy, 5-20 µs of host time each: counted on
-    the stand-in (bench.py --count-ops), with a GPU's whole-batch chunks, which make the count
+    the stand-in (benchmarks/bench.py --count-ops), with a GPU's whole-batch chunks, which make the count
     the same at any batch size that fits them (here 2 and 4 images of 227 x 227)."""
     from benchmarks import bench
     counts = [bench.count_ops(n)[1] for n in (2, 4)]

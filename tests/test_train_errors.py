@@ -144,6 +144,6 @@ def test_stall_at_chance_is_reported(setup, tmp_path, capsys):
     assert train.main(["--data", setup["cache"], "--out", out, *TINY_ARGS, "--init-std", "0.01",
                        "--stall-steps", "6", "--no-figures"]) == 0
     text = capsys.readouterr().out
-    assert "warning: the loss has stayed at ln(4) = 1.386" in text and "README" in text
+    assert "warning: the loss has stayed at ln(4) = 1.386" in text and "docs/training.md" in text
     records = [json.loads(r) for r in open(os.path.join(out, "log.jsonl"))]
     assert [r["kind"] for r in records].count("stall") == 1

@@ -7,7 +7,7 @@ noise), 15 training and 5 validation images each, written as PNGs in the ImageFo
 layout and prepared at 76 by ``prepare`` like any data set. A net this small learns them
 within a few epochs, so "the loss falls" is a real check. ``init_std`` is 0.1: with the
 paper's 0.01 such narrow layers pass almost no signal and the loss stays at ln K (see the
-stall test and README).
+stall test and docs/training.md).
 """
 import os
 import time

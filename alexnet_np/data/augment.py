@@ -7,7 +7,7 @@ Dimensions:
     C  colour channels (3, RGB)    V  views per image (10 for ten-crop)
 
 Stored images are uint8 HWC RGB, ``(M, R, R, C)``; the network takes float NCHW,
-``(N, C, S, S)``. The choices (README.md, "Choices the paper leaves open"), stated once here:
+``(N, C, S, S)``. The choices (docs/design.md, "Choices the paper leaves open"), stated once here:
 
 - Crops (§4.1): offsets ``y, x`` uniform over ``0 .. R - S`` *inclusive* (P values each).
 - Flips (§4.1): horizontal, with probability 0.5.

@@ -376,7 +376,7 @@ def pm(pair, digits=1):
 
 
 def format_report(results):
-    """The tables of one experiment (Markdown, as README shows them)."""
+    """The tables of one experiment (Markdown, as docs/experiments.md shows them)."""
     e, s = results["experiment"], results["summary"]
     name = e["name"]
     lines = ["", f"### {name} ({e['section']}): {e['trick']}",

@@ -57,7 +57,7 @@ def layer_table(config):
 
 
 def choices(config):
-    """The choices README.md says the paper leaves open, as this configuration makes them."""
+    """The choices docs/design.md says the paper leaves open, as this configuration makes them."""
     c = config
     coef = c.lrn_alpha / c.lrn_size if c.lrn_alpha_over_n else c.lrn_alpha
     s = layer_sizes(c)
@@ -122,7 +122,7 @@ def format_summary(config):
                   "Neurons: the paper prints 253,440 for conv1; its output is 55x55x96 = 290,400 "
                   "(a known misprint). The other figures agree.",
                   f"Parameters: {total_params:,} (the paper: \"60 million\"; exactly 60,965,224 expected)."]
-    lines += ["", "Choices the paper leaves open (README.md, the section of that name):"]
+    lines += ["", "Choices the paper leaves open (docs/design.md, the section of that name):"]
     lines += [f"  {name:13} {text}" for name, text in choices(config)]
     return "\n".join(lines)
 

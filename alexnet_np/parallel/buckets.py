@@ -19,7 +19,7 @@ did not hide.
 On the CPU, MPI moves a non-blocking sum forward only inside MPI calls. So, by default
 (``progress_thread``), a thread tests the requests in flight every 0.5 ms while backward
 runs (this needs MPI_THREAD_MULTIPLE, which mpi4py asks for); otherwise ``finished`` tests
-them at each stage boundary. Measured (``bench_dist.py``, README): the thread hides 97% of
+them at each stage boundary. Measured (``benchmarks/bench_dist.py``, docs/ranks.md): the thread hides 97% of
 the reduction under backward, the stage boundaries 17-39%. On GPUs, NCCL runs on a stream
 of its own (``distributed.NcclReducer``).
 """

@@ -23,7 +23,7 @@ Waiting. MPI libraries may poll in a busy loop inside blocking calls, which star
 other ranks when there are more ranks than cores (tests run 3 ranks on 2 cores). Every
 wait here goes through ``MpiWorld.wait``: ``Testall`` in a loop that naps 0.2 ms after a
 few polls, and blocking object collectives are preceded by such a polled barrier (against
-MPICH 5.0.2's blocking calls no difference was measured: README, "Ranks").
+MPICH 5.0.2's blocking calls no difference was measured: docs/ranks.md).
 
 Faults. ``fail`` and ``crash`` (train.py, evaluate.py) end the whole job with one line
 naming the rank: ``MPI_Abort`` makes the launcher kill every rank. A rank that dies

@@ -341,7 +341,7 @@ class Trainer:
         self.say(f"warning: the loss has stayed at ln({K}) = {self.chance_loss:.3f}, the loss of a uniform guess "
                  f"over {K} classes, for the last {stall_steps} steps (mean {mean_loss:.3f}): the net is not "
                  "learning. The paper's N(0, 0.01) initialisation is known to stall like this in some "
-                 "reproductions; see README.md, 'If the loss stays at ln K'.")
+                 "reproductions; see docs/training.md, 'If the loss stays at ln K'.")
 
     def end_epoch(self):
         c, o = self.config, self.options
