@@ -8,7 +8,7 @@
 The result is printed with its procedure and split on every line that carries a number,
 and written as JSON (default: next to the checkpoint, eval-<checkpoint>-<split>-<procedure>.json),
 through a temporary file renamed into place, as the predictions CSV.
-Errors follow §6's definition, with ties broken by class index (alexnet_np/metrics.py).
+Errors follow §6's definition, with ties broken by class index (alexnet_np/train/metrics.py).
 Exit status: 0, or 2 with one line ``error: ...``. Under ``mpiexec -n R`` the batches are
 shared among the ranks and the result equals one process's (``alexnet_np.evaluation``);
 rank 0 alone prints and writes.
@@ -20,16 +20,17 @@ import os
 import sys
 import time
 
-from alexnet_np import distributed, figures
+from alexnet_np.parallel import distributed
+from alexnet_np.train import figures
 from alexnet_np.accepts import NON_NEGATIVE_INT, POSITIVE_INT, WORKERS, Choice, Several
-from alexnet_np.backend import DeviceError
-from alexnet_np.checkpoint import CheckpointError
+from alexnet_np.nn.backend import DeviceError
+from alexnet_np.train.checkpoint import CheckpointError
 from alexnet_np.cli import Parser, existing_file, folder_to_write, output_file
 from alexnet_np.config import ConfigError
-from alexnet_np.data import DataError
+from alexnet_np.data.loader import DataError
 from alexnet_np.files import write_json, write_text
-from alexnet_np.evaluation import draw_figure4, evaluate_split, kernel_weights, sample_indices
-from alexnet_np.runs import open_trained_model
+from alexnet_np.train.evaluation import draw_figure4, evaluate_split, kernel_weights, sample_indices
+from alexnet_np.train.runs import open_trained_model
 
 PROCEDURES = {
     False: ("centre-crop", "one view per image: the central crop"),

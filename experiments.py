@@ -7,18 +7,18 @@
 
 Experiments: lrn (§3.3), pooling (§3.4), towers (§3.2), crops, flips, lighting (§4.1),
 dropout (§4.2), figure1 (§3.1). What each switches off, the paper's claim and how the effect
-is measured: alexnet_np/experiments.py. Exit status 0, or 2 with one line ``error: ...``.
+is measured: alexnet_np/paper/experiments.py. Exit status 0, or 2 with one line ``error: ...``.
 """
 import os
 import sys
 import time
 
 from alexnet_np.accepts import POSITIVE, POSITIVE_INT
-from alexnet_np.backend import DeviceError
+from alexnet_np.nn.backend import DeviceError
 from alexnet_np.cli import Parser, existing_path, fail, folder_to_write
-from alexnet_np.data import DataError
-from alexnet_np.experiments import ORDER, ExperimentError, format_overview, format_report, report, run_experiment
-from alexnet_np.trainer import TrainingError
+from alexnet_np.data.loader import DataError
+from alexnet_np.paper.experiments import ORDER, ExperimentError, format_overview, format_report, report, run_experiment
+from alexnet_np.train.trainer import TrainingError
 
 
 def build_parser():

@@ -17,15 +17,15 @@ import argparse
 import os
 import sys
 
-from alexnet_np import figures
+from alexnet_np.train import figures
 from alexnet_np.accepts import NON_NEGATIVE_INT, POSITIVE_INT, Choice, Several
-from alexnet_np.backend import DeviceError
-from alexnet_np.checkpoint import CheckpointError
+from alexnet_np.nn.backend import DeviceError
+from alexnet_np.train.checkpoint import CheckpointError
 from alexnet_np.cli import Parser, existing_file, fail, folder_to_write
 from alexnet_np.config import ConfigError
-from alexnet_np.data import DataError
-from alexnet_np.evaluation import draw_figure4, kernel_weights
-from alexnet_np.runs import open_trained_model
+from alexnet_np.data.loader import DataError
+from alexnet_np.train.evaluation import draw_figure4, kernel_weights
+from alexnet_np.train.runs import open_trained_model
 
 
 def build_parser():

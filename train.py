@@ -4,7 +4,7 @@ divided by 10 when the validation error stops improving (at most three times), 9
     python train.py                                   # the built-in demo data set, on a CPU, ~2 minutes
     python train.py --data /data/imagenet --device gpu          # ImageNet, both towers on GPUs 0 and 1
     python train.py --resume runs/20250101-120000               # continue exactly where it stopped
-    mpiexec -n 4 python train.py --data /data/imagenet          # 4 ranks, data parallel (README: Ranks)
+    mpiexec -n 4 python train.py --data /data/imagenet          # 4 ranks, data parallel (docs/ranks.md)
 
 Every field of the configuration (alexnet_np/config.py) is an option (``--input-size``,
 ``--lrn-alpha-over-n``, ``--dropout-inverted``, ``--conv-channels 96,256,384,384,256``...).
@@ -23,17 +23,17 @@ import os
 import sys
 import time
 
-from alexnet_np import distributed
+from alexnet_np.parallel import distributed
 from alexnet_np.accepts import NON_NEGATIVE_INT, POSITIVE_INT, WORKERS, Choice, Several
-from alexnet_np.backend import DeviceError
-from alexnet_np.checkpoint import CheckpointError, check_architecture, load, require_training_state
+from alexnet_np.nn.backend import DeviceError
+from alexnet_np.train.checkpoint import CheckpointError, check_architecture, load, require_training_state
 from alexnet_np.cli import Parser, existing_path, folder_to_write
 from alexnet_np.config import DEMO, Config, ConfigError, add_config_arguments, config_from_arguments
-from alexnet_np.data import DataError
-from alexnet_np.model import check_input_size
-from alexnet_np.runs import (BEST, CONFIG_FILE, LAST, RUNS, data_of_checkpoint, describe_devices,
+from alexnet_np.data.loader import DataError
+from alexnet_np.nn.model import check_input_size
+from alexnet_np.train.runs import (BEST, CONFIG_FILE, LAST, RUNS, data_of_checkpoint, describe_devices,
                              open_data_once, rank_devices)
-from alexnet_np.trainer import Options, Trainer, TrainingError
+from alexnet_np.train.trainer import Options, Trainer, TrainingError
 
 def build_parser():
     parser = Parser(

@@ -6,7 +6,7 @@ CPU demos change a few fields (``Config(input_size=67, conv_channels=(16, 32, 48
 printed at start and saved in every checkpoint, and a checkpoint whose *architecture*
 fields differ is refused.
 
-Choices the paper leaves open (README.md, "Choices the paper leaves open") are fields here, each named:
+Choices the paper leaves open (docs/design.md, "Choices the paper leaves open") are fields here, each named:
 ``input_size``, ``lrn_alpha_over_n``, ``lrn_k`` and ``lrn_across_towers``, ``dropout_inverted``,
 ``decay_biases``, ``lighting_std`` (units: see ``alexnet_np.data``), ``mean``.
 

@@ -11,7 +11,7 @@ seconds, the log's last line):
                  the GPUs, the versions of Python, NumPy, CuPy, PyTorch, mpi4py
     gpu-tests    python -m pytest tests/test_gpu.py (layers, model, dropout masks, buckets)
     all-tests    python -m pytest: the whole suite, which must pass on a GPU machine too
-    bench        python bench.py --device gpu --quick (ours against PyTorch with cuDNN)
+    bench        python benchmarks/bench.py --device gpu --quick (ours against PyTorch with cuDNN)
     train        one epoch of train.py --device gpu on the built-in demo data
     evaluate     evaluate.py --device gpu --ten-crop on that epoch's checkpoint
     ranks        mpiexec -n 2 train.py --device gpu, one epoch (where there are two GPUs)
@@ -58,7 +58,7 @@ def parts(out, gpus):
         ("env", [PY, "-c", ENV_SCRIPT], 60, None),
         ("gpu-tests", [PY, "-m", "pytest", "-v", "-p", "no:cacheprovider", "tests/test_gpu.py"], 120, None),
         ("all-tests", [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider"], 240, None),
-        ("bench", [PY, "bench.py", "--device", "gpu", "--quick"], 150, None),
+        ("bench", [PY, "benchmarks/bench.py", "--device", "gpu", "--quick"], 150, None),
         ("train", [PY, "train.py", "--device", "gpu", "--epochs", "1", "--out", run, "--no-progress"], 120, None),
         ("evaluate", [PY, "evaluate.py", "--device", "gpu", "--ten-crop", "--no-progress",
                       "--checkpoint", os.path.join(run, "last.npz")], 60, None),

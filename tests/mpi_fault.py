@@ -12,7 +12,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import train                               # noqa: E402  (after the path is set)
-from alexnet_np import trainer             # noqa: E402
+from alexnet_np.train import trainer             # noqa: E402
 
 MODE, RANK, STEP = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 THIS_RANK = int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))

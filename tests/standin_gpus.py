@@ -9,7 +9,7 @@ import importlib.util
 import os
 import sys
 
-from alexnet_np.backend import GPU
+from alexnet_np.nn.backend import GPU
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STANDIN = os.path.join(HERE, "standin")

@@ -1,14 +1,14 @@
-"""Checkpoints: a faithful round trip, atomic writes, and clear refusals (alexnet_np/checkpoint.py)."""
+"""Checkpoints: a faithful round trip, atomic writes, and clear refusals (alexnet_np/train/checkpoint.py)."""
 import json
 import os
 
 import numpy as np
 import pytest
 
-from alexnet_np import checkpoint
-from alexnet_np.checkpoint import CheckpointError
-from alexnet_np.model import AlexNet
-from alexnet_np.optim import SGD
+from alexnet_np.train import checkpoint
+from alexnet_np.train.checkpoint import CheckpointError
+from alexnet_np.nn.model import AlexNet
+from alexnet_np.nn.optim import SGD
 
 from test_train_helpers import TINY
 

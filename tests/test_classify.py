@@ -1,4 +1,4 @@
-"""Classifying photos (``python -m alexnet_np.classify``, ``alexnet_np.load``) gives exactly the
+"""Classifying photos (``python classify.py``, ``alexnet_np.load``) gives exactly the
 probabilities ``evaluate.py --predictions`` gives the same files, centre crop and ten-crop.
 
 Dimensions: N images, R stored side, C channels, K classes, D fc7 units.
@@ -23,10 +23,10 @@ from PIL import Image
 import alexnet_np
 import evaluate
 import train
-from alexnet_np import classify
-from alexnet_np.backend import Device
-from alexnet_np.data import Cache, eval_views
-from alexnet_np.ilsvrc import ILSVRC2012_SYNSETS, read_synsets
+import classify
+from alexnet_np.nn.backend import Device
+from alexnet_np.data.loader import Cache, eval_views
+from alexnet_np.data.ilsvrc import ILSVRC2012_SYNSETS, read_synsets
 
 from test_train_e2e import assert_png
 from test_train_helpers import TINY_ARGS, make_tiny_cache
@@ -87,7 +87,7 @@ def evaluated(ckpt, photos, tmp, ten_crop):
 
 
 def classified(ckpt, photos, tmp, ten_crop, capsys):
-    """The same from ``python -m alexnet_np.classify PHOTOS --json``."""
+    """The same from ``python classify.py PHOTOS --json``."""
     out = os.path.join(tmp, f"classify-{ten_crop}.json")
     argv = [os.path.join(photos, "train"), "--checkpoint", ckpt, "--device", "cpu", "--json", out,
             "--no-progress"] + (["--ten-crop"] if ten_crop else [])

@@ -6,7 +6,7 @@ Dimensions: N images, S input side (99 here: pool5 is 2 x 2, so fc6's flatten or
 (channel, row, column) is tested), R stored side, C channels, K classes.
 
 The Caffe messages are declared here again, from BVLC's caffe.proto, independently of
-``alexnet_np/caffe_proto.py``: the field numbers typed twice must agree for the test to pass.
+``alexnet_np/interop/caffe_proto.py``: the field numbers typed twice must agree for the test to pass.
 """
 import json
 import os
@@ -18,12 +18,13 @@ pytest.importorskip("google.protobuf")
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from alexnet_np import checkpoint, classmap, convert  # noqa: E402
-from alexnet_np.backend import Device  # noqa: E402
-from alexnet_np.data import Cache, eval_batches  # noqa: E402
-from alexnet_np.ilsvrc import read_synsets, ILSVRC2012_SYNSETS  # noqa: E402
-from alexnet_np.model import AlexNet  # noqa: E402
-from alexnet_np.prepare import prepare  # noqa: E402
+from alexnet_np.train import checkpoint, classmap  # noqa: E402
+from alexnet_np.interop import convert  # noqa: E402
+from alexnet_np.nn.backend import Device  # noqa: E402
+from alexnet_np.data.loader import Cache, eval_batches  # noqa: E402
+from alexnet_np.data.ilsvrc import read_synsets, ILSVRC2012_SYNSETS  # noqa: E402
+from alexnet_np.nn.model import AlexNet  # noqa: E402
+from alexnet_np.data.prepare import prepare  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 S, R = 99, 110
@@ -402,7 +403,7 @@ def test_bad_files_are_one_line(model_files, tmp_path, capsys):
 def test_weights_only_checkpoint_cannot_be_resumed(model_files, tmp_path, capsys):
     ckpt = checkpoint.load(model_files[3]["v1"])
     model = AlexNet(ckpt.config)
-    from alexnet_np.optim import SGD
+    from alexnet_np.nn.optim import SGD
     with pytest.raises(checkpoint.CheckpointError, match="weights only"):
         checkpoint.restore(ckpt, model, SGD(model.parameters(), lr=0.01))
     import train

@@ -6,10 +6,10 @@ import os
 
 import numpy as np
 
-from alexnet_np.backend import Device
+from alexnet_np.nn.backend import Device
 from alexnet_np.config import DEMO
-from alexnet_np.data import Cache, TrainLoader, eval_batches
-from alexnet_np.demo_data import CLASSES, demo_cache, make_demo_dataset
+from alexnet_np.data.loader import Cache, TrainLoader, eval_batches
+from alexnet_np.data.demo import CLASSES, demo_cache, make_demo_dataset
 
 
 def _tree(root):

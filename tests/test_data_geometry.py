@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_np import augment
-from alexnet_np.prepare import load_image, resize_box
+from alexnet_np.data import augment
+from alexnet_np.data.prepare import load_image, resize_box
 
 
 def _marked_image(width, height):

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_np import augment
-from alexnet_np.backend import Device
+from alexnet_np.data import augment
+from alexnet_np.nn.backend import Device
 from alexnet_np.config import Config
-from alexnet_np.data import Cache, DataError, TrainLoader, eval_batches, prefetch
-from alexnet_np.prepare import prepare
+from alexnet_np.data.loader import Cache, DataError, TrainLoader, eval_batches, prefetch
+from alexnet_np.data.prepare import prepare
 
 R, S, M = 24, 20, 43
 
@@ -157,7 +157,7 @@ def test_eval_with_another_mean_image(cache):
 
 
 def test_the_benchmark_runs_on_a_small_cache(cache, tmp_path):
-    from alexnet_np.bench_data import bench_batches, tiled_cache
+    from benchmarks.bench_data import bench_batches, tiled_cache
     tiled = Cache(tiled_cache(cache.path, str(tmp_path / "tiled"), 100))
     assert len(tiled.split("train")) == 129 and tiled.splits == ["train"]
     np.testing.assert_array_equal(tiled.split("train").images[M:2 * M], cache.split("train").images)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_np.data import Cache, DataError, is_cache
-from alexnet_np.prepare import find_class_names, main, prepare
+from alexnet_np.data.loader import Cache, DataError, is_cache
+from alexnet_np.data.folders import find_class_names
+from alexnet_np.data.prepare import main, prepare
 
 R = 32
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_np import augment
-from alexnet_np.backend import Device
+from alexnet_np.data import augment
+from alexnet_np.nn.backend import Device
 from alexnet_np.config import Config
-from alexnet_np.data import Cache, TrainLoader, batch_rng, epoch_order
-from alexnet_np.prepare import pca_from_sums, prepare
+from alexnet_np.data.loader import Cache, TrainLoader, batch_rng, epoch_order
+from alexnet_np.data.prepare import pca_from_sums, prepare
 
 R, S = 20, 15
 

@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from alexnet_np.backend import Device
+from alexnet_np.nn.backend import Device
 from alexnet_np.config import Config
-from alexnet_np.data import Cache, DataError, TrainLoader, eval_batches
-from alexnet_np.prepare import prepare
+from alexnet_np.data.loader import Cache, DataError, TrainLoader, eval_batches
+from alexnet_np.data.prepare import prepare
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 

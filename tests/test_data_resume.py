@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_np.data import Cache, DataError, is_cache
-from alexnet_np.prepare import prepare
+from alexnet_np.data.loader import Cache, DataError, is_cache
+from alexnet_np.data.prepare import prepare
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 R = 64
@@ -55,7 +55,7 @@ def _files(folder):
 def kill_prepare_midway(source, dst, state_name, image_size=R):
     """Run prepare in a process of its own, kill it (SIGKILL) once ``state_name`` shows progress
     (16 files done); returns ``dst``. Also used by test_ilsvrc.py (a tar as the source)."""
-    command = [sys.executable, "-m", "alexnet_np.prepare", source, dst, "--image-size", str(image_size),
+    command = [sys.executable, "-m", "alexnet_np.data.prepare", source, dst, "--image-size", str(image_size),
                "--workers", "1", "--checkpoint-seconds", "0", "--no-progress"]
     process = subprocess.Popen(command, cwd=ROOT, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -115,7 +115,7 @@ def test_workers_of_a_killed_prepare_end_quietly(source, tmp_path):
     """SIGKILL of prepare alone (not its process group): its orphaned workers end without a
     BrokenPipeError traceback, and soon (their stderr, shared with it, closes)."""
     dst = str(tmp_path / "cache")
-    command = [sys.executable, "-m", "alexnet_np.prepare", source, dst, "--image-size", str(R),
+    command = [sys.executable, "-m", "alexnet_np.data.prepare", source, dst, "--image-size", str(R),
                "--workers", "2", "--checkpoint-seconds", "0", "--no-progress"]
     with open(tmp_path / "stderr", "wb") as err:
         process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=err)
@@ -150,7 +150,7 @@ def _photos(folder, shade):
 def test_a_cache_of_another_source_of_the_same_names_is_not_reused(tmp_path, monkeypatch):
     """The same folder and file names, other files: refused in one line naming both sources, or,
     in the default folder (``runs.open_data``), prepared beside it."""
-    from alexnet_np.runs import open_data
+    from alexnet_np.train.runs import open_data
     first, second = _photos(tmp_path / "a" / "photos", 10), _photos(tmp_path / "b" / "photos", 200)
     dst = str(tmp_path / "cache")
     prepare(first, dst, image_size=R, workers=1, progress=False, print_fn=lambda *a: None)

@@ -17,10 +17,10 @@ import time
 import numpy as np
 import pytest
 
-from alexnet_np import distributed
-from alexnet_np.buckets import GradientBuckets, backward_order, flat_gradients
+from alexnet_np.parallel import distributed
+from alexnet_np.parallel.buckets import GradientBuckets, backward_order, flat_gradients
 from alexnet_np.config import Config
-from alexnet_np.model import AlexNet
+from alexnet_np.nn.model import AlexNet
 
 from test_train_helpers import arrays_of, assert_bitwise_equal, make_tiny_cache, wait_for_logged_steps
 
@@ -115,8 +115,8 @@ def test_launchers_are_recognised_and_gpus_shared_out():
 
 def test_a_rank_gets_its_rows_of_the_batch_one_process_makes(cache):
     """Order, crops, flips and lighting are drawn for the whole batch; a rank takes its rows."""
-    from alexnet_np.backend import Device
-    from alexnet_np.data import Cache, TrainLoader
+    from alexnet_np.nn.backend import Device
+    from alexnet_np.data.loader import Cache, TrainLoader
     from test_train_helpers import TINY
     data, config = Cache(cache), TINY.replace(batch_size=12)
     whole = TrainLoader(data, config, Device(), epoch=1, threads=0)
@@ -319,6 +319,6 @@ def test_a_signal_stops_every_rank_at_one_step_with_one_checkpoint(cache, tmp_pa
     kinds = [r["kind"] for r in records(out)]
     assert kinds.count("interrupted") == 1 and kinds[-1] == "interrupted"
     step = records(out)[-1]["step"]
-    from alexnet_np.checkpoint import load
+    from alexnet_np.train.checkpoint import load
     assert load(os.path.join(out, "last.npz")).position[2] == step
     assert [f for f in os.listdir(out) if f.endswith(".tmp")] == []

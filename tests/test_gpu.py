@@ -10,13 +10,14 @@ import warnings
 import numpy as np
 import pytest
 
-from alexnet_np import backend, distributed
-from alexnet_np.backend import Device
-from alexnet_np.buckets import GradientBuckets
+from alexnet_np.nn import backend
+from alexnet_np.parallel import distributed
+from alexnet_np.nn.backend import Device
+from alexnet_np.parallel.buckets import GradientBuckets
 from alexnet_np.config import Config
-from alexnet_np.layers import Conv2D, Dropout, LocalResponseNorm, MaxPool, Tanh
-from alexnet_np.model import AlexNet
-from alexnet_np.optim import SGD
+from alexnet_np.nn.layers import Conv2D, Dropout, LocalResponseNorm, MaxPool, Tanh
+from alexnet_np.nn.model import AlexNet
+from alexnet_np.nn.optim import SGD
 from gradcheck import assert_close
 
 pytestmark = pytest.mark.skipif(not backend.gpu_available(), reason="no usable GPU (CuPy)")

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_np import ilsvrc
-from alexnet_np.data import Cache, DataError, is_cache
-from alexnet_np.prepare import main as prepare_main, prepare
+from alexnet_np.data import ilsvrc
+from alexnet_np.data.loader import Cache, DataError, is_cache
+from alexnet_np.data.prepare import main as prepare_main, prepare
 from test_data_resume import kill_prepare_midway
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_np import data, ilsvrc
-from alexnet_np.prepare import main as prepare_main
+from alexnet_np.data import loader, ilsvrc
+from alexnet_np.data.prepare import main as prepare_main
 
 WNIDS = ["n01440764", "n01443537"]
 CASES = 36
@@ -101,9 +101,9 @@ def test_prepare_never_loses_an_intact_image_without_a_word(source, tmp_path, ca
         if status == 2:
             assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), (case, err)
             continue
-        with open(os.path.join(dst, data.META_FILE)) as f:
+        with open(os.path.join(dst, loader.META_FILE)) as f:
             meta = json.load(f)
-        cached = {os.path.basename(p) for s in meta["splits"] for p in data.Cache(dst).split(s).relpaths}
+        cached = {os.path.basename(p) for s in meta["splits"] for p in loader.Cache(dst).split(s).relpaths}
         lost = {os.path.basename(row[1]) for row in meta["skipped"] if row[2].startswith("lost")}
         silent = [name for name in intact if name not in cached | lost]
         assert not silent, (case, target, silent, out)

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from alexnet_np.backend import Device
-from alexnet_np.layers import (Conv2D, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool, ReLU,
+from alexnet_np.nn.backend import Device
+from alexnet_np.nn.layers import (Conv2D, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool, ReLU,
                                SoftmaxCrossEntropy, col2im, im2col)
 from gradcheck import assert_close, numerical_gradient
 

@@ -6,9 +6,9 @@ Dimensions: N batch, C channels, S input side.
 """
 import numpy as np
 
-from alexnet_np.layers import LocalResponseNorm
-from alexnet_np.backend import Device
-from alexnet_np.model import AlexNet
+from alexnet_np.nn.layers import LocalResponseNorm
+from alexnet_np.nn.backend import Device
+from alexnet_np.nn.model import AlexNet
 from gradcheck import check_parameter_directions
 from standin_gpus import standin_gpus
 from test_model import SMALL, batch

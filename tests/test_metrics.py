@@ -1,10 +1,10 @@
-"""Top-k error against hand-computed examples, ties included (alexnet_np/metrics.py)."""
+"""Top-k error against hand-computed examples, ties included (alexnet_np/train/metrics.py)."""
 import math
 
 import numpy as np
 import pytest
 
-from alexnet_np.metrics import (TopKCounter, average_views, label_ranks, softmax, topk_classes,
+from alexnet_np.train.metrics import (TopKCounter, average_views, label_ranks, softmax, topk_classes,
                                 topk_correct, topk_error)
 
 # Four examples, six classes. Ranks worked out by hand with the documented rule:

@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from alexnet_np import backend
-from alexnet_np.backend import Device, DeviceError
+from alexnet_np.nn import backend
+from alexnet_np.nn.backend import Device, DeviceError
 from alexnet_np.config import Config
-from alexnet_np.model import AlexNet, layer_sizes
-from alexnet_np.optim import SGD
+from alexnet_np.nn.model import AlexNet, layer_sizes
+from alexnet_np.nn.optim import SGD
 from gradcheck import assert_close, check_parameter_directions, numerical_gradient
 from standin_gpus import standin_gpus
 

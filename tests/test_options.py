@@ -1,5 +1,5 @@
-"""Every option of train.py, evaluate.py, figures.py, ``python -m alexnet_np.prepare`` and
-``python -m alexnet_np.classify`` refuses nonsense
+"""Every option of train.py, evaluate.py, figures.py, ``python -m alexnet_np.data.prepare`` and
+``python classify.py`` refuses nonsense
 before anything runs, with one line ``error: ...`` naming the option, exit status 2, no
 traceback, nothing written; and every sensible edge value still trains a step.
 
@@ -25,8 +25,10 @@ import pytest
 import evaluate
 import figures
 import train
-from alexnet_np import accepts, classify, cli, prepare
-from alexnet_np.checkpoint import write_atomic
+from alexnet_np import accepts, cli
+import classify
+from alexnet_np.data import prepare
+from alexnet_np.train.checkpoint import write_atomic
 from alexnet_np.config import DEMO, Config, ConfigError, flag
 
 from test_train_errors import snapshot
@@ -367,7 +369,7 @@ def test_sensible_edge_values_still_train_a_step(tiny_run, tmp_path):
     [sys.executable, "train.py", "--dtype", "int8"],
     [sys.executable, "train.py", "--input-size", "224", "--image-size", "256", "--device", "cpu"],
     [sys.executable, "evaluate.py", "--batch-size", "nan"],
-    [sys.executable, "-m", "alexnet_np.prepare", "SRC", "DST", "--workers", "0"],
+    [sys.executable, "-m", "alexnet_np.data.prepare", "SRC", "DST", "--workers", "0"],
 ])
 def test_no_traceback_end_to_end(command, tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT)

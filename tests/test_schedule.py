@@ -1,9 +1,9 @@
-"""The learning-rate schedule of §5 on a scripted validation error (alexnet_np/schedule.py)."""
+"""The learning-rate schedule of §5 on a scripted validation error (alexnet_np/train/schedule.py)."""
 import json
 
 import pytest
 
-from alexnet_np.schedule import FixedSchedule, PlateauSchedule
+from alexnet_np.train.schedule import FixedSchedule, PlateauSchedule
 
 
 def run(schedule, errors):

@@ -17,7 +17,7 @@ import threading
 import numpy as np
 import pytest
 
-from alexnet_np import backend
+from alexnet_np.nn import backend
 from standin_gpus import STANDIN, load_standin, standin_env, standin_gpus
 from test_train_helpers import TINY_ARGS, arrays_of, assert_bitwise_equal, make_tiny_cache
 
@@ -126,15 +126,15 @@ def test_install_hints_never_suggest_a_second_cupy():
 
 
 def test_the_nccl_hint_follows_cupys_cuda_version(cupy, monkeypatch):
-    from alexnet_np import distributed
+    from alexnet_np.parallel import distributed
     assert distributed.nccl_install_hint(cupy) == "pip install nvidia-nccl-cu13"
     monkeypatch.setattr(cupy._rules, "CUDA_VERSION", 12080)
     assert distributed.nccl_install_hint(cupy) == "pip install nvidia-nccl-cu12"
 
 
 def test_dropout_masks_are_the_same_bits_on_numpy_and_a_gpu(cupy):
-    from alexnet_np.backend import Device
-    from alexnet_np.layers import Dropout
+    from alexnet_np.nn.backend import Device
+    from alexnet_np.nn.layers import Dropout
     masks = []
     for device in (Device(), standin_gpus(2)[1]):
         drop = Dropout(device, 0.5, (0, 0xD0, 7, 1))
@@ -300,7 +300,7 @@ def test_towers_on_two_gpus_are_queued_layer_by_layer():
     one GPU is then the head's own work (the loss and fc8 backward, on GPU 0 only: 35 here),
     where a stage at a time gave 118."""
     from alexnet_np.config import Config
-    from alexnet_np.model import AlexNet
+    from alexnet_np.nn.model import AlexNet
     config = Config(num_classes=5, input_size=67, conv_channels=(4, 8, 8, 8, 6), fc_units=(8, 6), seed=3)
     gpus = standin_gpus(2)
     net = AlexNet(config, gpus)
@@ -322,9 +322,9 @@ def test_towers_on_two_gpus_are_queued_layer_by_layer():
 
 def test_a_training_step_of_the_paper_net_is_a_few_hundred_array_operations():
     """Every array operation is a CuPy launch or copy, 5-20 µs of host time each: counted on
-    the stand-in (bench.py --count-ops), with a GPU's whole-batch chunks, which make the count
+    the stand-in (benchmarks/bench.py --count-ops), with a GPU's whole-batch chunks, which make the count
     the same at any batch size that fits them (here 2 and 4 images of 227 x 227)."""
-    import bench
+    from benchmarks import bench
     counts = [bench.count_ops(n)[1] for n in (2, 4)]
     assert counts[0] == counts[1]
     assert counts[0]["train"] <= 1000 and counts[0]["infer"] <= 300, counts[0]

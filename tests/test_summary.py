@@ -4,8 +4,8 @@ import subprocess
 import sys
 
 from alexnet_np.config import Config
-from alexnet_np.model import AlexNet
-from alexnet_np.summary import format_summary, layer_table
+from alexnet_np.nn.model import AlexNet
+from alexnet_np.paper.summary import format_summary, layer_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,9 +24,9 @@ def test_summary_counts_agree_with_the_built_model():
 
 
 def test_summary_command_line():
-    out = subprocess.run([sys.executable, "-m", "alexnet_np.summary", "--input-size", "67",
+    out = subprocess.run([sys.executable, "-m", "alexnet_np.paper.summary", "--input-size", "67",
                           "--num-classes", "10"], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert "input 3x67x67" in out and "10 classes" in out
-    bad = subprocess.run([sys.executable, "-m", "alexnet_np.summary", "--input-size", "224"], cwd=ROOT,
+    bad = subprocess.run([sys.executable, "-m", "alexnet_np.paper.summary", "--input-size", "224"], cwd=ROOT,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "224" in bad.stderr and "Traceback" not in bad.stderr

@@ -9,12 +9,12 @@ import itertools
 import numpy as np
 import pytest
 
-from alexnet_np import augment
-from alexnet_np.backend import Device
+from alexnet_np.data import augment
+from alexnet_np.nn.backend import Device
 from alexnet_np.config import Config, add_config_arguments, config_from_arguments, one_tower_comparison
-from alexnet_np.layers import LocalResponseNorm, MaxPool, ReLU, Tanh
-from alexnet_np.model import AlexNet, layer_sizes
-from alexnet_np.summary import format_summary
+from alexnet_np.nn.layers import LocalResponseNorm, MaxPool, ReLU, Tanh
+from alexnet_np.nn.model import AlexNet, layer_sizes
+from alexnet_np.paper.summary import format_summary
 from gradcheck import assert_close, check_parameter_directions, numerical_gradient
 
 CPU = Device()

@@ -18,9 +18,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from alexnet_np.config import Config                   # noqa: E402
-from alexnet_np.model import AlexNet                   # noqa: E402
-from alexnet_np.optim import SGD                       # noqa: E402
-from alexnet_np import reference_torch as reference    # noqa: E402
+from alexnet_np.nn.model import AlexNet                   # noqa: E402
+from alexnet_np.nn.optim import SGD                       # noqa: E402
+from alexnet_np.interop import reference_torch as reference    # noqa: E402
 
 SMALL = Config(num_classes=7, input_size=67, conv_channels=(8, 16, 24, 24, 16), fc_units=(32, 32),
                lrn_alpha=0.5, lrn_k=2.0, init_std=0.2, dtype="float64",

@@ -1,15 +1,15 @@
-"""python -m alexnet_np.trace (issue 9): the table on the demo configuration, and --break
+"""python -m alexnet_np.paper.trace (issue 9): the table on the demo configuration, and --break
 reaching the right layer with its real input (a stand-in debugger)."""
 import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_np import trace
-from alexnet_np.backend import Device
+from alexnet_np.paper import trace
+from alexnet_np.nn.backend import Device
 from alexnet_np.config import DEMO
-from alexnet_np.data import Cache, eval_batches
-from alexnet_np.model import AlexNet, layer_sizes
-from alexnet_np.prepare import prepare
+from alexnet_np.data.loader import Cache, eval_batches
+from alexnet_np.nn.model import AlexNet, layer_sizes
+from alexnet_np.data.prepare import prepare
 
 BATCH = 3
 

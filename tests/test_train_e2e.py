@@ -16,7 +16,7 @@ from PIL import Image
 import evaluate
 import figures as figures_script
 import train
-from alexnet_np.checkpoint import load
+from alexnet_np.train.checkpoint import load
 
 from test_train_helpers import TINY_ARGS, make_tiny_cache
 
@@ -121,7 +121,7 @@ def test_figures_command(run, capsys):
 
 
 def test_nearest_neighbours_streamed_match_brute_force():
-    from alexnet_np.figures import nearest_neighbours
+    from alexnet_np.train.figures import nearest_neighbours
     rng = np.random.default_rng(0)
     train_features = rng.standard_normal((53, 7))
     queries = rng.standard_normal((4, 7))

@@ -12,7 +12,7 @@ import pytest
 
 import evaluate
 import train
-from alexnet_np.backend import gpu_available
+from alexnet_np.nn.backend import gpu_available
 
 from test_train_helpers import TINY_ARGS, make_tiny_cache, make_tiny_images
 
@@ -131,7 +131,7 @@ def test_loss_not_finite_stops_and_keeps_the_last_good_checkpoint(setup, tmp_pat
     records = [json.loads(r) for r in open(os.path.join(out, "log.jsonl"))]
     bad = [r for r in records if r["kind"] == "not finite"][0]
     assert f"step {bad['step']}" in line
-    from alexnet_np.checkpoint import load
+    from alexnet_np.train.checkpoint import load
     import numpy as np
     saved = load(os.path.join(out, "last.npz"))
     assert saved.position[2] == bad["step"] - 1          # the step before the bad one, checkpointed
@@ -144,6 +144,6 @@ def test_stall_at_chance_is_reported(setup, tmp_path, capsys):
     assert train.main(["--data", setup["cache"], "--out", out, *TINY_ARGS, "--init-std", "0.01",
                        "--stall-steps", "6", "--no-figures"]) == 0
     text = capsys.readouterr().out
-    assert "warning: the loss has stayed at ln(4) = 1.386" in text and "README" in text
+    assert "warning: the loss has stayed at ln(4) = 1.386" in text and "docs/training.md" in text
     records = [json.loads(r) for r in open(os.path.join(out, "log.jsonl"))]
     assert [r["kind"] for r in records].count("stall") == 1

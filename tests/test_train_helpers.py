@@ -7,7 +7,7 @@ noise), 15 training and 5 validation images each, written as PNGs in the ImageFo
 layout and prepared at 76 by ``prepare`` like any data set. A net this small learns them
 within a few epochs, so "the loss falls" is a real check. ``init_std`` is 0.1: with the
 paper's 0.01 such narrow layers pass almost no signal and the loss stays at ln K (see the
-stall test and README).
+stall test and docs/training.md).
 """
 import os
 import time
@@ -43,7 +43,7 @@ def make_tiny_images(root, per_class=(15, 5), seed=0):
 
 def make_tiny_cache(root, per_class=(15, 5)):
     """Generate and prepare the tiny data set under ``root``; returns the cache folder."""
-    from alexnet_np.prepare import prepare
+    from alexnet_np.data.prepare import prepare
     source = make_tiny_images(os.path.join(root, "images"), per_class)
     return prepare(source, os.path.join(root, "cache"), image_size=76, workers=1, progress=False,
                    print_fn=lambda *a: None)

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import train
-from alexnet_np.checkpoint import load
+from alexnet_np.train.checkpoint import load
 
 from test_train_helpers import TINY_ARGS, arrays_of, assert_bitwise_equal, make_tiny_cache, wait_for_logged_steps
 

@@ -1,0 +1,84 @@
+"""A data set seen with a checkpoint's classes: labels matched by name (WordNet id), the
+checkpoint's mean image.
+
+Dimensions:
+    M  images of a split    K  the checkpoint's classes    R  stored image side    C  channels
+
+A converted model (``alexnet_np.interop.convert``) names its outputs: ``meta["classes"]``, the 1000
+WordNet ids in output order, and ``meta["class_names"]``. Any prepared data set whose class
+folders are among them can then be evaluated, drawn and compared with published numbers:
+a folder of a few photos in ``train/<wnid>/`` folders, the ILSVRC-2012 validation set, a
+subset prepared with other class indices. Each split's label (an index into the data's own
+class list) becomes the index of the same WordNet id among the checkpoint's outputs.
+The checkpoint's mean image (Caffe's), when it has one, replaces the data's.
+
+    for_checkpoint(cache, ckpt, mean_image=None) -> cache, or a ``CheckpointView`` of it
+"""
+import copy
+
+import numpy as np
+
+from .checkpoint import CheckpointError
+from ..data.loader import Cache
+
+
+class CheckpointView(Cache):
+    """``cache`` with ``classes``/``class_names`` (K) of a checkpoint, every split's labels
+    (M,) mapped through ``label_map`` (the data's index -> the checkpoint's), and ``mean_image``
+    (R, R, C) replaced when given. Everything else is the cache's."""
+
+    def __init__(self, cache, classes, class_names, label_map, mean_image=None):
+        self.__dict__.update(cache.__dict__)
+        self._splits = {}
+        self.data_classes = list(cache.classes)                      # the data's own, before mapping
+        self.classes, self.class_names = list(classes), list(class_names)
+        self.label_map = label_map                                   # (classes of the data,) int64
+        if mean_image is not None:
+            self.mean_image = np.asarray(mean_image, dtype=np.float32)  # (R, R, C)
+
+    def __repr__(self):
+        """The data's own classes and the checkpoint's they map onto (87 of 1000, say)."""
+        counts = ", ".join(f"{s} {self.meta['counts'][s]}" for s in self.splits)
+        mapped = ("" if self.data_classes == self.classes else
+                  f" (mapped by WordNet id onto {len(self.classes)} classes of the checkpoint)")
+        return (f"<Cache {self.path}: {len(self.data_classes)} classes{mapped}, {counts}, "
+                f"{self.image_size}px>")
+
+    def split(self, name):
+        if name not in self._splits:
+            split = copy.copy(Cache.split(self, name))
+            split.labels = self.label_map[split.labels]              # (M,) checkpoint's indices
+            self._splits[name] = split
+        return self._splits[name]
+
+
+def for_checkpoint(cache, ckpt, mean_image=None):
+    """The cache as ``ckpt`` sees it; one-line ``CheckpointError`` when the classes do not fit.
+
+    Checkpoints that name their classes are matched by name; others (trained here) need the
+    same number of classes as the data, which is then taken as is. The mean image is the
+    checkpoint's own (a converted model's), else ``mean_image`` (R, R, C) when given (that of
+    the data the weights were trained on), else the data's.
+    """
+    classes = ckpt.meta.get("classes")
+    mean = ckpt.mean_image if ckpt.mean_image is not None else mean_image
+    if mean is not None and mean.shape[:2] != (cache.image_size, cache.image_size):
+        raise CheckpointError(f"checkpoint {ckpt.path} has a {mean.shape[0]}x{mean.shape[1]} mean image, the data "
+                              f"{cache.path} {cache.image_size}x{cache.image_size} images: prepare it with "
+                              f"--image-size {mean.shape[0]}")
+    if classes is None:
+        if len(cache.classes) != ckpt.config.num_classes:
+            raise CheckpointError(f"checkpoint {ckpt.path} is of another configuration: it has "
+                                  f"{ckpt.config.num_classes} classes, the data {cache.path} has {len(cache.classes)}")
+        if mean is None:
+            return cache
+        return CheckpointView(cache, cache.classes, cache.class_names,
+                              np.arange(len(cache.classes), dtype=np.int64), mean)
+    index = {c: k for k, c in enumerate(classes)}
+    unknown = [c for c in cache.classes if c not in index]
+    if unknown:
+        raise CheckpointError(f"the data {cache.path} has classes the checkpoint {ckpt.path} does not know: "
+                              f"{unknown[:5]}{'...' if len(unknown) > 5 else ''} (its {len(classes)} classes "
+                              f"are WordNet ids such as {classes[0]}; class folders must be named by them)")
+    label_map = np.array([index[c] for c in cache.classes], dtype=np.int64)
+    return CheckpointView(cache, classes, ckpt.meta.get("class_names", classes), label_map, mean)
