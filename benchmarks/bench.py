@@ -527,7 +527,7 @@ def count_ops(batch_size):
 
     totals = {}
     for figure, work in (("train", train_step), ("infer", lambda: net.infer(images))):
-        work()                      # warm: scratch memory is allocated on the first call
+        work()                      # warm: the reused memory is allocated on the first calls
         counts.clear()
         before = launched()
         work()

@@ -1,10 +1,10 @@
-"""A device's output buffers and workspace (alexnet_np.memory): what the layers rely on."""
+"""A device's output buffers and workspace (alexnet_np.nn.memory): what the layers rely on."""
 import numpy as np
 import pytest
 
-from alexnet_np.backend import Device
+from alexnet_np.nn.backend import Device
 from alexnet_np.config import Config
-from alexnet_np.model import AlexNet
+from alexnet_np.nn.model import AlexNet
 
 
 def test_outputs_alternate_between_two_buffers():
