@@ -10,7 +10,7 @@ and written as JSON (default: next to the checkpoint, eval-<checkpoint>-<split>-
 through a temporary file renamed into place, as the predictions CSV.
 Errors follow §6's definition, with ties broken by class index (alexnet_np/train/metrics.py).
 Exit status: 0, or 2 with one line ``error: ...``. Under ``mpiexec -n R`` the batches are
-shared among the ranks and the result equals one process's (``alexnet_np.evaluation``);
+shared among the ranks and the result equals one process's (``alexnet_np.train.evaluation``);
 rank 0 alone prints and writes.
 """
 import argparse

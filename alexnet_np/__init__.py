@@ -25,7 +25,7 @@ Importing the package loads nothing; ``alexnet_np.load`` opens a trained net
 
 
 def load(path=None, device="auto", gpus=None, batch_size=None):
-    """A trained net (``alexnet_np.trained.TrainedNet``) of the checkpoint at ``path``
-    (None: best.npz of the newest run under runs/); see ``alexnet_np.trained.load``."""
+    """A trained net (``alexnet_np.train.trained.TrainedNet``) of the checkpoint at ``path``
+    (None: best.npz of the newest run under runs/); see ``alexnet_np.train.trained.load``."""
     from .train.trained import load as load_trained   # here, so that importing the package stays light
     return load_trained(path, device, gpus, batch_size)

@@ -238,7 +238,7 @@ class Ours:
 
 
 class Theirs:
-    """PyTorch's identical net (alexnet_np.reference_torch), its SGD and the same batch."""
+    """PyTorch's identical net (alexnet_np.interop.reference_torch), its SGD and the same batch."""
 
     def __init__(self, config, device, images, labels, state=None, inplace_relu=True):
         import torch

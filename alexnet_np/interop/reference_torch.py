@@ -4,11 +4,11 @@ Dimensions:
     N  batch    S  input size    G  towers (2)    F  filters (all towers)    K  classes
 
 PyTorch is a development dependency only: nothing in the package imports this module;
-the agreement tests (tests/test_torch_reference.py) and bench.py import it when PyTorch
+the agreement tests (tests/test_torch_reference.py) and benchmarks/bench.py import it when PyTorch
 is installed. PyTorch holds both towers in one tensor per layer, NCHW, and expresses the
 towers as the paper's Figure 2 does with its own primitives:
 
-    layer  | here                                   | our model (alexnet_np.model)
+    layer  | here                                   | our model (alexnet_np.nn.model)
     -------+----------------------------------------+-----------------------------------
     conv1  | Conv2d(3, F1): both towers see the image| tower g: F1/G kernels
     lrn1,2 | LocalResponseNorm on each tower's half  | one LRN layer per tower
@@ -31,7 +31,7 @@ with ``True`` it gets ``lrn_alpha`` itself (``torch_lrn_alpha``).
 Dropout (§4.2) multiplies by explicit masks: ``forward(..., masks={"drop6": m6, "drop7": m7})``
 with the masks *as our layers store them* (0/1, times 1/(1-p) when inverted;
 ``masks_from`` reads them from our model after a training forward). Without masks at
-training time the masks are drawn here (bench.py). At test time outputs are multiplied by
+training time the masks are drawn here (benchmarks/bench.py). At test time outputs are multiplied by
 (1 - p) (the paper) or left alone (inverted), exactly as in our Dropout.
 """
 import numpy as np
@@ -43,7 +43,7 @@ try:
     from torch import nn
     import torch.nn.functional as F
 except ImportError as error:  # the message says what to do
-    raise ImportError("alexnet_np.reference_torch needs PyTorch, a development dependency: "
+    raise ImportError("alexnet_np.interop.reference_torch needs PyTorch, a development dependency: "
                       f"pip install -r requirements-dev.txt ({error})") from None
 
 # Parameterised layers, in our naming (tower{g}.<name> for all but fc8).
@@ -106,7 +106,7 @@ class TorchAlexNet(nn.Module):
     """The paper's two-tower net (§3, Figure 2) as one PyTorch module, NCHW.
 
     ``inplace_relu``: True is how PyTorch users write it (torchvision's AlexNet); it saves
-    one activation per ReLU and changes nothing else. bench.py's per-layer breakdown,
+    one activation per ReLU and changes nothing else. benchmarks/bench.py's per-layer breakdown,
     which feeds each layer a fresh leaf tensor, needs False.
     """
 
@@ -223,7 +223,7 @@ def weights(net):
 
 
 def masks_from(model):
-    """The dropout masks our ``model`` (alexnet_np.model.AlexNet) used in its last training
+    """The dropout masks our ``model`` (alexnet_np.nn.model.AlexNet) used in its last training
     forward, as {"drop6": tensor, "drop7": tensor} for TorchAlexNet.forward (towers concatenated)."""
     masks = {}
     for name in ("drop6", "drop7"):
@@ -239,7 +239,7 @@ def _decay(name, config):
 
 
 class PaperSGD:
-    """§5's update, written as the paper writes it (and as alexnet_np.optim.SGD does):
+    """§5's update, written as the paper writes it (and as alexnet_np.nn.optim.SGD does):
 
         v <- momentum v - weight_decay lr w - lr dL/dw;   w <- w + v
     """
@@ -254,7 +254,7 @@ class PaperSGD:
         c = self.config
         for name, w in self.params:
             v = self.velocity[name]
-            step = w * _decay(name, c)       # the same operation order as alexnet_np.optim.SGD
+            step = w * _decay(name, c)       # the same operation order as alexnet_np.nn.optim.SGD
             step += w.grad
             step *= self.lr
             v *= c.momentum
