@@ -79,3 +79,19 @@ def test_training_steps_reuse_the_same_memory_after_the_first():
     step()
     held = step()                 # the second step: the workspace has grown to what a step needs
     assert step() == held         # from then on the same arrays, nothing allocated afresh
+
+
+def test_towers_on_one_device_keep_a_stage_output_the_other_tower_would_overwrite():
+    """Inference with Caffe's LRN across towers ends a stage with a ReLU's output, still in the
+    device's output buffers; on one shared device the second tower's stage would overwrite it
+    before the exchange reads it, unless the tower copies it (``Tower.forward``)."""
+    config = Config(input_size=67, image_size=67, batch_size=4, num_classes=10, lrn_across_towers=True,
+                    dtype="float64")
+    images = np.random.default_rng(1).standard_normal((4, 3, 67, 67))
+    shared = Device()
+    one_device = AlexNet(config, [shared, shared])
+    two_devices = AlexNet(config)
+    two_devices.load_state_dict(one_device.state_dict())
+    expected = two_devices.forward(images, train=False).copy()   # keeps its outputs: no buffers reused
+    # float64: the GEMMs' summation order (side by side, or one after the other) is all that differs
+    np.testing.assert_allclose(one_device.infer(images), expected, rtol=1e-10, atol=1e-12)
