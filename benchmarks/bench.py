@@ -208,7 +208,7 @@ class Ours:
             self.net.for_inference()
         if train:  # no momentum buffers in an inference figure (PyTorch makes its own lazily)
             self.opt = SGD(self.net.parameters(), config.lr, config.momentum, config.weight_decay,
-                           config.decay_biases)
+                           config.decay_biases, flat=self.net.flat)
         head = self.devices[0]
         with head:  # no copy on the CPU (PyTorch shares the NumPy batch too)
             self.images, self.labels = move(images, head), move(labels, head)
@@ -492,7 +492,7 @@ def count_ops(batch_size):
     rules = devices[0].xp._rules
     launched = lambda: sum(rules.launches.values())  # noqa: E731
     net = AlexNet(config, devices)
-    opt = SGD(net.parameters(), config.lr, config.momentum, config.weight_decay, config.decay_biases)
+    opt = SGD(net.parameters(), config.lr, config.momentum, config.weight_decay, config.decay_biases, flat=net.flat)
     images, labels = batch(config, batch_size)
     counts = collections.Counter()
 

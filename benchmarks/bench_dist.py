@@ -62,7 +62,8 @@ def worker(args):
     devices = rank_devices("cpu", config.towers, None, world)
     model = AlexNet(config, devices)
     buckets = GradientBuckets(model, world, progress_thread=not args.no_progress_thread) if world.size > 1 else None
-    sgd = SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    sgd = SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+              flat=model.flat)
     rng = np.random.default_rng(world.rank)
     n = rows.stop - rows.start
     images = (rng.standard_normal((n, 3, config.input_size, config.input_size)) * 50).astype(np.float32)

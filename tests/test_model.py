@@ -183,6 +183,50 @@ def test_sgd_follows_section_5(decay_biases, update_elements):
             assert_close(w, expected[name][0], rtol=1e-12, what=f"{name} step {step}")
 
 
+@pytest.mark.parametrize("decay_biases", [False, True])
+def test_sgd_over_packed_parameters_is_the_update_array_by_array(decay_biases):
+    """The update over each device's flat arrays (model.flat) against the same update one
+    parameter array at a time, in pieces of 1000 entries: bitwise equal, weights and momentum."""
+    config = Config(input_size=67, image_size=67, batch_size=2, num_classes=10, dtype="float64")
+    packed, plain = AlexNet(config), AlexNet(config)
+    for net in (packed, plain):
+        for device in net.devices:
+            device.update_elements = 1000
+    opts = [SGD(net.parameters(), 0.01, 0.9, 0.0005, decay_biases, flat=flat)
+            for net, flat in ((packed, packed.flat), (plain, ()))]
+    assert len(opts[0].flat) == 2 and not opts[1].flat
+    r = np.random.default_rng(5)
+    for _ in range(3):
+        grads = {name: r.standard_normal(w.shape) for name, w, _, _ in packed.parameters()}
+        for net, opt in zip((packed, plain), opts):
+            net.zero_grads()
+            for name, _, dw, _ in net.parameters():
+                dw += grads[name]
+            opt.step()
+    for (name, w, _, _), (_, w_plain, _, _) in zip(packed.parameters(), plain.parameters()):
+        assert np.array_equal(w, w_plain), name
+        assert np.array_equal(opts[0].velocity[name], opts[1].velocity[name]), name
+
+
+def test_packed_parameters_are_the_layers_arrays_until_someone_replaces_them():
+    config = Config(input_size=67, image_size=67, batch_size=2, num_classes=10)
+    net = AlexNet(config)
+    (first, second) = net.flat
+    assert first.holds() and second.holds()
+    conv1 = net.towers[0].conv1
+    assert np.shares_memory(conv1.params["W"], first.weights) and np.shares_memory(conv1.grads["b"], first.grads)
+    assert first.bias_start < first.weights.size       # weights first, then the biases
+    conv1.grads["W"][...] = 1
+    net.zero_grads()                                  # one fill of the flat gradient
+    assert not conv1.grads["W"].any()
+    conv1.grads["W"] = np.ones_like(conv1.grads["W"])  # as the ranks' gradient buckets do
+    assert not first.holds()
+    net.zero_grads()                                  # then array by array
+    assert not conv1.grads["W"].any()
+    opt = SGD(net.parameters(), flat=net.flat)
+    assert list(opt.flat) == [id(second.device)]      # the update, too, only where it still holds
+
+
 def test_sgd_state_restores_exactly():
     params = fake_parameters()
     opt = SGD(params, lr=0.1)

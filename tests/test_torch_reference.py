@@ -159,7 +159,9 @@ def test_sgd_steps_float64(optimiser, decay_biases, inverted):
     torch.optim.SGD gives the paper's update as long as lr is constant (reference.torch_sgd)."""
     config = SMALL.replace(decay_biases=decay_biases, dropout_inverted=inverted)
     ours, theirs = nets(config)
-    opt = SGD(ours.parameters(), config.lr, config.momentum, config.weight_decay, config.decay_biases)
+    opt = SGD(ours.parameters(), config.lr, config.momentum, config.weight_decay, config.decay_biases,
+              flat=ours.flat)
+    assert len(opt.flat) == len(ours.flat) == 2    # the update as training runs it: over each device's flat arrays
     their_opt = (reference.PaperSGD(theirs, config) if optimiser == "paper"
                  else reference.torch_sgd(theirs, config))
     start = ours.state_dict()

@@ -20,6 +20,7 @@ backward pass is the same list read in reverse.
 import numpy as np
 
 from .backend import Device, SideBySide, move
+from .flat import FlatParameters
 from ..config import ConfigError
 from .layers import (ChannelSlice, Conv2D, Dropout, Flatten, Linear, LocalResponseNorm,
                      MaxPool, ReLU, SoftmaxCrossEntropy, Tanh, conv_output_size, pool_output_size)
@@ -234,6 +235,17 @@ class LayerParameters:
     network (``AlexNet``, ``figure1_net.Figure1Net``) only says which layers it has."""
 
     inference_only = False   # set by ``for_inference``
+    flat = ()                # one FlatParameters per device, once ``pack_parameters`` ran
+
+    def pack_parameters(self):
+        """Put each device's parameters end to end in one flat array and their gradients in
+        another (``flat.FlatParameters``): the optimiser's update and the zeroing are then a
+        few array operations a device. The networks call it once they are built."""
+        by_device = {}
+        for lname, layer in self.named_layers():
+            device_entries = by_device.setdefault(id(layer.device), (layer.device, []))[1]
+            device_entries.extend((f"{lname}.{key}", layer, key) for key in layer.params)
+        self.flat = [FlatParameters(device, entries) for device, entries in by_device.values()]
 
     def parameters(self):
         """[(name, array, grad, device)], e.g. ("tower1.conv3.W", W, dW, device); grad is
@@ -247,13 +259,21 @@ class LayerParameters:
         refused afterwards. Returns the network."""
         for _, layer in self.named_layers():
             layer.grads = {}
+        for flat in self.flat:
+            flat.drop_grads()
         self.inference_only = True
         return self
 
     def zero_grads(self):
+        packed = [flat for flat in self.flat if flat.holds()]
+        for flat in packed:
+            with flat.device:            # one memset a device
+                flat.grads.fill(0)
+        done = {id(layer) for flat in packed for layer, _ in flat.entries}
         for _, layer in self.named_layers():
-            with layer.device:          # the memsets run on the layer's own device
-                layer.zero_grads()
+            if id(layer) not in done:
+                with layer.device:      # the memsets run on the layer's own device
+                    layer.zero_grads()
 
     def first_not_finite(self):
         """The name of the first parameter holding a value that is not finite, or None."""
@@ -323,6 +343,7 @@ class AlexNet(LayerParameters):
         self.fc8 = Linear(head, init_weight(rng, (config.num_classes, fc7_all), config.init_std, config.dtype),
                           init_bias(config.num_classes, 0.0, config.dtype))
         self.loss_layer = SoftmaxCrossEntropy(head)
+        self.pack_parameters()
 
     # ---------------------------------------------------------------- forward / backward
     def infer(self, images):

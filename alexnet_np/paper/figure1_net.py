@@ -68,6 +68,7 @@ class Figure1Net(LayerParameters):
                          init_bias(config.num_classes, 0.0, dt))
         self.layers = block(self.conv1) + block(self.conv2) + block(self.conv3) + [Flatten(device), self.fc]
         self.loss_layer = SoftmaxCrossEntropy(device)
+        self.pack_parameters()
 
     def infer(self, images):
         """Test-time logits, keeping nothing for backward (as ``AlexNet.infer``)."""

@@ -135,7 +135,8 @@ class Trainer:
         # which keeps references to them).
         self.buckets = GradientBuckets(self.model, self.world) if self.world.size > 1 else None
         self.optimizer = SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
-                             weight_decay=config.weight_decay, decay_biases=config.decay_biases)
+                             weight_decay=config.weight_decay, decay_biases=config.decay_biases,
+                             flat=self.model.flat)
         if self.options.lr_steps:
             self.schedule = FixedSchedule(config.lr, self.options.lr_steps)
         else:
