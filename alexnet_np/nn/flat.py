@@ -14,6 +14,7 @@ Whoever gives a layer gradient arrays of its own afterwards (the ranks' gradient
 ``parallel.buckets``, which lay them out in backward's order) leaves the flat gradient
 behind: ``holds`` tells, and the optimiser and the zeroing then go array by array.
 """
+import numpy as np
 
 
 class FlatParameters:
@@ -29,22 +30,27 @@ class FlatParameters:
         dtypes = {a.dtype for a in arrays}
         if len(dtypes) != 1:
             raise ValueError(f"parameters of one device must share a dtype to be packed, got {dtypes}")
-        size = sum(int(a.size) for a in arrays)
         self.device, self.entries = device, [(layer, key) for _, layer, key in entries]
+        self.shapes = {name: layer.params[key].shape for name, layer, key in entries}
+        sizes = [int(a.size) for a in arrays]
+        self.bias_start = sum(size for size, (_, _, key) in zip(sizes, entries) if key != "b")
         with device:
-            self.weights = device.xp.empty(size, dtype=arrays[0].dtype)   # (E,)
-            self.grads = device.xp.zeros(size, dtype=arrays[0].dtype)     # (E,)
-            self.views, offset, self.bias_start = {}, 0, size
+            self.weights = device.xp.empty(sum(sizes), dtype=arrays[0].dtype)   # (E,)
+            self.grads = device.xp.zeros(sum(sizes), dtype=arrays[0].dtype)     # (E,)
+            weights, grads = self.lay_out(self.weights), self.lay_out(self.grads)
             for name, layer, key in entries:
-                shape = layer.params[key].shape
-                if key == "b":
-                    self.bias_start = min(self.bias_start, offset)
-                w = self.weights[offset:offset + layer.params[key].size].reshape(shape)
-                dw = self.grads[offset:offset + layer.params[key].size].reshape(shape)
-                w[...] = layer.params[key]           # the gradients are zero: nothing to copy
-                layer.params[key], layer.grads[key] = w, dw
-                self.views[name] = (w, dw)
-                offset += w.size
+                weights[name][...] = layer.params[key]    # the gradients are zero: nothing to copy
+                layer.params[key], layer.grads[key] = weights[name], grads[name]
+        self.views = {name: (weights[name], grads[name]) for name in self.shapes}
+
+    def lay_out(self, flat):
+        """{name: view of ``flat`` (E,)}: each parameter's place in the packed order."""
+        views, offset = {}, 0
+        for name, shape in self.shapes.items():
+            size = int(np.prod(shape))
+            views[name] = flat[offset:offset + size].reshape(shape)
+            offset += size
+        return views
 
     def holds(self):
         """True while every layer's parameter and gradient is still our view."""

@@ -288,8 +288,10 @@ class Conv2D(Layer):
                         col2im(dcol.reshape(C, KH, KW, n1 - n0, OH, OW), self.stride, dx_pad[:, n0:n1])
             if not self.input_grad:
                 return None
-            if by_convolution or not p:
-                return dx if by_convolution else dx_pad
+            if by_convolution:
+                return dx
+            if not p:
+                return dx_pad
             dx = memory.output((C, N, H, Wd), dy.dtype)               # (C, N, H, W)
             dx[...] = dx_pad[:, :, p:H + p, p:Wd + p]
             return dx

@@ -43,23 +43,25 @@ class SGD:
     def packs(self, packed):
         """True when ``packed`` holds exactly our parameters (and gradients) of its device."""
         mine = {name: (w, dw) for name, w, dw, device in self.parameters if device is packed.device}
-        return packed.holds() and mine.keys() == packed.views.keys() and all(
-            w is pw and dw is pdw for name, (pw, pdw) in packed.views.items() for w, dw in [mine[name]])
+        if not packed.holds() or mine.keys() != packed.views.keys():
+            return False
+        return all(mine[name][0] is w and mine[name][1] is dw for name, (w, dw) in packed.views.items())
 
     def packed_velocity(self, packed):
         """A zero velocity laid out as ``packed``'s weights; ``self.velocity`` gets its views."""
         with packed.device:
             flat = packed.device.xp.zeros_like(packed.weights)             # (E,)
-        offset = 0
-        for name, (w, _) in packed.views.items():
-            self.velocity[name] = flat[offset:offset + w.size].reshape(w.shape)
-            offset += w.size
+        self.velocity.update(packed.lay_out(flat))
         return flat
+
+    @property
+    def bias_decay(self):
+        """The weight decay of the biases: the choice the paper leaves open (``decay_biases``)."""
+        return self.weight_decay if self.decay_biases else 0.0
 
     def decay_of(self, name):
         """The weight decay applied to the parameter ``name`` (biases end in ".b")."""
-        is_bias = name.endswith(".b")
-        return self.weight_decay if (self.decay_biases or not is_bias) else 0.0
+        return self.bias_decay if name.endswith(".b") else self.weight_decay
 
     def step(self):
         """One update of every parameter from its gradient (§5's two lines).
@@ -81,9 +83,8 @@ class SGD:
     def update_packed(self, device, packed, velocity):
         """The update over a device's flat arrays: the weights, then the biases (``packed``)."""
         split, size = packed.bias_start, packed.weights.size
-        bias_decay = self.weight_decay if self.decay_biases else 0.0
         with device, device.memory.workspace():
-            for start, stop, decay in ((0, split, self.weight_decay), (split, size, bias_decay)):
+            for start, stop, decay in ((0, split, self.weight_decay), (split, size, self.bias_decay)):
                 if stop > start:
                     arrays = (packed.weights[start:stop], packed.grads[start:stop], velocity[start:stop])
                     for part in self.parts(device, *arrays):
