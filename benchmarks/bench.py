@@ -219,7 +219,6 @@ class Ours:
 
     def train_step(self):
         self.net.forward_loss(self.images, self.labels, train=True)
-        self.net.zero_grads()
         self.net.backward()
         self.opt.step()
 
@@ -516,12 +515,10 @@ def count_ops(batch_size):
     for name, layer in (("fc8", net.fc8), ("loss", net.loss_layer)):
         for method in ("forward", "backward", "infer"):
             count(layer, method, (name, method))
-    count(net, "zero_grads", ("zero_grads", "backward"))
     count(opt, "step", ("sgd", "backward"))
 
     def train_step():
         net.forward_loss(images, labels, train=True)
-        net.zero_grads()
         net.backward()
         opt.step()
 
@@ -658,7 +655,7 @@ def print_layers(layers, use_torch, batch_size):
     torch_step = layers["torch_step_ms"]
     print(f"{'whole step':10s} {step:19.1f} "
           + (f"{torch_step:21.1f} {step / torch_step:10.2f}" if torch_step else f"{'-':>21s}")
-          + "   (outside the rows, ours: input transpose, zero_grads, glue: "
+          + "   (outside the rows, ours: input transpose, glue: "
           f"{step - ours_sum:.1f} ms)")
     if use_torch:
         gaps = sorted(rows, key=lambda r: -(r.get("ours_fwd", 0) + r.get("ours_bwd", 0) + r.get("ours_step", 0)

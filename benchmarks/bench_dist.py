@@ -75,7 +75,6 @@ def worker(args):
         part = model.forward_loss(images, labels, train=True, step=i, rows=(rows.start, config.batch_size))
         world.sum_values([float(part)])
         t1 = time.perf_counter()
-        model.zero_grads()
         if buckets is None:
             model.backward()
         else:

@@ -22,7 +22,6 @@ def trained(config=TINY, steps=2):
         x = rng.standard_normal((4, 3, config.input_size, config.input_size)).astype(np.float32) * 50
         y = rng.integers(0, config.num_classes, 4)
         model.forward_loss(x, y, train=True)
-        model.zero_grads()
         model.backward()
         opt.step()
     return model, opt

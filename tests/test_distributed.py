@@ -155,7 +155,6 @@ def test_buckets_hold_the_gradients_and_start_as_backward_finishes_them(across):
     config = SMALL.replace(lrn_across_towers=across)
     plain = AlexNet(config)
     plain.forward_loss(images, labels, train=True)
-    plain.zero_grads()
     seen = []
     plain.backward(finished=seen.extend)
     assert seen == backward_order(plain)                      # every layer once, in backward's order
@@ -168,7 +167,6 @@ def test_buckets_hold_the_gradients_and_start_as_backward_finishes_them(across):
     for _, _, grad, _ in net.parameters():                    # every gradient is a view into a bucket
         assert sum(np.shares_memory(grad, flat) for flat in flats) == 1
     net.forward_loss(images, labels, train=True)
-    net.zero_grads()
     order = []
     net.backward(finished=lambda names: (buckets.finished(names), order.append(len(world.started))))
     assert order[-2] >= 1 and order == sorted(order)          # sums start before backward has ended
@@ -177,7 +175,6 @@ def test_buckets_hold_the_gradients_and_start_as_backward_finishes_them(across):
     buckets.wait()
     assert world.waited
     assert np.array_equal(flat_gradients(net), 3 * flat_gradients(plain))
-    net.zero_grads()                                          # reused next step: all pending again
     assert all(b.pending == b.layers and not b.started for b in buckets.buckets)
 
 
@@ -200,14 +197,12 @@ def test_buckets_on_two_devices_sum_over_host_copies():
     images, labels = rng.standard_normal((3, 3, 67, 67)), rng.integers(0, 5, 3)
     plain = AlexNet(SMALL, standin_gpus(2))
     plain.forward_loss(images, labels, train=True)
-    plain.zero_grads()
     plain.backward()
     net = AlexNet(SMALL, standin_gpus(2))
     world = HostCopyWorld(ranks=2)
     buckets = GradientBuckets(net, world)
     assert {b.device.index for b in buckets.buckets} == {0, 1}   # each tower's gradients on its device
     net.forward_loss(images, labels, train=True)
-    net.zero_grads()
     net.backward(finished=buckets.finished)
     buckets.wait()
     for (name, _, grad, device), (_, _, expected, _) in zip(net.parameters(), plain.parameters()):

@@ -115,7 +115,6 @@ def test_figure1_net_shapes_and_gradients():
             return float(net.forward_loss(images, labels))
 
         loss()
-        net.zero_grads()
         net.backward()
         for name, w, dw, _ in net.parameters():
             direction = rng.standard_normal(w.shape)

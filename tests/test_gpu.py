@@ -46,7 +46,6 @@ def one_step(devices, steps=1):
     opt = SGD(net.parameters(), lr=0.01)
     for _ in range(steps):
         loss = float(net.forward_loss(images, labels, train=False))
-        net.zero_grads()
         net.backward()
         opt.step()
     host = devices[0].to_host
@@ -77,7 +76,6 @@ def test_a_training_step_with_dropout_on_the_gpus_equals_the_cpus():
     for devices in (backend.tower_devices("gpu", SMALL.towers), [Device(), Device()]):
         net = AlexNet(config, devices)
         loss = net.forward_loss(images, labels, train=True, step=3)
-        net.zero_grads()
         net.backward()
         SGD(net.parameters()).step()
         results.append((float(devices[0].to_host(loss)), net.state_dict()))
@@ -148,12 +146,10 @@ def test_gradient_buckets_on_the_gpus(reducer):
     images, labels = batch()
     plain = AlexNet(SMALL, gpus)
     plain.forward_loss(images, labels, train=True)
-    plain.zero_grads()
     plain.backward()
     net = AlexNet(SMALL, gpus)
     buckets = GradientBuckets(net, OneRank(make))
     net.forward_loss(images, labels, train=True)
-    net.zero_grads()
     net.backward(finished=buckets.finished)
     buckets.wait()
     for (name, _, grad, device), (_, _, expected, _) in zip(net.parameters(), plain.parameters()):

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from alexnet_np.nn.backend import Device
+from alexnet_np.nn.backend import GPU, Device
 from alexnet_np.nn.layers import (Conv2D, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool, ReLU,
                                SoftmaxCrossEntropy, col2im, im2col)
 from gradcheck import assert_close, numerical_gradient
@@ -26,7 +26,8 @@ def check_layer_gradients(layer, x, seed=1, train=False, **forward_kw):
         return float(np.sum(layer.forward(x, train, **forward_kw) * dout))
 
     layer.forward(x, train, **forward_kw)
-    layer.zero_grads()
+    for g in layer.grads.values():
+        g[...] = np.nan   # backward writes the gradients: what was there must not matter
     dx = layer.backward(dout)
     if dx is not None:
         dx = dx.copy()   # it may live in an output buffer that the forwards below reuse
@@ -390,13 +391,29 @@ def test_conv_in_batch_chunks_matches_loops_and_gradients():
     x = r.standard_normal((3, 5, 9, 8))
     weight, bias = r.standard_normal((4, 3, 3, 2)), r.standard_normal(4)
     device = Device()
-    device.col_elements = 3 * 3 * 2 * 9 * 9 * 2       # two images per chunk: 3 chunks
-    conv = Conv2D(device, weight, bias, stride=1, pad=1)
+    device.few_filters_col_elements = 3 * 3 * 2 * 9 * 9 * 2   # two images per chunk: 3 chunks
+    conv = Conv2D(device, weight, bias, stride=1, pad=1)         # 4 filters: "few"
     assert len(conv._chunks(x)) == 3
     assert_close(conv.forward(x), conv_reference(x, weight, bias, 1, 1), rtol=1e-10, what="chunked conv")
     for by_convolution in (False, True):
         conv.input_grad_by_convolution = by_convolution
         check_layer_gradients(conv, x)
+
+
+def test_conv_chunks_follow_the_device_and_the_number_of_filters():
+    # conv1 (48 filters, 1.1M unfolded entries an image) goes an image at a time on the CPU,
+    # conv2 (128 filters, 875K an image) in chunks of 64 MiB, and on a GPU both take the batch.
+    x1, x2 = np.empty((3, 32, 227, 227), np.float32), np.empty((48, 32, 27, 27), np.float32)
+    def chunks(device, filters, x, kernel, stride, pad):
+        weight = np.zeros((filters, x.shape[0], kernel, kernel), np.float32)
+        return Conv2D(device, weight, np.zeros(filters, np.float32), stride, pad)._chunks(x)
+    assert chunks(Device(), 48, x1, 11, 4, 0) == [(n, n + 1) for n in range(32)]
+    assert chunks(Device(), 128, x2, 5, 1, 2) == [(0, 16), (16, 32)]
+
+    class LargeChunks(Device):   # the GPU's chunk sizes, without a GPU
+        col_elements = few_filters_col_elements = GPU.col_elements
+    assert chunks(LargeChunks(), 48, x1, 11, 4, 0) == [(0, 32)]
+    assert GPU.few_filters_col_elements == GPU.col_elements
 
 
 @pytest.mark.parametrize("make,shape", [

@@ -24,7 +24,6 @@ def test_whole_network_gradients_with_lrn_across_towers():
         return float(net.forward_loss(images, labels, train=True))
 
     loss()
-    net.zero_grads()
     net.backward()
     check_parameter_directions(net, loss)
 
@@ -52,7 +51,6 @@ def test_placement_with_lrn_across_towers():
     d0, d1 = standin_gpus(2)
     net = AlexNet(ACROSS, [d0, d1])
     loss = net.forward_loss(*batch(ACROSS), train=True)
-    net.zero_grads()
     net.backward()
     assert np.isfinite(float(d0.to_host(loss)))
     for name, w, dw, device in net.parameters():

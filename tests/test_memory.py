@@ -72,7 +72,6 @@ def test_training_steps_reuse_the_same_memory_after_the_first():
 
     def step():
         net.forward_loss(images, rng.integers(0, 10, 4), train=True)
-        net.zero_grads()
         net.backward()
         return [[id(b) for b in (*d.memory._outputs, d.memory._arena)] for d in net.devices]
 

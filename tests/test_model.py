@@ -72,7 +72,6 @@ def test_whole_network_gradients(train):
         return float(net.forward_loss(images, labels, train=train))
 
     loss()
-    net.zero_grads()
     net.backward()
     check_parameter_directions(net, loss)
     for name in ("tower1.conv1.b", "fc8.b", "tower0.conv3.b"):
@@ -85,10 +84,26 @@ def test_whole_network_gradients(train):
 def test_gradients_are_not_trivial():
     net = AlexNet(SMALL)
     net.forward_loss(*batch(SMALL), train=True)
-    net.zero_grads()
     net.backward()
     for name, _, dw, _ in net.parameters():
         assert np.abs(dw).max() > 0, name
+
+
+def test_backward_writes_the_gradients_whatever_they_held():
+    # Nothing zeroes the gradients between steps: every backward writes each of them
+    # (conv1 in chunks: the first chunk writes, the others add). A second step's gradients
+    # are its own, not the sum of the two.
+    images, labels = batch(SMALL)
+    fresh, reused = AlexNet(SMALL), AlexNet(SMALL)
+    for device in reused.devices:
+        device.few_filters_col_elements = device.col_elements = 1   # an image per chunk
+    for _, _, dw, _ in reused.parameters():
+        dw[...] = np.nan
+    for net in (fresh, reused, reused):
+        net.forward_loss(images, labels, train=True, step=0)
+        net.backward()
+    for (name, _, dw, _), (_, _, expected, _) in zip(reused.parameters(), fresh.parameters()):
+        assert np.allclose(dw, expected, rtol=1e-5, atol=1e-7), name
 
 
 def test_placement_and_crossings_on_two_gpus():
@@ -98,7 +113,6 @@ def test_placement_and_crossings_on_two_gpus():
     net = AlexNet(SMALL, [d0, d1])
     images, labels = batch(SMALL)
     loss = net.forward_loss(images, labels, train=True)
-    net.zero_grads()
     net.backward()
     assert np.isfinite(float(d0.to_host(loss)))
     for name, w, dw, device in net.parameters():
@@ -120,7 +134,6 @@ def test_one_device_and_two_devices_give_the_same_result(train):
     for devices in ([Device()] * 2, standin_gpus(2)):
         net = AlexNet(SMALL, devices)
         loss = float(net.forward_loss(images, labels, train=train))
-        net.zero_grads()
         net.backward()
         grads = {name: devices[0].to_host(dw) for name, _, dw, _ in net.parameters()}
         results.append((loss, devices[0].to_host(net.logits), grads))
@@ -136,7 +149,6 @@ def test_float32_forward_backward_stays_float32():
     net = AlexNet(cfg)
     images, labels = batch(cfg)
     loss = net.forward_loss(images, labels, train=True)   # float64 images are cast on arrival
-    net.zero_grads()
     net.backward()
     assert loss.dtype == np.float32 and net.logits.dtype == np.float32
     assert all(dw.dtype == np.float32 for _, _, dw, _ in net.parameters())
@@ -199,9 +211,8 @@ def test_sgd_over_packed_parameters_is_the_update_array_by_array(decay_biases):
     for _ in range(3):
         grads = {name: r.standard_normal(w.shape) for name, w, _, _ in packed.parameters()}
         for net, opt in zip((packed, plain), opts):
-            net.zero_grads()
             for name, _, dw, _ in net.parameters():
-                dw += grads[name]
+                dw[...] = grads[name]
             opt.step()
     for (name, w, _, _), (_, w_plain, _, _) in zip(packed.parameters(), plain.parameters()):
         assert np.array_equal(w, w_plain), name
@@ -216,13 +227,8 @@ def test_packed_parameters_are_the_layers_arrays_until_someone_replaces_them():
     conv1 = net.towers[0].conv1
     assert np.shares_memory(conv1.params["W"], first.weights) and np.shares_memory(conv1.grads["b"], first.grads)
     assert first.bias_start < first.weights.size       # weights first, then the biases
-    conv1.grads["W"][...] = 1
-    net.zero_grads()                                  # one fill of the flat gradient
-    assert not conv1.grads["W"].any()
     conv1.grads["W"] = np.ones_like(conv1.grads["W"])  # as the ranks' gradient buckets do
     assert not first.holds()
-    net.zero_grads()                                  # then array by array
-    assert not conv1.grads["W"].any()
     opt = SGD(net.parameters(), flat=net.flat)
     assert list(opt.flat) == [id(second.device)]      # the update, too, only where it still holds
 

@@ -311,7 +311,6 @@ def test_towers_on_two_gpus_are_queued_layer_by_layer():
     cupy._rules.sequence = []
     try:
         net.forward_loss(images, labels, train=True)
-        net.zero_grads()
         net.backward()
         sequence = cupy._rules.sequence
     finally:

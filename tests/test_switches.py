@@ -156,7 +156,6 @@ def test_one_tower_net_runs_with_no_crossings_and_correct_gradients():
         return float(net.forward_loss(images, labels, train=False))
 
     loss()
-    net.zero_grads()
     net.backward()
     assert net.crossings() == {"conv3": 0, "fc6": 0, "fc7": 0, "fc8": 0}
     check_parameter_directions(net, loss)
@@ -176,7 +175,6 @@ def test_whole_network_gradients_with_a_switch(change, rel):
         return float(net.forward_loss(images, labels, train=False))
 
     loss()
-    net.zero_grads()
     net.backward()
     check_parameter_directions(net, loss, rel)
 

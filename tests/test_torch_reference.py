@@ -76,7 +76,6 @@ def step_both(ours, theirs, images, labels, train):
 
     Returns (our loss, PyTorch's loss, masks used or None)."""
     loss = ours.forward_loss(images, labels, train=train)
-    ours.zero_grads()
     ours.backward()
     masks = reference.masks_from(ours) if train else None
     theirs.zero_grad(set_to_none=True)

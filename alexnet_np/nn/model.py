@@ -264,17 +264,6 @@ class LayerParameters:
         self.inference_only = True
         return self
 
-    def zero_grads(self):
-        packed = [flat for flat in self.flat if flat.holds()]
-        for flat in packed:
-            with flat.device:            # one memset a device
-                flat.grads.fill(0)
-        done = {id(layer) for flat in packed for layer, _ in flat.entries}
-        for _, layer in self.named_layers():
-            if id(layer) not in done:
-                with layer.device:      # the memsets run on the layer's own device
-                    layer.zero_grads()
-
     def first_not_finite(self):
         """The name of the first parameter holding a value that is not finite, or None."""
         for name, w, _, device in self.parameters():
@@ -309,7 +298,7 @@ class AlexNet(LayerParameters):
 
     Usage (one training step, without the optimiser):
         loss = net.forward_loss(images, labels, train=True)   # images (N, 3, S, S), labels (N,)
-        net.zero_grads(); net.backward()
+        net.backward()   # writes every gradient: nothing to zero first
 
     Data parallel (``distributed``): a rank computes rows ``first ..`` of a global batch of
     B; ``forward_loss(images, labels, step=s, rows=(first, B))`` gives its part of the
@@ -403,7 +392,8 @@ class AlexNet(LayerParameters):
             return self.loss_layer.forward(logits, move(labels, self.loss_layer.device), total)
 
     def backward(self, finished=None):
-        """Gradients of the last ``forward_loss`` into every layer's ``grads`` (added).
+        """Gradients of the last ``forward_loss`` into every layer's ``grads`` (written, not
+        added: nothing to zero first).
 
         ``finished``: called with the names of the layers (as ``named_layers``) whose
         gradients are complete, as soon as they are: data-parallel training starts summing

@@ -21,7 +21,7 @@ arms of Figure 1); pooling follows ``config.pool_size`` / ``pool_stride`` (floor
 inside the map only). No LRN, no dropout, biases 0, weights N(0, config.init_std); the
 training loop is the project's (``trainer.Trainer(..., model=Figure1Net(...))``), which
 this class serves with AlexNet's interface: ``forward``, ``forward_loss``, ``backward``,
-``zero_grads``, ``parameters``, ``named_layers``, ``state_dict``, ``logits``.
+``parameters``, ``named_layers``, ``state_dict``, ``logits``.
 """
 import numpy as np
 

@@ -176,7 +176,6 @@ class Trace:
     def run(self, images, labels):
         """One forward (training mode: dropout on) and backward; returns the loss."""
         loss = float(self.model.forward_loss(images, labels, train=True))
-        self.model.zero_grads()
         self.model.backward()
         return loss
 

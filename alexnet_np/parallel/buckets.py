@@ -66,7 +66,7 @@ class GradientBuckets:
     """The model's gradients in buckets, and their sums across the ranks of ``world``.
 
     Usage, one training step:
-        model.zero_grads(); model.backward(finished=buckets.finished); buckets.wait()
+        model.backward(finished=buckets.finished); buckets.wait()
     Install before the optimiser is made (it keeps references to the gradients).
     """
 

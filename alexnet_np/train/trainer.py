@@ -248,7 +248,6 @@ class Trainer:
                     loss, wrong, stopping = self.forward(images, labels, stop)
                     if not math.isfinite(loss):
                         self.fail(loss=loss)
-                    model.zero_grads()
                     if self.buckets is None:
                         model.backward()
                     else:
