@@ -54,6 +54,8 @@ def build_parser():
     parser.add_argument("--gpus", type=Several(NON_NEGATIVE_INT), default=None, metavar="I,J",
                         help="the GPU of each tower (default 0,1; with one GPU both towers share it; "
                              "under mpiexec by node-local rank)")
+    parser.add_argument("--winograd", action=argparse.BooleanOptionalAction, default=None,
+                        help="3x3 convolutions at stride 1 (conv3-conv5) by Winograd's F(2x2, 3x3) instead of im2col (default: on the CPU, where it is faster; not on a GPU)")
     parser.add_argument("--batch-size", type=POSITIVE_INT, default=None,
                         help="views per forward pass (default: the training batch size)")
     parser.add_argument("--json", type=output_file, default=None, help="where to write the result (default: next to the checkpoint)")
@@ -77,7 +79,7 @@ def run(args, world=None):
     world = world or distributed.World()
     path, ckpt, model, cache = open_trained_model(args.checkpoint, args.device, args.gpus, args.data,
                                                   args.cache, args.workers, args.progress and world.is_root,
-                                                  world=world)
+                                                  world=world, winograd=args.winograd)
     config, devices = ckpt.config, model.devices
     if args.split not in cache.splits:
         raise DataError(f"--split {args.split}: one of the splits of {cache.path}: {', '.join(cache.splits)}")

@@ -45,6 +45,8 @@ def build_parser():
                           "with --resume, the device the run was trained on")
     run.add_argument("--gpus", type=Several(NON_NEGATIVE_INT), default=None, metavar="I,J",
                      help="the GPU of each tower (default 0,1; with one GPU both towers share it)")
+    run.add_argument("--winograd", action=argparse.BooleanOptionalAction, default=None,
+                     help="3x3 convolutions at stride 1 (conv3-conv5) by Winograd's F(2x2, 3x3) instead of im2col (default: on the CPU, where it is faster; not on a GPU)")
     run.add_argument("--data", default=None,
                      help="an ImageFolder root (train/<class>/<image>, val/...) or a prepared cache "
                           "(default: the built-in demo data set)")
@@ -168,7 +170,7 @@ def run(args, world=None):
     # The device first: a wrong --device should fail before any data is prepared.
     kind = device_kind(args.device, ckpt)
     try:
-        devices = rank_devices(kind, config.towers, args.gpus, world)
+        devices = rank_devices(kind, config.towers, args.gpus, world, args.winograd)
     except DeviceError as error:
         if args.device is None and ckpt is not None:   # the kind came from the checkpoint
             raise DeviceError(f"{error} (--resume continues on the {kind.upper()} the run was trained "

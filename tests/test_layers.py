@@ -99,10 +99,12 @@ CONV_CASES = [
 
 @pytest.mark.parametrize("C,N,H,W,F,KH,KW,stride,pad", CONV_CASES)
 def test_conv_forward_matches_loops(C, N, H, W, F, KH, KW, stride, pad):
+    # by im2col; the 3 x 3 case by Winograd on the CPU as well: tests/test_winograd.py
     r = rng(2)
     x = r.standard_normal((C, N, H, W))
     weight, bias = r.standard_normal((F, C, KH, KW)), r.standard_normal(F)
     conv = Conv2D(CPU, weight, bias, stride=stride, pad=pad)
+    conv.winograd = False
     assert_close(conv.forward(x), conv_reference(x, weight, bias, stride, pad), rtol=1e-10, what="conv")
 
 
@@ -110,6 +112,7 @@ def test_conv_forward_matches_loops(C, N, H, W, F, KH, KW, stride, pad):
 def test_conv_gradients(C, N, H, W, F, KH, KW, stride, pad):
     r = rng(3)
     conv = Conv2D(CPU, r.standard_normal((F, C, KH, KW)) * 0.3, r.standard_normal(F), stride=stride, pad=pad)
+    conv.winograd = False
     check_layer_gradients(conv, r.standard_normal((C, N, H, W)))
 
 
@@ -162,7 +165,7 @@ def test_both_input_gradients_at_stride_1(C, N, H, W, F, KH, KW, stride, pad, by
     # dx by col2im and dx as a convolution of dy with the turned kernels, whichever the layer picks
     r = rng(3)
     conv = Conv2D(CPU, r.standard_normal((F, C, KH, KW)) * 0.3, r.standard_normal(F), stride=stride, pad=pad)
-    conv.input_grad_by_convolution = by_convolution
+    conv.input_grad_by_convolution, conv.winograd = by_convolution, False   # im2col (test_winograd.py: the other)
     check_layer_gradients(conv, r.standard_normal((C, N, H, W)))
 
 

@@ -209,13 +209,15 @@ def test_training_on_two_gpus_resumed_and_evaluated_equals_the_cpu_bitwise(cache
     assert "device: gpu; tower 0: gpu:0, tower 1: gpu:1" in first.stdout
     again = run("train.py", ["--resume", gpu, "--max-steps", "8"], standin_env(log))
     assert "device: gpu;" in again.stdout
-    run("train.py", ["--data", cache, "--out", cpu, *GPU_ARGS, "--device", "cpu", "--max-steps", "8"], os.environ)
+    # the CPU as a GPU computes: conv3-conv5 by im2col, not Winograd
+    run("train.py", ["--data", cache, "--out", cpu, *GPU_ARGS, "--device", "cpu", "--no-winograd", "--max-steps", "8"],
+        os.environ)
     assert_bitwise_equal(arrays_of(os.path.join(cpu, "last.npz")), arrays_of(os.path.join(gpu, "last.npz")))
     evaluations = []
     for device, env in (("gpu", standin_env(log)), ("cpu", os.environ)):
         out = str(tmp_path / f"eval-{device}.json")
         run("evaluate.py", ["--checkpoint", os.path.join(gpu, "last.npz"), "--ten-crop", "--device", device,
-                            "--no-progress", "--json", out], env)
+                            "--no-winograd", "--no-progress", "--json", out], env)
         evaluations.append({k: v for k, v in json.load(open(out)).items() if k in ("top1_wrong", "top5_wrong", "loss")})
     assert evaluations[0] == evaluations[1] and len(evaluations[0]) == 3
     assert_no_rule_broken(log, 3)
@@ -223,10 +225,11 @@ def test_training_on_two_gpus_resumed_and_evaluated_equals_the_cpu_bitwise(cache
 
 
 def test_both_towers_on_one_gpu_equal_the_cpu_bitwise(cache, tmp_path):
+    # and the GPU asked to do conv3-conv5 by Winograd, as the CPU does by default
     log = tmp_path / "standin.jsonl"
     gpu, cpu = str(tmp_path / "gpu"), str(tmp_path / "cpu")
-    out = run("train.py", ["--data", cache, "--out", gpu, *GPU_ARGS, "--device", "gpu", "--max-steps", "3"],
-              standin_env(log, gpus=1))
+    out = run("train.py", ["--data", cache, "--out", gpu, *GPU_ARGS, "--device", "gpu", "--winograd",
+                           "--max-steps", "3"], standin_env(log, gpus=1))
     assert "tower 0: gpu:0, tower 1: gpu:0" in out.stdout
     run("train.py", ["--data", cache, "--out", cpu, *GPU_ARGS, "--device", "cpu", "--max-steps", "3"], os.environ)
     assert_bitwise_equal(arrays_of(os.path.join(cpu, "last.npz")), arrays_of(os.path.join(gpu, "last.npz")))

@@ -36,7 +36,9 @@ to step instead of allocating fresh ones, which costs page faults and zeroing ev
 This keeps the memory of a training step below PyTorch's (``memory.DeviceMemory``).
 Copy an output if you keep it longer (the model's logits and fc7 features are fresh).
 """
-from . import counter_rng
+import math
+
+from . import counter_rng, winograd
 
 
 class Layer:
@@ -171,6 +173,13 @@ class Conv2D(Layer):
     dcol has C*KH*KW: so it is used where F <= C (conv3-conv5: measured 0.8-0.9x the time of
     col2im, and 4 operations instead of KH*KW + 3), not for conv2 (F = 128 > C = 48: 1.3x).
 
+    Winograd. On a device that asks for it (``device.winograd``: the CPU), a 3 x 3 kernel at
+    stride 1 (conv3-conv5) goes by Winograd's F(2x2, 3x3) instead (``winograd``): forward,
+    the input gradient (the turned convolution above) and the weights' gradient, each with
+    1.94x fewer multiply-adds on 13 x 13 maps. Measured at batch 32, one thread, forward
+    against im2col: conv3 0.83x, conv4 0.75x, conv5 0.81x the time. Its transforms are
+    about 30 array operations a call, where im2col is 4: a GPU keeps im2col.
+
     Tried and not kept: conv1 by space-to-depth (its stride-4 blocks as 48 channels, a 3 x 3
     kernel at stride 1): 1.11-1.14x slower on the CPU, and 20 array operations a step
     against 8.
@@ -184,6 +193,7 @@ class Conv2D(Layer):
         self.input_grad = input_grad  # conv1 needs no gradient for the image
         F, C, KH, KW = self.params["W"].shape
         self.input_grad_by_convolution = stride == 1 and F <= C and pad <= min(KH, KW) - 1
+        self.winograd = device.winograd and (KH, KW) == (3, 3) and stride == 1 and pad <= 2
 
     def output_shape(self, H, W):
         """(OH, OW) for an H x W input."""
@@ -198,7 +208,9 @@ class Conv2D(Layer):
         N, H, W = x.shape[1:]
         OH, OW = self.output_shape(H, W)
         per_image = C * KH * KW * OH * OW
-        if self.input_grad and self.input_grad_by_convolution:
+        if self.winograd:   # the transformed input and products of 4 x 4 tiles: 16 (C + F) T^2
+            per_image = 16 * (C + F) * math.prod(winograd.tiles(OH, OW))
+        elif self.input_grad and self.input_grad_by_convolution:
             per_image = max(per_image, F * KH * KW * H * W)
         limit = self.device.col_elements if F >= self.MANY_FILTERS else self.device.few_filters_col_elements
         count = -(-N // max(1, limit // per_image))                    # chunks needed, rounded up
@@ -247,12 +259,52 @@ class Conv2D(Layer):
         OH, OW = self.output_shape(x.shape[2], x.shape[3])
         memory = self.device.memory
         y = memory.output((F, N, OH, OW), x.dtype)                    # (F, N, OH, OW)
-        for n0, n1 in self._chunks(x):
-            with memory.workspace():                                  # each chunk's col, given back
-                col = self._unfold_input(x[:, n0:n1])                 # (C*KH*KW, n*OH*OW)
-                self._gemm_into(y, n0, n1, W.reshape(F, -1), col)     # W as (F, C*KH*KW)
+        if self.winograd:
+            self._convolve_by_winograd(x, W, self.pad, y)
+        else:
+            for n0, n1 in self._chunks(x):
+                with memory.workspace():                              # each chunk's col, given back
+                    col = self._unfold_input(x[:, n0:n1])             # (C*KH*KW, n*OH*OW)
+                    self._gemm_into(y, n0, n1, W.reshape(F, -1), col)  # W as (F, C*KH*KW)
         y += b[:, None, None, None]
         return y
+
+    def _convolve_by_winograd(self, x, W, pad, y):
+        """y (F, N, OH, OW) = x (C, N, H, W) convolved with W (F, C, 3, 3), padded by ``pad``
+        (no bias): ``winograd.conv3x3``, a chunk of the batch at a time."""
+        xp, memory = self.device.xp, self.device.memory
+        F, C = W.shape[:2]
+        with memory.workspace():
+            U = winograd.transform_filters(xp, W, memory.work((4, 4, F, C), W.dtype))   # (4, 4, F, C)
+            for n0, n1 in self._chunks(x):
+                with memory.workspace():
+                    winograd.conv3x3(xp, x[:, n0:n1], U, pad, y[:, n0:n1], memory.work)
+        return y
+
+    def _backward_by_winograd(self, dy):
+        """Backward of the Winograd forward: dW through ``winograd.filter_grad``, dx as the
+        convolution of dy with the turned kernels (``input_grad_by_convolution``)."""
+        xp, memory = self.device.xp, self.device.memory
+        W = self.params["W"]
+        F, C = W.shape[:2]
+        x = self.kept(self.x)                                         # (C, N, H, W)
+        with memory.workspace():
+            dU = memory.work((4, 4, F, C), W.dtype)                   # dL/dU, summed over chunks
+            share = memory.work((4, 4, F, C), W.dtype)
+            for k, (n0, n1) in enumerate(self._chunks(x)):
+                with memory.workspace():
+                    winograd.filter_grad(xp, x[:, n0:n1], dy[:, n0:n1], self.pad, dU if k == 0 else share,
+                                         memory.work)
+                if k:
+                    dU += share
+            winograd.filters_adjoint(xp, dU, self.grads["W"])         # (F, C, 3, 3)
+        if not self.input_grad:
+            return None
+        dx = memory.output(x.shape, dy.dtype)                         # (C, N, H, W)
+        with memory.workspace():
+            turned = memory.work((C, F, 3, 3), W.dtype)
+            turned[...] = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)   # W[f, c, 2-i, 2-j]
+            return self._convolve_by_winograd(dy, turned, 2 - self.pad, dx)
 
     def backward(self, dy):
         xp, memory = self.device.xp, self.device.memory
@@ -263,6 +315,8 @@ class Conv2D(Layer):
         OH, OW = dy.shape[2], dy.shape[3]
         p = self.pad
         xp.sum(dy, axis=(1, 2, 3), out=self.grads["b"])               # (F,)
+        if self.winograd:
+            return self._backward_by_winograd(dy)
         dW = self.grads["W"].reshape(F, C * KH * KW).T                # (C*KH*KW, F), a view
         by_convolution = self.input_grad and self.input_grad_by_convolution
         with memory.workspace():

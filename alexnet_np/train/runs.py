@@ -76,17 +76,18 @@ def describe_devices(kind, devices):
     return f"device: {name}{why}; " + ", ".join(f"tower {g}: {d.name}" for g, d in enumerate(devices))
 
 
-def rank_devices(kind, towers, gpus, world):
+def rank_devices(kind, towers, gpus, world, winograd=None):
     """Each tower's device on this rank (``backend.tower_devices`` for one process).
 
     Several ranks on GPUs: node-local rank l takes GPUs 2l and 2l+1 when the node has
     enough, else GPU l for both towers (``distributed.rank_gpus``); ``gpus`` overrides.
     Several ranks on the CPU: the node's cores are shared out; a rank with a core per tower
     runs its towers side by side, otherwise both towers share one device and run in turn,
-    with BLAS on the rank's share of the cores (at least one thread).
+    with BLAS on the rank's share of the cores (at least one thread). ``winograd``: as
+    ``backend.tower_devices``.
     """
     if world.size == 1:
-        return tower_devices(kind, towers, gpus)
+        return tower_devices(kind, towers, gpus, winograd)
     if kind == "auto":
         kind = "gpu" if backend.gpu_available() else "cpu"
     if kind == "gpu":
@@ -96,13 +97,15 @@ def rank_devices(kind, towers, gpus, world):
                 gpus = rank_gpus(world.local_rank, world.local_size, count, towers)
             except ValueError as error:
                 raise DeviceError(str(error)) from None
-        return tower_devices("gpu", towers, gpus)
+        return tower_devices("gpu", towers, gpus, winograd)
     cores = max(1, (os.cpu_count() or 1) // world.local_size)
     if cores >= towers:
-        return tower_devices("cpu", towers)
+        return tower_devices("cpu", towers, winograd=winograd)
     from threadpoolctl import threadpool_limits
     world.blas_limit = threadpool_limits(limits=cores, user_api="blas")   # kept for the process's life
     shared = Device()
+    if winograd is not None:
+        shared.winograd = winograd
     return [shared] * towers
 
 
@@ -151,7 +154,7 @@ def run_cache(ckpt):
     return None
 
 
-def open_model(path, device_kind, gpus, world=None):
+def open_model(path, device_kind, gpus, world=None, winograd=None):
     """A checkpoint's model on its devices, for inference (no gradient arrays):
     ``(path, checkpoint, model)``.
 
@@ -160,13 +163,14 @@ def open_model(path, device_kind, gpus, world=None):
     world = world or World()
     path = world.bcast(path or (latest_checkpoint() if world.is_root else None))
     ckpt = checkpoint.load(path)
-    model = AlexNet(ckpt.config, rank_devices(device_kind, ckpt.config.towers, gpus, world)).for_inference()
+    devices = rank_devices(device_kind, ckpt.config.towers, gpus, world, winograd)
+    model = AlexNet(ckpt.config, devices).for_inference()
     checkpoint.restore(ckpt, model)
     return path, ckpt, model
 
 
 def open_trained_model(path, device_kind, gpus, data, cache_dir=None, workers=None, progress=True,
-                       world=None):
+                       world=None, winograd=None):
     """A checkpoint's model on its devices, with the data it is to be run on.
 
     ``path`` None means the best checkpoint of the latest run; ``data`` None means the data
@@ -177,7 +181,7 @@ def open_trained_model(path, device_kind, gpus, data, cache_dir=None, workers=No
     one line). ``world``: the ranks (rank 0 prepares data first).
     """
     world = world or World()
-    path, ckpt, model = open_model(path, device_kind, gpus, world)
+    path, ckpt, model = open_model(path, device_kind, gpus, world, winograd)
     print(describe_devices(device_kind, model.devices))
     cache, _ = open_data_once(world, data if data is not None else data_of_checkpoint(ckpt),
                               ckpt.config.image_size, cache_dir, workers, progress)
