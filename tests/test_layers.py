@@ -301,11 +301,12 @@ def test_lrn_paper_coefficients():
 
 
 @pytest.mark.parametrize("C,size", [(7, 5), (3, 5), (6, 3)])
-def test_lrn_gradients_with_large_alpha_at_the_edges(C, size):
+@pytest.mark.parametrize("beta", [0.75, 0.6])   # the paper's (1/s by a cube root), and any other
+def test_lrn_gradients_with_large_alpha_at_the_edges(C, size, beta):
     # A large alpha makes the window term dominate, so a wrong edge (channels 0, 1, C-2,
     # C-1) or a wrong window width shows; signed inputs as after any layer.
     r = rng(10)
-    lrn = LocalResponseNorm(CPU, size=size, k=1.0, alpha=2.0, beta=0.75)
+    lrn = LocalResponseNorm(CPU, size=size, k=1.0, alpha=2.0, beta=beta)
     check_layer_gradients(lrn, r.standard_normal((C, 2, 3, 2)))
 
 
@@ -316,6 +317,8 @@ def test_lrn_gradients_with_large_alpha_at_the_edges(C, size):
     ((3, 1, 13, 13), 3, 2),  # conv5 -> pool5 sized
     ((2, 2, 6, 8), 2, 2),    # non-overlapping
     ((1, 2, 5, 6), 3, 1),    # stride 1
+    ((1, 2, 8, 6), 3, 2),    # even sizes: the last row and column are in no window
+    ((1, 1, 7, 8), 2, 3),    # gaps between the windows
 ])
 def test_maxpool_forward_and_gradients(shape, size, stride):
     x = rng(11).permutation(np.arange(np.prod(shape), dtype=np.float64)).reshape(shape) / 10  # distinct

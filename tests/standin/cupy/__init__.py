@@ -119,7 +119,7 @@ class ufunc:
 
 
 _UFUNCS = ("add subtract multiply divide true_divide floor_divide negative power remainder mod "
-           "maximum minimum fmax fmin exp exp2 log log2 log10 log1p expm1 sqrt square abs absolute "
+           "maximum minimum fmax fmin exp exp2 log log2 log10 log1p expm1 sqrt cbrt square abs absolute "
            "sign tanh sinh cosh sin cos tan arctan arctanh floor ceil rint trunc isfinite isnan isinf "
            "greater greater_equal less less_equal equal not_equal logical_and logical_or logical_not "
            "logical_xor bitwise_and bitwise_or bitwise_xor invert left_shift right_shift "
