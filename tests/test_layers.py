@@ -301,7 +301,7 @@ def test_lrn_paper_coefficients():
 
 
 @pytest.mark.parametrize("C,size", [(7, 5), (3, 5), (6, 3)])
-@pytest.mark.parametrize("beta", [0.75, 0.6])   # the paper's (1/s by a cube root), and any other
+@pytest.mark.parametrize("beta", [0.75, 0.6, 0.0])   # the paper's (1/s by a cube root), any other, none
 def test_lrn_gradients_with_large_alpha_at_the_edges(C, size, beta):
     # A large alpha makes the window term dominate, so a wrong edge (channels 0, 1, C-2,
     # C-1) or a wrong window width shows; signed inputs as after any layer.

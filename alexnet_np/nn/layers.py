@@ -548,6 +548,10 @@ class LocalResponseNorm(Layer):
         xp, memory = self.device.xp, self.device.memory
         dtype = dy.dtype.type
         x, inverse_power = self.kept(self.x), self.inverse_power      # (C, N, H, W) each
+        if self.beta == 0:   # b = a: no window term (and s cannot be had from s^0)
+            dx = memory.output(x.shape, x.dtype)
+            dx[...] = dy
+            return dx
         with memory.workspace():
             direct = xp.multiply(dy, inverse_power, out=memory.work(x.shape, x.dtype))   # dy[i] s[i]^-beta
             # t[j] = dy[j] b[j] / s[j] = dy[j] s[j]^-beta a[j] / s[j], between zero channels
@@ -732,9 +736,11 @@ class Linear(Layer):
         self.x = None
         if x.ndim != 2 or x.shape[1] != self.params["W"].shape[1]:
             raise ValueError(f"Linear expects (N, {self.params['W'].shape[1]}), got {x.shape}")
-        # (W x^T)^T, a transposed view: OpenBLAS runs this orientation faster for a small
-        # batch (fc6 at batch 32: 0.7x the time of x W^T).
-        y = (self.params["W"] @ x.T).T                       # (N, K)
+        # (W x^T)^T: OpenBLAS runs this orientation faster for a small batch (fc6 at batch
+        # 32: 0.7x the time of x W^T). Made contiguous again (a copy of N*K entries): NumPy
+        # sums the rows of a transposed array in another order, so the softmax of transposed
+        # logits would differ in the last bit from that of the same logits off a GPU.
+        y = self.device.xp.ascontiguousarray((self.params["W"] @ x.T).T)   # (N, K)
         y += self.params["b"]
         return y
 
