@@ -61,14 +61,21 @@ def test_winograd_conv_matches_loops_and_gradients(C, N, H, W, F, pad):
     check_layer_gradients(conv, x)
 
 
-def test_winograd_in_batch_chunks():
+@pytest.mark.parametrize("transform_elements", [None, 700])
+def test_winograd_in_batch_chunks_and_channel_blocks(transform_elements):
+    # three chunks of the batch (2, 2, 1 images); with 700, the transforms go a channel
+    # (input: 640 entries a channel) or two (output: 320) at a time, the last block shorter
     r = np.random.default_rng(2)
     x = r.standard_normal((3, 5, 9, 8))
     weight, bias = r.standard_normal((4, 3, 3, 3)), r.standard_normal(4)
     device = Device()
     device.few_filters_col_elements = 2 * 16 * (3 + 4) * 5 * 4   # two images' tiles: 3 chunks
+    device.transform_elements = transform_elements
     conv = Conv2D(device, weight, bias, stride=1, pad=1)
     assert conv.winograd and len(conv._chunks(x)) == 3
+    if transform_elements:
+        assert winograd.channel_blocks(3, 640, 700) == [(0, 1), (1, 2), (2, 3)]
+        assert winograd.channel_blocks(5, 320, 700) == [(0, 2), (2, 4), (4, 5)]
     assert_close(conv.forward(x), conv_reference(x, weight, bias, 1, 1), rtol=1e-12, what="chunked winograd")
     check_layer_gradients(conv, x)
 

@@ -278,7 +278,8 @@ class Conv2D(Layer):
             U = winograd.transform_filters(xp, W, memory.work((4, 4, F, C), W.dtype))   # (4, 4, F, C)
             for n0, n1 in self._chunks(x):
                 with memory.workspace():
-                    winograd.conv3x3(xp, x[:, n0:n1], U, pad, y[:, n0:n1], memory.work)
+                    winograd.conv3x3(xp, x[:, n0:n1], U, pad, y[:, n0:n1], memory.work,
+                                     self.device.transform_elements)
         return y
 
     def _backward_by_winograd(self, dy):
@@ -294,7 +295,7 @@ class Conv2D(Layer):
             for k, (n0, n1) in enumerate(self._chunks(x)):
                 with memory.workspace():
                     winograd.filter_grad(xp, x[:, n0:n1], dy[:, n0:n1], self.pad, dU if k == 0 else share,
-                                         memory.work)
+                                         memory.work, self.device.transform_elements)
                 if k:
                     dU += share
             winograd.filters_adjoint(xp, dU, self.grads["W"])         # (F, C, 3, 3)
