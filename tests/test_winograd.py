@@ -7,6 +7,7 @@ import pytest
 from alexnet_np.nn import winograd
 from alexnet_np.nn.backend import GPU, Device
 from alexnet_np.nn.layers import Conv2D
+from alexnet_np.nn.memory import blocks
 from gradcheck import assert_close
 from test_layers import check_layer_gradients, conv_reference
 
@@ -61,8 +62,8 @@ def test_winograd_conv_matches_loops_and_gradients(C, N, H, W, F, pad):
     check_layer_gradients(conv, x)
 
 
-@pytest.mark.parametrize("transform_elements", [None, 700])
-def test_winograd_in_batch_chunks_and_channel_blocks(transform_elements):
+@pytest.mark.parametrize("block_elements", [None, 700])
+def test_winograd_in_batch_chunks_and_channel_blocks(block_elements):
     # three chunks of the batch (2, 2, 1 images); with 700, the transforms go a channel
     # (input: 640 entries a channel) or two (output: 320) at a time, the last block shorter
     r = np.random.default_rng(2)
@@ -70,12 +71,12 @@ def test_winograd_in_batch_chunks_and_channel_blocks(transform_elements):
     weight, bias = r.standard_normal((4, 3, 3, 3)), r.standard_normal(4)
     device = Device()
     device.few_filters_col_elements = 2 * 16 * (3 + 4) * 5 * 4   # two images' tiles: 3 chunks
-    device.transform_elements = transform_elements
+    device.block_elements = block_elements
     conv = Conv2D(device, weight, bias, stride=1, pad=1)
     assert conv.winograd and len(conv._chunks(x)) == 3
-    if transform_elements:
-        assert winograd.channel_blocks(3, 640, 700) == [(0, 1), (1, 2), (2, 3)]
-        assert winograd.channel_blocks(5, 320, 700) == [(0, 2), (2, 4), (4, 5)]
+    if block_elements:
+        assert blocks(3, 640, 700) == [(0, 1), (1, 2), (2, 3)]
+        assert blocks(5, 320, 700) == [(0, 2), (2, 4), (4, 5)]
     assert_close(conv.forward(x), conv_reference(x, weight, bias, 1, 1), rtol=1e-12, what="chunked winograd")
     check_layer_gradients(conv, x)
 

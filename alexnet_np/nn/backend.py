@@ -61,9 +61,10 @@ class Device:
     # 3 x 3 convolutions at stride 1 (conv3-conv5) by Winograd's F(2x2, 3x3): 1.94x fewer
     # multiply-adds for many more, smaller array operations (``winograd``, ``layers.Conv2D``).
     winograd = True
-    # Winograd's transforms go a block of channels at a time, with at most this many entries of
-    # temporaries (1 MiB of float32), which stay in the cache: measured 0.63x their time.
-    transform_elements = 2 ** 18
+    # Winograd's transforms go a block of channels at a time, with at most this many entries
+    # of temporaries (1 MiB of float32), so that their passes meet in the cache
+    # (``memory.blocks``): measured 0.63x their time.
+    block_elements = 2 ** 18
     # The SGD update runs over at most this many entries of a parameter at a time, so that
     # its six passes meet in the cache instead of in memory: 1 MiB of float32, measured 1.8x
     # faster than whole arrays here (the update is memory-bound).
@@ -118,7 +119,7 @@ class GPU(Device):
     col_elements = 2 ** 28
     few_filters_col_elements = 2 ** 28
     winograd = False         # im2col: one GEMM in a few kernels; Winograd's transforms are ~30
-    transform_elements = None   # with --winograd: every channel at once
+    block_elements = None   # whole arrays: one kernel per pass
     update_elements = None   # whole arrays: one kernel per operation, no chunks
 
     def __init__(self, cupy, index):

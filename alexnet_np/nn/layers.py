@@ -279,7 +279,7 @@ class Conv2D(Layer):
             for n0, n1 in self._chunks(x):
                 with memory.workspace():
                     winograd.conv3x3(xp, x[:, n0:n1], U, pad, y[:, n0:n1], memory.work,
-                                     self.device.transform_elements)
+                                     self.device.block_elements)
         return y
 
     def _backward_by_winograd(self, dy):
@@ -295,7 +295,7 @@ class Conv2D(Layer):
             for k, (n0, n1) in enumerate(self._chunks(x)):
                 with memory.workspace():
                     winograd.filter_grad(xp, x[:, n0:n1], dy[:, n0:n1], self.pad, dU if k == 0 else share,
-                                         memory.work, self.device.transform_elements)
+                                         memory.work, self.device.block_elements)
                 if k:
                     dU += share
             winograd.filters_adjoint(xp, dU, self.grads["W"])         # (F, C, 3, 3)
@@ -518,22 +518,21 @@ class LocalResponseNorm(Layer):
         # it costs one array of x's size a layer (0.24 GB in all at batch 128).
         self.x = None
         self.inverse_power = self.buffer("inverse_power", x.shape, x.dtype)   # (C, N, H, W): s^-beta
-        y = self._normalise(x, self.inverse_power)
+        y = self._normalise(x, self.inverse_power, self.device.memory.output(x.shape, x.dtype))
         self.x = x                                                  # (C, N, H, W)
         return y
 
     def infer(self, x):
         self.x = self.inverse_power = None
-        output = self.device.memory.output(x.shape, x.dtype)
-        return self._normalise(x, output, out=output)               # s^-beta, then b, in one array
+        y = self.device.memory.output(x.shape, x.dtype)
+        return self._normalise(x, y, y)                             # s^-beta, then b, in one array
 
-    def _normalise(self, x, inverse_power, out=None):
-        """b = a s^-beta (into ``out``, default an output buffer); s^-beta into ``inverse_power``."""
+    def _normalise(self, x, inverse_power, out):
+        """b = a s^-beta into ``out``, and s^-beta into ``inverse_power`` (which may be ``out``)."""
         xp, memory = self.device.xp, self.device.memory
         with memory.workspace():
             scale = self.scale(x, inverse_power, self.padded_channels(x.shape, x.dtype))   # s
             xp.power(scale, x.dtype.type(-self.beta), out=inverse_power)  # s^-beta, in s's memory
-        out = memory.output(x.shape, x.dtype) if out is None else out
         return xp.multiply(inverse_power, x, out=out)                # b = a s^-beta
 
     def inverse_scale(self, inverse_power, out):
@@ -549,8 +548,8 @@ class LocalResponseNorm(Layer):
         xp, memory = self.device.xp, self.device.memory
         dtype = dy.dtype.type
         x, inverse_power = self.kept(self.x), self.inverse_power      # (C, N, H, W) each
+        dx = memory.output(x.shape, x.dtype)                          # (C, N, H, W)
         if self.beta == 0:   # b = a: no window term (and s cannot be had from s^0)
-            dx = memory.output(x.shape, x.dtype)
             dx[...] = dy
             return dx
         with memory.workspace():
@@ -559,7 +558,7 @@ class LocalResponseNorm(Layer):
             padded, t = self.padded_channels(x.shape, x.dtype)
             xp.multiply(direct, x, out=t)
             t *= self.inverse_scale(inverse_power, memory.work(x.shape, x.dtype))
-            dx = self.window_sum(padded, memory.output(x.shape, x.dtype))   # (C, N, H, W)
+            self.window_sum(padded, dx)
             dx *= x
             dx *= dtype(-2.0 * self.beta * self.coef)
             dx += direct                       # dy[i] s[i]^-beta

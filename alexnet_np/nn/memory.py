@@ -27,6 +27,14 @@ import contextlib
 
 import numpy as np
 
+
+def blocks(count, per_item, limit):
+    """[(start, stop), ...]: ``count`` items in ranges of at most ``limit // per_item`` (at
+    least one item): for work whose passes over an array are memory-bound, a block at a
+    time, so that the passes meet in the cache; ``limit`` None: all at once."""
+    size = count if limit is None else max(1, min(count, limit // per_item))
+    return [(start, min(count, start + size)) for start in range(0, count, size)]
+
 ALIGN = 256   # bytes: every temporary starts on a boundary that suits any dtype and GPU loads
 
 

@@ -39,6 +39,8 @@ figures); a GPU keeps im2col: one GEMM in a few array operations, where this tak
 
 import math
 
+from .memory import blocks
+
 # Each transform as a table of terms: row k of B^T is the sum of sign * d[index] over
 # (sign, index) in B_T[k]; the same for A^T, and for A = (A^T)^T, which the adjoint uses.
 B_T = (((1, 0), (-1, 2)), ((1, 1), (1, 2)), ((-1, 1), (1, 2)), ((1, 1), (-1, 3)))
@@ -184,24 +186,18 @@ def from_image(dy, TH, TW, out):
 #
 # The transforms read and write each entry a few times: a block of channels at a time, whose
 # temporaries stay in the cache (``block``: at most that many entries; None, all at once),
-# they take 0.63x the time on the CPU (``backend.Device.transform_elements``).
-
-def channel_blocks(count, per_channel, block):
-    """[(c0, c1), ...]: the channels in ranges of at most ``block // per_channel`` (at least one)."""
-    size = count if block is None else max(1, min(count, block // per_channel))
-    return [(c, min(count, c + size)) for c in range(0, count, size)]
-
+# they take 0.63x the time on the CPU (``backend.Device.block_elements``, ``memory.blocks``).
 
 def _input_tiles(xp, x, pad, TH, TW, block, work):
     """V (4, 4, C, TH, TW, n) of x (C, n, H, W), padded by ``pad``, in ``work``."""
     C, n = x.shape[:2]
     V = work((4, 4, C, TH, TW, n), x.dtype)
     tiles_shape, rows_shape = (2 * TH + 2, 2, TW + 1, n), (TH, 2, TW + 1, n)
-    blocks = channel_blocks(C, math.prod(tiles_shape) + 4 * math.prod(rows_shape), block)
-    size = blocks[0][1] - blocks[0][0]
+    ranges = blocks(C, math.prod(tiles_shape) + 4 * math.prod(rows_shape), block)
+    size = ranges[0][1] - ranges[0][0]
     x_tiles = work((size,) + tiles_shape, x.dtype)                            # (c, 2TH+2, 2, TW+1, n)
     rows = work((4, size) + rows_shape, x.dtype)                              # (4, c, TH, 2, TW+1, n)
-    for c0, c1 in blocks:
+    for c0, c1 in ranges:
         k = c1 - c0
         transform_input(xp, pad_to_tiles(xp, x[c0:c1], pad, TH, TW, x_tiles[:k]), rows[:, :k], V[:, :, c0:c1])
     return V
@@ -222,9 +218,9 @@ def conv3x3(xp, x, U, pad, y, work, block=None):
     M = work((4, 4, F, TH, TW, n), x.dtype)                                   # (4, 4, F, TH, TW, n)
     xp.matmul(U.reshape(16, F, C), V.reshape(16, C, -1), out=M.reshape(16, F, -1))
     Y = work((F, TH, 2, TW, 2, n), x.dtype)                                   # the output tiles
-    blocks = channel_blocks(F, 8 * TH * TW * n, block)
-    half = work((2, 4, blocks[0][1] - blocks[0][0], TH, TW, n), x.dtype)
-    for f0, f1 in blocks:
+    ranges = blocks(F, 8 * TH * TW * n, block)
+    half = work((2, 4, ranges[0][1] - ranges[0][0], TH, TW, n), x.dtype)
+    for f0, f1 in ranges:
         transform_output(xp, M[:, :, f0:f1], half[:, :, :f1 - f0], Y[f0:f1])
     return to_image(Y, OH, OW, y)
 
@@ -242,9 +238,9 @@ def filter_grad(xp, x, dy, pad, out, work, block=None):
     V = _input_tiles(xp, x, pad, TH, TW, block, work)                         # (4, 4, C, TH, TW, n)
     dY = from_image(dy, TH, TW, work((F, TH, 2, TW, 2, n), dy.dtype))        # (F, TH, 2, TW, 2, n)
     dM = work((4, 4, F, TH, TW, n), dy.dtype)                                 # (4, 4, F, TH, TW, n)
-    blocks = channel_blocks(F, 8 * TH * TW * n, block)
-    half = work((2, 4, blocks[0][1] - blocks[0][0], TH, TW, n), dy.dtype)
-    for f0, f1 in blocks:
+    ranges = blocks(F, 8 * TH * TW * n, block)
+    half = work((2, 4, ranges[0][1] - ranges[0][0], TH, TW, n), dy.dtype)
+    for f0, f1 in ranges:
         output_adjoint(xp, dY[f0:f1], half[:, :, :f1 - f0], dM[:, :, f0:f1])
     xp.matmul(dM.reshape(16, F, -1), V.reshape(16, C, -1).transpose(0, 2, 1), out=out.reshape(16, F, C))
     return out
