@@ -42,6 +42,14 @@ def test_one_tile_is_the_correlation_of_its_input_with_the_kernel():
     assert_close(Y, direct, rtol=1e-13, what="F(2x2, 3x3)")
 
 
+def test_the_turned_kernels_transforms_come_from_the_kernels():
+    r = np.random.default_rng(4)
+    W = r.standard_normal((3, 2, 3, 3))
+    U = winograd.transform_filters(np, W, np.empty((4, 4, 3, 2)))
+    direct = winograd.transform_filters(np, W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).copy(), np.empty((4, 4, 2, 3)))
+    assert_close(winograd.turned_filters(np, U, np.empty((4, 4, 2, 3))), direct, rtol=1e-14, what="turned")
+
+
 WINOGRAD_CASES = [
     # (C, N, H, W, F, pad)
     (6, 2, 13, 13, 4, 1),   # conv3-conv5: 13 x 13 (odd: the last tiles hang over), pad 1

@@ -259,8 +259,9 @@ class Conv2D(Layer):
         OH, OW = self.output_shape(x.shape[2], x.shape[3])
         memory = self.device.memory
         y = memory.output((F, N, OH, OW), x.dtype)                    # (F, N, OH, OW)
-        if self.winograd:
-            self._convolve_by_winograd(x, W, self.pad, y)
+        if self.winograd:   # the kernels' transforms, kept for backward (the weights stay until then)
+            self.U = winograd.transform_filters(self.device.xp, W, self.buffer("U", (4, 4, F, W.shape[1]), W.dtype))
+            self._convolve_by_winograd(x, self.U, self.pad, y)
         else:
             for n0, n1 in self._chunks(x):
                 with memory.workspace():                              # each chunk's col, given back
@@ -269,17 +270,15 @@ class Conv2D(Layer):
         y += b[:, None, None, None]
         return y
 
-    def _convolve_by_winograd(self, x, W, pad, y):
-        """y (F, N, OH, OW) = x (C, N, H, W) convolved with W (F, C, 3, 3), padded by ``pad``
-        (no bias): ``winograd.conv3x3``, a chunk of the batch at a time."""
-        xp, memory = self.device.xp, self.device.memory
-        F, C = W.shape[:2]
-        with memory.workspace():
-            U = winograd.transform_filters(xp, W, memory.work((4, 4, F, C), W.dtype))   # (4, 4, F, C)
-            for n0, n1 in self._chunks(x):
-                with memory.workspace():
-                    winograd.conv3x3(xp, x[:, n0:n1], U, pad, y[:, n0:n1], memory.work,
-                                     self.device.block_elements)
+    def _convolve_by_winograd(self, x, U, pad, y):
+        """y (F, N, OH, OW) = x (C, N, H, W) convolved with the kernels whose transforms are
+        U (4, 4, F, C), padded by ``pad`` (no bias): ``winograd.conv3x3``, a chunk of the
+        batch at a time."""
+        memory = self.device.memory
+        for n0, n1 in self._chunks(x):
+            with memory.workspace():
+                winograd.conv3x3(self.device.xp, x[:, n0:n1], U, pad, y[:, n0:n1], memory.work,
+                                 self.device.block_elements)
         return y
 
     def _backward_by_winograd(self, dy):
@@ -302,9 +301,8 @@ class Conv2D(Layer):
         if not self.input_grad:
             return None
         dx = memory.output(x.shape, dy.dtype)                         # (C, N, H, W)
-        with memory.workspace():
-            turned = memory.work((C, F, 3, 3), W.dtype)
-            turned[...] = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)   # W[f, c, 2-i, 2-j]
+        with memory.workspace():                                      # W[f, c, 2-i, 2-j]'s transforms
+            turned = winograd.turned_filters(xp, self.U, memory.work((4, 4, C, F), W.dtype))
             return self._convolve_by_winograd(dy, turned, 2 - self.pad, dx)
 
     def backward(self, dy):

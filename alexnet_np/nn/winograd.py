@@ -88,6 +88,17 @@ def transform_filters(xp, W, out):
     return out
 
 
+def turned_filters(xp, U, out):
+    """The transforms of the turned kernels, W[f, c, 2 - i, 2 - j] as (C, F, 3, 3) (the input
+    gradient's convolution, ``layers.Conv2D``), from those of the kernels: reversing a
+    kernel's rows reverses G's columns, which is G with its first and last rows swapped
+    (G R = P G), so U'[a, b, c, f] = U[p(a), p(b), f, c] with p = (3, 1, 2, 0).
+    U (4, 4, F, C) -> out (4, 4, C, F), returned."""
+    order = [3, 1, 2, 0]
+    out[...] = U[order][:, order].transpose(0, 1, 3, 2)
+    return out
+
+
 def filters_adjoint(xp, dU, out):
     """dg = G^T dU G for every kernel: the gradient of the kernels from that of U.
     dU (4, 4, F, C) -> out (F, C, 3, 3), written and returned."""
