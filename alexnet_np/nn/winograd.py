@@ -77,14 +77,17 @@ def combine(xp, terms, view, out):
 
 # --------------------------------------------------------------------------- the kernels
 
+def _kron_G(xp, dtype):
+    """G (x) G as (16, 9): [4a + b, 3i + j] = G[a, i] G[b, j], so that U = G g G^T is one
+    product for all the kernels at once: vec(U) = (G (x) G) vec(g)."""
+    g = xp.asarray(G, dtype=dtype)                                            # (4, 3)
+    return (g[:, None, :, None] * g[None, :, None, :]).reshape(16, 9)
+
+
 def transform_filters(xp, W, out):
     """U = G g G^T for every kernel g.  W (F, C, 3, 3) -> out (4, 4, F, C), returned."""
     F, C = W.shape[:2]
-    g = xp.asarray(G, dtype=W.dtype)                                          # (4, 3)
-    right = xp.matmul(W.reshape(F * C * 3, 3), g.T)                           # (F*C*3, 4): g G^T
-    right = xp.ascontiguousarray(right.reshape(F, C, 3, 4).transpose(2, 0, 1, 3))  # (3, F, C, 4)
-    both = xp.matmul(g, right.reshape(3, F * C * 4))                          # (4, F*C*4): G g G^T
-    out[...] = both.reshape(4, F, C, 4).transpose(0, 3, 1, 2)
+    xp.matmul(_kron_G(xp, W.dtype), W.reshape(F * C, 9).T, out=out.reshape(16, F * C))
     return out
 
 
@@ -103,10 +106,7 @@ def filters_adjoint(xp, dU, out):
     """dg = G^T dU G for every kernel: the gradient of the kernels from that of U.
     dU (4, 4, F, C) -> out (F, C, 3, 3), written and returned."""
     F, C = dU.shape[2:]
-    g = xp.asarray(G, dtype=dU.dtype)                                         # (4, 3)
-    left = xp.matmul(g.T, dU.reshape(4, 4 * F * C))                           # (3, 4*F*C): G^T dU
-    left = xp.ascontiguousarray(left.reshape(3, 4, F, C).transpose(2, 3, 0, 1))    # (F, C, 3, 4)
-    out[...] = xp.matmul(left.reshape(F * C * 3, 4), g).reshape(F, C, 3, 3)  # G^T dU G
+    xp.matmul(dU.reshape(16, F * C).T, _kron_G(xp, dU.dtype), out=out.reshape(F * C, 9))
     return out
 
 
