@@ -1,7 +1,7 @@
 """The paper's network, what a learner reads first: ``backend`` (devices, ``move``: the one
 tower crossing), ``memory`` (a device's reusable output buffers and workspace), ``layers``
-(each with forward and backward), ``model`` (Figure 2's two towers), ``flat`` (a device's
-parameters packed end to end), ``optim`` (§5's SGD) and ``counter_rng`` (the dropout masks'
-bits).
+(each with forward and backward), ``winograd`` (conv3-conv5's fast algorithm on the CPU),
+``model`` (Figure 2's two towers), ``flat`` (a device's parameters packed end to end),
+``optim`` (§5's SGD) and ``counter_rng`` (the dropout masks' bits).
 
 Imports only the package's top (``config``); nothing here knows about data, ranks or runs."""

@@ -1,9 +1,8 @@
 """Each device's parameters end to end in one flat array, and their gradients in another.
 
-Then the SGD update (§5) and the zeroing of the gradients are a few array operations a
-device instead of a few per parameter array: on a GPU, where every operation is a kernel
-launch, the paper's net's update takes 20 launches a step instead of 150, the zeroing 2
-instead of 30 (``benchmarks/bench.py --count-ops``).
+Then the SGD update (§5) is a few array operations a device instead of a few per parameter
+array: on a GPU, where every operation is a kernel launch, the paper's net's update takes
+20 launches a step instead of 150 (``benchmarks/bench.py --count-ops``).
 
 Order on a device: every weight array, then every bias (the parameters named "b"). Weight
 decay applies to the weights, and to the biases by choice (§5 leaves it open): either way
@@ -12,7 +11,7 @@ arrays, so the layers, the optimiser and checkpoints see the same memory as befo
 
 Whoever gives a layer gradient arrays of its own afterwards (the ranks' gradient buckets,
 ``parallel.buckets``, which lay them out in backward's order) leaves the flat gradient
-behind: ``holds`` tells, and the optimiser and the zeroing then go array by array.
+behind: ``holds`` tells, and the optimiser then goes array by array.
 """
 import numpy as np
 

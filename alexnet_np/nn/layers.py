@@ -176,9 +176,10 @@ class Conv2D(Layer):
     Winograd. On a device that asks for it (``device.winograd``: the CPU), a 3 x 3 kernel at
     stride 1 (conv3-conv5) goes by Winograd's F(2x2, 3x3) instead (``winograd``): forward,
     the input gradient (the turned convolution above) and the weights' gradient, each with
-    1.94x fewer multiply-adds on 13 x 13 maps. Measured at batch 32, one thread, forward
-    against im2col: conv3 0.83x, conv4 0.75x, conv5 0.81x the time. Its transforms are
-    about 30 array operations a call, where im2col is 4: a GPU keeps im2col.
+    1.94x fewer multiply-adds on 13 x 13 maps. Measured at batch 32, one thread, against
+    im2col: forward 0.66x (conv3), 0.70x (conv4), 0.70x (conv5) the time, backward 0.70x,
+    0.71x, 0.79x. Its transforms are about 30 array operations a call, where im2col is 4:
+    a GPU keeps im2col.
 
     Tried and not kept: conv1 by space-to-depth (its stride-4 blocks as 48 channels, a 3 x 3
     kernel at stride 1): 1.11-1.14x slower on the CPU, and 20 array operations a step

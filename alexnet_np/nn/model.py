@@ -239,8 +239,8 @@ class LayerParameters:
 
     def pack_parameters(self):
         """Put each device's parameters end to end in one flat array and their gradients in
-        another (``flat.FlatParameters``): the optimiser's update and the zeroing are then a
-        few array operations a device. The networks call it once they are built."""
+        another (``flat.FlatParameters``): the optimiser's update is then a few array
+        operations a device. The networks call it once they are built."""
         by_device = {}
         for lname, layer in self.named_layers():
             device_entries = by_device.setdefault(id(layer.device), (layer.device, []))[1]
