@@ -338,6 +338,19 @@ def test_maxpool_tie_goes_to_the_first_offset_once():
     assert_close(dx[0, 0], expected, what="ties")
 
 
+@pytest.mark.parametrize("row", [(1, 3, 3), (3, 1, 3), (2, 2, 1), (1, 2, 3)])
+def test_maxpool_gradient_goes_to_the_first_maximum_of_a_window(row):
+    # one 3 x 3 window whose rows are all ``row``: the first column holding the maximum wins,
+    # in the first row (row-major order, as PyTorch and Caffe)
+    pool = MaxPool(CPU, 3, 2)
+    x = np.tile(np.array(row, dtype=float), (1, 1, 3, 1))      # (1, 1, 3, 3)
+    pool.forward(x)
+    dx = pool.backward(np.ones((1, 1, 1, 1)))
+    expected = np.zeros((3, 3))
+    expected[0, row.index(max(row))] = 1
+    assert_close(dx[0, 0], expected, what=f"window rows {row}")
+
+
 # --------------------------------------------------------------------------- fc, flatten, loss
 
 def test_linear_gradients():

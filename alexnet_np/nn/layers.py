@@ -627,21 +627,22 @@ class MaxPool(Layer):
         candidates = [self._offset(a, axis, k, count) for k in range(self.size)]   # views
         if self.size == 1:
             best[...] = candidates[0]
-        else:
-            xp.maximum(candidates[0], candidates[1], out=best)
-        for candidate in candidates[2:]:
-            xp.maximum(best, candidate, out=best)
-        if winner is None:
+            if winner is not None:
+                winner.fill(0)
             return best, winner
-        # The first maximum's offset is the number of offsets before it, all below the
-        # maximum: winner = sum_{k < size-1} prod_{j <= k} [c_j < best]. Ties go to the
-        # first offset. 3k operations for k + 1 offsets.
-        xp.less(candidates[0], best, out=winner)                                # k = 0
-        running = winner
-        for k in range(1, self.size - 1):
-            below = xp.less(candidates[k], best)                                # [c_k < best]
-            running = xp.logical_and(running, below, out=below)                 # prod_{j <= k}
-            xp.add(winner, running, out=winner)
+        # The running maxima m_k = max(c_0, ..., c_k); the last is the maximum. The first
+        # maximum's offset is the number of running maxima below it: winner = sum_{k < size-1}
+        # [m_k < max], so ties go to the first offset. 3k - 1 operations for k + 1 offsets.
+        kept = self.size - 2 if winner is not None else 0   # without winners: only the maximum
+        with self.device.memory.workspace():
+            running = ([candidates[0]] + [self.device.memory.work(best.shape, best.dtype) for _ in range(kept)]
+                       + [best] * (self.size - 1 - kept))
+            for k in range(1, self.size):
+                xp.maximum(running[k - 1], candidates[k], out=running[k])
+            if winner is not None:
+                xp.less(running[0], best, out=winner)
+                for m in running[1:-1]:
+                    winner += xp.less(m, best)
         return best, winner
 
     def _to_winners(self, dy, winner, axis, dx, routed):
