@@ -25,7 +25,7 @@ On the CPU each tower gets a ``Device`` of its own (the same RAM, its own buffer
 ``SideBySide`` runs the towers at once, one thread each, with single-threaded BLAS: the
 paper's model parallelism, on cores instead of GPUs. NumPy releases the GIL in its loops
 and BLAS calls, so im2col, LRN and pooling, single-threaded in NumPy, use every core
-(measured on 2 cores, batch 128: a training step takes 4.0 s, against 6.2 s with one tower
+(measured on 2 cores, batch 128: a training step takes 3.7 s, against 4.9 s with one tower
 after the other and 2-thread BLAS). GPU towers need no threads: their kernels are queued
 asynchronously, layer by layer alternately on distinct GPUs (``model.AlexNet.in_lockstep``),
 so two GPUs work at once.

@@ -303,20 +303,20 @@ class Conv2D(Layer):
             return None
         dx = memory.output(x.shape, dy.dtype)                         # (C, N, H, W)
         with memory.workspace():                                      # W[f, c, 2-i, 2-j]'s transforms
-            turned = winograd.turned_filters(xp, self.U, memory.work((4, 4, C, F), W.dtype))
+            turned = winograd.turned_filters(self.U, memory.work((4, 4, C, F), W.dtype))
             return self._convolve_by_winograd(dy, turned, 2 - self.pad, dx)
 
     def backward(self, dy):
         xp, memory = self.device.xp, self.device.memory
+        xp.sum(dy, axis=(1, 2, 3), out=self.grads["b"])               # (F,)
+        if self.winograd:
+            return self._backward_by_winograd(dy)
         W = self.params["W"]
         F, C, KH, KW = W.shape
         x = self.kept(self.x)                                         # (C, N, H, W)
         _, N, H, Wd = x.shape
         OH, OW = dy.shape[2], dy.shape[3]
         p = self.pad
-        xp.sum(dy, axis=(1, 2, 3), out=self.grads["b"])               # (F,)
-        if self.winograd:
-            return self._backward_by_winograd(dy)
         dW = self.grads["W"].reshape(F, C * KH * KW).T                # (C*KH*KW, F), a view
         by_convolution = self.input_grad and self.input_grad_by_convolution
         with memory.workspace():
@@ -498,15 +498,12 @@ class LocalResponseNorm(Layer):
             padded, (C, width) + padded.shape[1:], (s0, s0) + padded.strides[1:])  # (C, n, ...) a view
         return windows.sum(axis=1, out=total)
 
-    def scale(self, x, out, padded=None):
-        """s = k + coef * (window sum of a^2), into ``out``; x, out (C, N, H, W). ``padded``:
-        ``padded_channels``' pair, whose inner channels take the squares (default: its own)."""
-        if padded is None:
-            with self.device.memory.workspace():
-                return self.scale(x, out, self.padded_channels(x.shape, x.dtype))
-        padded, squares = padded
-        self.device.xp.multiply(x, x, out=squares)
-        scale = self.window_sum(padded, out)
+    def scale(self, x, out):
+        """s = k + coef * (window sum of a^2), into ``out``; x, out (C, N, H, W)."""
+        with self.device.memory.workspace():                          # the padded squares
+            padded, squares = self.padded_channels(x.shape, x.dtype)  # (C + 2h, N, H, W), (C, N, H, W)
+            self.device.xp.multiply(x, x, out=squares)
+            scale = self.window_sum(padded, out)
         scale *= x.dtype.type(self.coef)
         scale += x.dtype.type(self.k)
         return scale
@@ -515,7 +512,6 @@ class LocalResponseNorm(Layer):
         # x and s^-beta are kept for backward. Backward computed s^-beta again before (the
         # squares, their window sums and the power: 11 of LRN1's 27 ms at batch 32); keeping
         # it costs one array of x's size a layer (0.24 GB in all at batch 128).
-        self.x = None
         self.inverse_power = self.buffer("inverse_power", x.shape, x.dtype)   # (C, N, H, W): s^-beta
         y = self._normalise(x, self.inverse_power, self.device.memory.output(x.shape, x.dtype))
         self.x = x                                                  # (C, N, H, W)
@@ -528,10 +524,9 @@ class LocalResponseNorm(Layer):
 
     def _normalise(self, x, inverse_power, out):
         """b = a s^-beta into ``out``, and s^-beta into ``inverse_power`` (which may be ``out``)."""
-        xp, memory = self.device.xp, self.device.memory
-        with memory.workspace():
-            scale = self.scale(x, inverse_power, self.padded_channels(x.shape, x.dtype))   # s
-            xp.power(scale, x.dtype.type(-self.beta), out=inverse_power)  # s^-beta, in s's memory
+        xp = self.device.xp
+        scale = self.scale(x, inverse_power)                          # s
+        xp.power(scale, x.dtype.type(-self.beta), out=inverse_power)  # s^-beta, in s's memory
         return xp.multiply(inverse_power, x, out=out)                # b = a s^-beta
 
     def inverse_scale(self, inverse_power, out):
@@ -612,11 +607,16 @@ class MaxPool(Layer):
     def output_size(self, size):
         return pool_output_size(size, self.size, self.stride)
 
+    @staticmethod
+    def _along(a, axis, part):
+        """The view ``a[..., part, ...]``, the slice ``part`` taken along ``axis``."""
+        index = [slice(None)] * a.ndim
+        index[axis] = part
+        return a[tuple(index)]
+
     def _offset(self, a, axis, k, count):
         """The view of ``a`` at k, k + s, ..., k + s*(count-1) along ``axis``."""
-        index = [slice(None)] * a.ndim
-        index[axis] = slice(k, k + self.stride * (count - 1) + 1, self.stride)
-        return a[tuple(index)]
+        return self._along(a, axis, slice(k, k + self.stride * (count - 1) + 1, self.stride))
 
     def _max_over_offsets(self, a, axis, best, winner=None):
         """Fill ``best`` with the max over the window's offsets along ``axis`` and ``winner``
@@ -657,10 +657,8 @@ class MaxPool(Layer):
         count = dy.shape[axis]
         if self.size < self.stride:   # windows with gaps between them: every entry zeroed
             dx.fill(0)
-        else:
-            index = [slice(None)] * dx.ndim
-            index[axis] = slice(self.stride * count, None)
-            dx[tuple(index)].fill(0)   # past the last window's first s entries
+        else:   # past the last window's first s entries
+            self._along(dx, axis, slice(self.stride * count, None)).fill(0)
         for k in range(self.size):
             at_k = self._offset(dx, axis, k, count)           # a view of dx
             if k < self.stride:

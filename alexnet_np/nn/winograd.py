@@ -91,7 +91,7 @@ def transform_filters(xp, W, out):
     return out
 
 
-def turned_filters(xp, U, out):
+def turned_filters(U, out):
     """The transforms of the turned kernels, W[f, c, 2 - i, 2 - j] as (C, F, 3, 3) (the input
     gradient's convolution, ``layers.Conv2D``), from those of the kernels: reversing a
     kernel's rows reverses G's columns, which is G with its first and last rows swapped
@@ -112,7 +112,7 @@ def filters_adjoint(xp, dU, out):
 
 # --------------------------------------------------------------------------- the tiles
 
-def pad_to_tiles(xp, x, pad, TH, TW, out):
+def pad_to_tiles(x, pad, TH, TW, out):
     """x zero-padded by ``pad`` and by whatever the last tiles hang over, batch last, the
     columns split by parity.  x (C, n, H, W) -> out (C, 2TH + 2, 2, TW + 1, n), returned:
     out[c, h, q, t, m] = x_pad[c, m, h, 2t + q]."""
@@ -210,8 +210,16 @@ def _input_tiles(xp, x, pad, TH, TW, block, work):
     rows = work((4, size) + rows_shape, x.dtype)                              # (4, c, TH, 2, TW+1, n)
     for c0, c1 in ranges:
         k = c1 - c0
-        transform_input(xp, pad_to_tiles(xp, x[c0:c1], pad, TH, TW, x_tiles[:k]), rows[:, :k], V[:, :, c0:c1])
+        transform_input(xp, pad_to_tiles(x[c0:c1], pad, TH, TW, x_tiles[:k]), rows[:, :k], V[:, :, c0:c1])
     return V
+
+
+def _filter_blocks(F, TH, TW, n, dtype, block, work):
+    """[(f0, f1, half), ...]: the filters a block at a time, each with the working memory of
+    ``transform_output`` / ``output_adjoint`` for it, half (2, 4, f1 - f0, TH, TW, n)."""
+    ranges = blocks(F, 8 * TH * TW * n, block)
+    half = work((2, 4, ranges[0][1] - ranges[0][0], TH, TW, n), dtype)
+    return [(f0, f1, half[:, :, :f1 - f0]) for f0, f1 in ranges]
 
 
 def conv3x3(xp, x, U, pad, y, work, block=None):
@@ -229,10 +237,8 @@ def conv3x3(xp, x, U, pad, y, work, block=None):
     M = work((4, 4, F, TH, TW, n), x.dtype)                                   # (4, 4, F, TH, TW, n)
     xp.matmul(U.reshape(16, F, C), V.reshape(16, C, -1), out=M.reshape(16, F, -1))
     Y = work((F, TH, 2, TW, 2, n), x.dtype)                                   # the output tiles
-    ranges = blocks(F, 8 * TH * TW * n, block)
-    half = work((2, 4, ranges[0][1] - ranges[0][0], TH, TW, n), x.dtype)
-    for f0, f1 in ranges:
-        transform_output(xp, M[:, :, f0:f1], half[:, :, :f1 - f0], Y[f0:f1])
+    for f0, f1, half in _filter_blocks(F, TH, TW, n, x.dtype, block, work):
+        transform_output(xp, M[:, :, f0:f1], half, Y[f0:f1])
     return to_image(Y, OH, OW, y)
 
 
@@ -249,9 +255,7 @@ def filter_grad(xp, x, dy, pad, out, work, block=None):
     V = _input_tiles(xp, x, pad, TH, TW, block, work)                         # (4, 4, C, TH, TW, n)
     dY = from_image(dy, TH, TW, work((F, TH, 2, TW, 2, n), dy.dtype))        # (F, TH, 2, TW, 2, n)
     dM = work((4, 4, F, TH, TW, n), dy.dtype)                                 # (4, 4, F, TH, TW, n)
-    ranges = blocks(F, 8 * TH * TW * n, block)
-    half = work((2, 4, ranges[0][1] - ranges[0][0], TH, TW, n), dy.dtype)
-    for f0, f1 in ranges:
-        output_adjoint(xp, dY[f0:f1], half[:, :, :f1 - f0], dM[:, :, f0:f1])
+    for f0, f1, half in _filter_blocks(F, TH, TW, n, dy.dtype, block, work):
+        output_adjoint(xp, dY[f0:f1], half, dM[:, :, f0:f1])
     xp.matmul(dM.reshape(16, F, -1), V.reshape(16, C, -1).transpose(0, 2, 1), out=out.reshape(16, F, C))
     return out
