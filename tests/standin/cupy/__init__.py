@@ -9,7 +9,11 @@ refuse or silently get wrong:
 - arrays made on the current device; work launched on the current device only, refusing
   operands of another one; NumPy arrays refused in device operations, implicit conversions
   to NumPy refused (``_array``);
-- peer copies ordered by events (``cuda``);
+- streams and events owned by the device current when they were made, work on one stream
+  that touches what another wrote refused without an event between them, peer copies
+  ordered by events (``cuda``); NCCL's communicators and their checks (``cuda.nccl``);
+- host synchronisations counted (``_rules.syncs``) and launches counted as CuPy makes them;
+  NumPy functions CuPy has no function of the same name for refused (``_array``, ``_names``);
 - which devices got a CUDA context, per process, and every rule broken, by the place in our
   code (``_rules``; written to ``CUPY_STANDIN_LOG`` at exit).
 
@@ -42,8 +46,8 @@ def _create(name):
         for a in args:
             _refuse_host(a, name)
         # On the current device; a *_like reads only its argument's shape and dtype.
-        _rules.launch([], name, kernel=name not in ("empty", "empty_like"))
-        return _wrap(make(*_unwrap(args), **kwargs))
+        mark = _rules.launch([], name, kernel=name not in ("empty", "empty_like"))
+        return _wrap(make(*_unwrap(args), **kwargs), mark=mark)
     create.__name__ = name
     return create
 
@@ -62,8 +66,8 @@ def array(obj, dtype=None, copy=True, order="K", ndmin=0):
         if not copy and (dtype is None or _np.dtype(dtype) == obj.dtype):
             return obj
         return obj.astype(dtype or obj.dtype, order=order if order != "K" else "C")
-    _rules.launch([], "host to device", kernel=True)
-    return _wrap(_np.array(obj, dtype=dtype, order=order, ndmin=ndmin))
+    mark = _rules.launch([], "host to device", kernel=True)
+    return _wrap(_np.array(obj, dtype=dtype, order=order, ndmin=ndmin), mark=mark)
 
 
 def asarray(a, dtype=None, order=None):
@@ -76,8 +80,8 @@ def ascontiguousarray(a, dtype=None):
                         f"got {type(a).__name__})")
     if (dtype is None or _np.dtype(dtype) == a.dtype) and a.flags.c_contiguous:
         return a
-    _check([a], "ascontiguousarray")
-    return _wrap(_np.ascontiguousarray(a._a, dtype=dtype))
+    mark = _check([a], "ascontiguousarray")
+    return _wrap(_np.ascontiguousarray(a._a, dtype=dtype), mark=mark)
 
 
 def asnumpy(a, stream=None, order="C", out=None, blocking=True):
@@ -111,11 +115,13 @@ class ufunc:
         if self._u is _np.matmul:
             _rules.require_library("cublas", "matmul")
         out = kwargs.get("out")
-        _check(list(args) + list(kwargs.values()), self.__name__)
+        outs = out if isinstance(out, tuple) else (out,)
+        mark = _check(list(args) + list(kwargs.values()), self.__name__,
+                      writes=[o for o in outs if isinstance(o, ndarray)])
         if isinstance(out, tuple):
             out = out[0] if len(out) == 1 else out
         result = func(*_unwrap(args), **_unwrap(kwargs))
-        return out if out is not None else _wrap(result)
+        return out if out is not None else _wrap(result, mark=mark)
 
 
 _UFUNCS = ("add subtract multiply divide true_divide floor_divide negative power remainder mod "
@@ -132,11 +138,32 @@ def _routine(name):
     func = getattr(_np, name)
 
     def routine(*args, **kwargs):
-        return _launched(func, args, kwargs, name)
+        if name in _VIEWS:   # a view where NumPy makes one, as CuPy: nothing launched
+            result = func(*_unwrap(args), **_unwrap(kwargs))
+            source = args[0]
+            if isinstance(source, ndarray) and all(
+                    isinstance(r, _np.ndarray) and _np.shares_memory(r, source._a)
+                    for r in (result if isinstance(result, list) else [result])):
+                return _wrap(result, device=source._device)
+        if name in _HOST_READS or (name == "where" and len(args) == 1):
+            _rules.host_sync(f"{name} (the size of its result)")
+        return _launched(func, args, kwargs, name, kernels=_kernels(name, args))
     routine.__name__ = name
     return routine
 
 
+def _kernels(name, args):
+    """CuPy's launches for one call (cupy/_core/_routines_manipulation.pyx): concatenate,
+    stack, vstack and hstack copy each of up to 8 arrays (more, small ones: one kernel and
+    the pointers' copy)."""
+    if name in ("concatenate", "stack", "vstack", "hstack"):
+        n = len(args[0])
+        return n if n <= 8 else 2
+    return 1
+
+
+_VIEWS = {"split", "transpose", "reshape", "broadcast_to", "expand_dims", "squeeze", "ravel", "flip"}
+_HOST_READS = {"nonzero", "unique"}
 _ROUTINES = ("concatenate stack split where sum mean max amax min amin argmax argmin all any "
              "cumsum dot einsum clip take repeat sort argsort nonzero count_nonzero transpose "
              "reshape broadcast_to expand_dims squeeze ravel flip tile pad diag tensordot "
@@ -148,7 +175,7 @@ del _name
 
 
 def copyto(dst, src, casting="same_kind", where=True):
-    _check([dst, src, where], "copyto")
+    _check([dst, src, where], "copyto", writes=[dst])
     _np.copyto(dst._a, _unwrap(src), casting=casting, where=_unwrap(where))
 
 
@@ -166,10 +193,10 @@ class ElementwiseKernel:
         self.target, self.code = target.strip(), compile(expression.strip(), name, "eval")
 
     def __call__(self, *args):
-        _check(list(args), "ElementwiseKernel")
+        mark = _check(list(args), "ElementwiseKernel")
         values = dict(zip(self.inputs, (_unwrap(a) for a in args)))
         result = eval(self.code, {"__builtins__": {}}, values)   # the kernel body, in NumPy
-        return _wrap(_np.asarray(result))
+        return _wrap(_np.asarray(result), mark=mark)
 
 
 # --------------------------------------------------------------------------- memory pool, configuration

@@ -8,12 +8,24 @@
   an implicit conversion to NumPy (``numpy.asarray(x)``): use ``x.get()`` / ``cupy.asnumpy``.
 - ``copy()`` copies into the current device, from any device (a peer copy), which must be
   ordered by an event (``cuda._require_ordered_copy``).
+- Every launch notes which byte ranges it wrote, on which stream; a launch on another stream
+  that touches them must come after a wait on an event recorded after that write
+  (``note_write``, ``check_order``: the loader's hand-off to the main thread, NCCL's
+  stream, the towers' copies).
+- Reads to the host (``get``, ``asnumpy``, ``float()``, ``int()``, ``bool()``, ``item()``,
+  a boolean mask's gather, ``nonzero``) are host synchronisations, counted.
+- Launches are counted as CuPy makes them: a view (transpose, reshape without a copy,
+  ``split``) launches nothing; ``concatenate`` of n arrays is n copies; a read with n index
+  arrays is n + 2 kernels (one with one index array: ``take``, one kernel).
+- A NumPy function CuPy has no function of the same name for is refused (``_names``).
 """
+import weakref
 
 import numpy as np
+from numpy.lib.array_utils import byte_bounds
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
-from . import _rules
+from . import _names, _rules
 
 
 def refuse_host(x, what):
@@ -35,11 +47,80 @@ def device_ids(objects):
     return found
 
 
-def check_operands(objects, what):
-    """Refuse host arrays; launch on the current device with these operands."""
+def check_operands(objects, what, writes=(), kernels=1):
+    """Refuse host arrays; check the order of the stand-in arrays among ``objects``; launch
+    ``kernels`` kernels on the current device with them; note what ``writes`` (arrays) were
+    written. Returns the last launch's mark (stream key, number), for ``wrap``."""
+    arrays = []
     for x in _flat(objects):
         refuse_host(x, what)
-    _rules.launch(device_ids(objects), what)
+        if isinstance(x, ndarray):
+            arrays.append(x)
+    check_order(arrays, what)
+    mark = None
+    for _ in range(kernels):
+        mark = _rules.launch(device_ids(objects), what)
+    for x in writes:
+        note_write(x, mark)
+    return mark
+
+
+# --------------------------------------------------------------------------- order of streams
+
+_written = {}   # id(root buffer) -> (weakref to it, [(low, high byte, stream key, launch number)])
+
+
+def _root(a):
+    """The NumPy array that owns ``a``'s memory (through views and as_strided's wrappers)."""
+    owner = a
+    while getattr(owner, "base", None) is not None:
+        owner = owner.base
+        if isinstance(owner, np.ndarray):
+            a = owner
+    return a
+
+
+def _entries(a, make=False):
+    root = _root(a)
+    found = _written.get(id(root))
+    if found is not None and found[0]() is root:
+        return found[1]
+    if not make:
+        return None
+    if len(_written) > 20000:   # forget buffers that are gone
+        for key in [k for k, (ref, _) in _written.items() if ref() is None]:
+            del _written[key]
+    entries = []
+    _written[id(root)] = (weakref.ref(root), entries)
+    return entries
+
+
+def note_write(x, mark):
+    """The launch ``mark`` wrote the memory of stand-in array ``x``."""
+    if mark is None or x._a.size == 0:
+        return
+    low, high = byte_bounds(x._a)
+    entries = _entries(x._a, make=True)
+    with _rules._lock:
+        entries[:] = [e for e in entries if not (low <= e[0] and e[1] <= high)] + [(low, high, *mark)]
+
+
+def check_order(arrays, what, stream=None):
+    """Refuse a launch touching memory another stream wrote with no wait in between
+    (``stream``: the key of the stream it runs on; default the current one)."""
+    from .cuda import waited
+    for x in arrays:
+        entries = _entries(x._a)
+        if not entries or x._a.size == 0:
+            continue
+        low, high = byte_bounds(x._a)
+        for e_low, e_high, key, count in list(entries):
+            if e_low < high and low < e_high and not waited(key, count, stream):
+                _rules.breaks("unordered access", RuntimeError(
+                    f"{what}: an array written by launch {count} of stream {key} is used on stream "
+                    f"{stream or _rules.stream_key(_rules.current())} with no event between them: record an event "
+                    "after the write and make this stream wait on it"))
+                return
 
 
 def _flat(objects):
@@ -64,27 +145,41 @@ def unwrap(x):
     return x
 
 
-def wrap(result, device=None):
-    """NumPy results as stand-in arrays on ``device`` (default: the current one)."""
+def wrap(result, device=None, mark=None):
+    """NumPy results as stand-in arrays on ``device`` (default: the current one), written by
+    the launch ``mark``."""
     device = _rules.current() if device is None else device
     if isinstance(result, np.ndarray):
-        return ndarray._on(result, device)
+        x = ndarray._on(result, device)
+        note_write(x, mark)
+        return x
     if isinstance(result, np.generic):   # CuPy returns 0-d arrays, never NumPy scalars
-        return ndarray._on(np.asarray(result), device)
+        x = ndarray._on(np.asarray(result), device)
+        note_write(x, mark)
+        return x
     if isinstance(result, (list, tuple)):
-        return type(result)(wrap(r, device) for r in result)
+        return type(result)(wrap(r, device, mark) for r in result)
     return result
 
 
-def launched(func, args, kwargs, what):
-    check_operands(list(args) + list(kwargs.values()), what)
-    return wrap(func(*unwrap(args), **unwrap(kwargs)))
+def launched(func, args, kwargs, what, kernels=1):
+    out = kwargs.get("out")
+    writes = [out] if isinstance(out, ndarray) else []
+    mark = check_operands(list(args) + list(kwargs.values()), what, writes, kernels)
+    return wrap(func(*unwrap(args), **unwrap(kwargs)), mark=mark)
 
 
 class _Memory:
+    """``ndarray.data``: its pointer, which NCCL's calls take (``cuda.nccl`` finds the array
+    again by it)."""
+
     def __init__(self, array):
         self.ptr = array._a.__array_interface__["data"][0]
         self.device_id = array._device
+        by_pointer[self.ptr] = weakref.ref(array)
+
+
+by_pointer = {}   # pointer -> weakref to the stand-in array whose ``data`` gave it
 
 
 class ndarray(NDArrayOperatorsMixin):
@@ -135,7 +230,8 @@ class ndarray(NDArrayOperatorsMixin):
     def get(self, stream=None, order="C", out=None, blocking=True):
         from .cuda import Device
         with Device(self._device):   # as CuPy: the copy runs on the array's device
-            _rules.launch([self._device], "get")
+            check_operands([self], "get")
+            _rules.host_sync("get")
             host = np.array(self._a, order=order)
         if out is not None:
             out[...] = host
@@ -163,9 +259,9 @@ class ndarray(NDArrayOperatorsMixin):
     # ---------------------------------------------------------------- views (no launch)
     def reshape(self, *shape, order="C"):
         a = self._a.reshape(*shape, order=order)
-        if not np.shares_memory(a, self._a):
-            check_operands([self], "reshape (copy)")
-        return self._view(a) if np.shares_memory(a, self._a) else wrap(a)
+        if np.shares_memory(a, self._a):
+            return self._view(a)
+        return wrap(a, mark=check_operands([self], "reshape (copy)"))
 
     def transpose(self, *axes):
         return self._view(self._a.transpose(*axes))
@@ -183,21 +279,25 @@ class ndarray(NDArrayOperatorsMixin):
         a = self._a.ravel(order)
         if np.shares_memory(a, self._a):
             return self._view(a)
-        check_operands([self], "ravel (copy)")
-        return wrap(a)
+        return wrap(a, mark=check_operands([self], "ravel (copy)"))
 
     def __getitem__(self, index):
         refuse_host(index, "getitem")
         parts = index if isinstance(index, tuple) else (index,)
-        if any(isinstance(p, (ndarray, list)) for p in parts):   # advanced indexing: a gather kernel
-            check_operands([self, index], "getitem with index arrays")
-            return wrap(self._a[unwrap(index)])
+        kernels = _index_kernels(parts)
+        if kernels:   # advanced indexing: CuPy's gather (take), after preparing the indices
+            if any(isinstance(p, ndarray) and p.dtype == bool for p in parts):
+                _rules.host_sync("getitem with a boolean mask (its count)")
+            mark = check_operands([self, index], "getitem with index arrays", kernels=kernels)
+            return wrap(self._a[unwrap(index)], mark=mark)
         return self._view(self._a[index])
 
     def __setitem__(self, index, value):
         refuse_host(index, "setitem")
         refuse_host(value, "setitem")
-        check_operands([self, index, value], "setitem")
+        parts = index if isinstance(index, tuple) else (index,)
+        check_operands([self, index, value], "setitem", writes=[self],
+                       kernels=max(1, _index_kernels(parts)))
         self._a[unwrap(index)] = unwrap(value)
 
     def __iter__(self):
@@ -209,26 +309,33 @@ class ndarray(NDArrayOperatorsMixin):
         if ufunc is np.matmul:
             _rules.require_library("cublas", "matmul")
         operands = list(inputs) + list(out or ()) + list(kwargs.values())
-        check_operands(operands, what)
+        mark = check_operands(operands, what, writes=[o for o in out or () if isinstance(o, ndarray)])
         if out is not None:
             kwargs["out"] = tuple(unwrap(o) for o in out)
         result = getattr(ufunc, method)(*unwrap(inputs), **unwrap(kwargs))
         if out is not None:
             return out[0] if len(out) == 1 else out
-        return wrap(result)
+        return wrap(result, mark=mark)
 
     def __array_function__(self, func, types, args, kwargs):
+        if not _names.has(func.__module__, func.__name__):
+            return NotImplemented   # NumPy then raises its TypeError, as with CuPy
+        import sys
+        cupy = sys.modules[__name__.rsplit(".", 1)[0]]
+        mine = getattr(cupy, func.__name__, None)
+        if mine is not None and func.__module__ == "numpy":
+            return mine(*args, **kwargs)   # the stand-in's own (its launch count)
         return launched(func, args, kwargs, func.__name__)
 
     def fill(self, value):
-        check_operands([self, value], "fill")
+        check_operands([self, value], "fill", writes=[self])
         self._a.fill(value)
 
     def astype(self, dtype, order="K", casting=None, subok=None, copy=True):
         if not copy and np.dtype(dtype) == self.dtype:
             return self
-        check_operands([self], "astype")
-        return wrap(self._a.astype(dtype, order=order))
+        mark = check_operands([self], "astype")
+        return wrap(self._a.astype(dtype, order=order), mark=mark)
 
     def copy(self, order="C"):
         source = self._device
@@ -238,17 +345,20 @@ class ndarray(NDArrayOperatorsMixin):
                 with Device(source):   # CuPy first makes it contiguous, on the source's stream
                     _rules.launch([source], "copy (contiguous first)")
             _require_ordered_copy(source)
-            _rules.launch([], "peer copy")   # queued on the current device's stream
+            check_order([self], "peer copy")
+            mark = _rules.launch([], "peer copy")   # queued on the current device's stream
             with _rules._lock:
                 _rules.peer_copies += 1
-            return wrap(np.array(self._a, order=order))
-        check_operands([self], "copy")
-        return wrap(np.array(self._a, order=order))
+            return wrap(np.array(self._a, order=order), mark=mark)
+        mark = check_operands([self], "copy")
+        return wrap(np.array(self._a, order=order), mark=mark)
 
     def _reduce(name):
         def method(self, *args, **kwargs):
-            check_operands([self] + list(args) + list(kwargs.values()), name)
-            return wrap(getattr(self._a, name)(*unwrap(args), **unwrap(kwargs)))
+            out = kwargs.get("out")
+            mark = check_operands([self] + list(args) + list(kwargs.values()), name,
+                                  writes=[out] if isinstance(out, ndarray) else [])
+            return wrap(getattr(self._a, name)(*unwrap(args), **unwrap(kwargs)), mark=mark)
         method.__name__ = name
         return method
 
@@ -271,3 +381,17 @@ class ndarray(NDArrayOperatorsMixin):
     repeat = _reduce("repeat")
     flatten = _reduce("flatten")
     del _reduce
+
+
+def _index_kernels(parts):
+    """Kernels of CuPy's advanced indexing with these index parts (0: a view, basic indexing).
+    One integer index array: a ``take`` (1); n of them: the flat index made in n + 1 kernels
+    (a fill and one per array), then the gather (n + 2); a list is copied to the device first;
+    a boolean mask: a scan, the count read by the host, a gather (3)."""
+    arrays = [p for p in parts if isinstance(p, (ndarray, list))]
+    if not arrays:
+        return 0
+    lists = sum(isinstance(p, list) for p in arrays)
+    if any(isinstance(p, ndarray) and p.dtype == bool for p in arrays):
+        return 3 + lists
+    return (1 if len(arrays) == 1 else len(arrays) + 2) + lists

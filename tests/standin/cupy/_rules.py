@@ -1,4 +1,5 @@
-"""The state and the rules of the CuPy stand-in: current devices, contexts, launches, streams.
+"""The state and the rules of the CuPy stand-in: current devices, contexts, launches, streams,
+host synchronisations.
 
 Settings, read once from the environment (so that subprocesses such as ``mpiexec`` ranks
 inherit them):
@@ -44,7 +45,8 @@ _thread = threading.local()
 _lock = threading.Lock()
 contexts = set()                         # devices that got a CUDA context in this process
 broken = collections.Counter()           # (rule, place) -> times
-launches = collections.Counter()         # (device, thread) -> kernels that thread queued there
+launches = collections.Counter()         # stream key -> kernels queued on that stream (see stream_key)
+syncs = collections.Counter()            # (what, place) -> host synchronisations (get, float(), ...)
 peer_enabled = set()                     # (device, peer)
 peer_copies = 0                          # arrays copied from one device to another
 on_reset = []                            # what else forgets with ``reset`` (the streams' waits)
@@ -87,14 +89,28 @@ def breaks(rule, error):
         raise error
 
 
+def default_stream_key(device):
+    """The stream a thread's work on ``device`` goes to when no stream was entered: the
+    thread's own (as under CuPy's per-thread default streams, the strictest case). A key is
+    (device, tag); ``cuda`` replaces this function with one that knows entered streams."""
+    return (device, threading.get_ident())
+
+
+stream_key = default_stream_key
+
+
 def launch(device_ids, what, kernel=True):
     """A kernel launched on the current device that reads or writes arrays on ``device_ids``
-    (``kernel=False``: an allocation, which only creates the device's context)."""
+    (``kernel=False``: an allocation, which only creates the device's context). Returns
+    (stream key, the launch's number on that stream) for a kernel, else None."""
     dev = current()
+    mark = None
     with _lock:
         contexts.add(dev)    # work on a device creates its context
         if kernel:
-            launches[(dev, threading.get_ident())] += 1
+            key = stream_key(dev)
+            launches[key] += 1
+            mark = (key, launches[key])
             if sequence is not None:
                 sequence.append(dev)
     for other in set(device_ids) - {dev}:
@@ -109,6 +125,14 @@ def launch(device_ids, what, kernel=True):
                               stacklevel=3)
         else:
             breaks("wrong device", ValueError(f"{msg} Peer access is unavailable between these devices."))
+    return mark
+
+
+def host_sync(what):
+    """The host waits for a device (a copy to the host, a scalar read, a synchronize):
+    counted with its place in our code; the training step may do at most one."""
+    with _lock:
+        syncs[(what, place())] += 1
 
 
 def require_library(name, what):
@@ -123,7 +147,8 @@ def report():
             "broken": {f"{rule} at {where}": n for (rule, where), n in sorted(broken.items())},
             "peer_copies": peer_copies,
             "launches": {str(d): sum(n for (e, _), n in launches.items() if e == d)
-                         for d in sorted({d for d, _ in launches})}}
+                         for d in sorted({d for d, _ in launches})},
+            "syncs": sum(syncs.values())}
 
 
 def reset():
@@ -133,6 +158,7 @@ def reset():
         contexts.clear()
         broken.clear()
         launches.clear()
+        syncs.clear()
         peer_copies = 0
     for forget in on_reset:
         forget()

@@ -12,8 +12,8 @@ class Generator:
         _rules.launch([], "default_rng")   # the generator's state is initialised on the device
 
     def _draw(self, name, *args, **kwargs):
-        _rules.launch([self._device], f"Generator.{name}")
-        return _wrap(getattr(self._rng, name)(*args, **kwargs))
+        mark = _rules.launch([self._device], f"Generator.{name}")
+        return _wrap(getattr(self._rng, name)(*args, **kwargs), mark=mark)
 
     def random(self, size=None, dtype=_np.float64, out=None):
         return self._draw("random", size, dtype=dtype)

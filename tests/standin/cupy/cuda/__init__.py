@@ -1,14 +1,23 @@
-"""cupy.cuda of the stand-in: ``Device`` exactly as CuPy's (cupy/cuda/device.pyx), streams and
-events that keep the one ordering rule a tower crossing needs.
+"""cupy.cuda of the stand-in: ``Device`` exactly as CuPy's (cupy/cuda/device.pyx), and
+streams and events with CUDA's rules of ownership and order.
 
-Ordering. Each thread counts the launches it queued on each device (as if every thread had
-its own stream there: CuPy's per-thread default streams). ``Event.record()`` remembers how
-many this thread had queued on the event's device; ``stream.wait_event(event)`` lets that
-stream's later work see them.
-A copy that reads another device's array (``ndarray.copy()`` into the current device) is
-refused unless the current stream has waited on an event of the source device that covers
-every launch queued there so far: without it, on a real GPU with per-thread default streams
-or any compute stream, the copy may read the array before it is written.
+Ownership (cupy/cuda/stream.pyx, CUDA's runtime). A stream and an event belong to the device
+that was current when they were made. Recording an event on a stream of another device is
+``cudaErrorInvalidResourceHandle``; so is the elapsed time of two devices' events, or of an
+event made with ``disable_timing=True``; entering or using a stream while another device is
+current is CuPy's ``RuntimeError``. Waiting on another device's event is allowed (it is how
+two GPUs order their work).
+
+Order. Every launch goes to a stream: the one entered on its device, else the thread's
+default stream there (as under CuPy's per-thread default streams, the strictest case: work
+queued by a loader thread is not ordered before the main thread's). ``Event.record()``
+remembers how many launches its stream had; ``stream.wait_event(event)`` lets that stream's
+later work see them. A launch that touches memory last written by another stream, with no
+such wait in between, is refused (``_array``), and so is a peer copy that no event orders
+after the work queued on the source device.
+
+Host synchronisations (``Device.synchronize``, ``Stream.synchronize``,
+``Event.synchronize``) are counted (``_rules.syncs``), as are reads to the host (``_array``).
 """
 import threading as _threading
 import time as _time
@@ -81,40 +90,72 @@ def _stack():
     return stack
 
 
+_waits = {}   # stream key -> {stream key: launches there this stream has waited for}
+_by_pointer = {}   # Stream.ptr -> the stream (NCCL's calls take the pointer)
+
+
+def stream_of(pointer):
+    """The stream whose ``ptr`` is ``pointer`` (0: the current device's default stream)."""
+    return Stream.null if pointer == 0 else _by_pointer[pointer]
+
+
+def _forget_waits():
+    _waits.clear()
+
+
+_rules.on_reset.append(_forget_waits)   # launch counts restart: so do the waits that cover them
+
+
+def _invalid_handle(what):
+    return RuntimeError(f"cudaErrorInvalidResourceHandle: invalid resource handle ({what})")
+
+
 class Stream:
-    """A stream on the device current when it was made. ``Stream.null``: the legacy default
-    stream of whichever device is current."""
+    """A stream on the device current when it was made. ``Stream.null``: the default stream
+    of whichever device is current (device_id -1, as CuPy's)."""
 
     null = None   # set below
 
     def __init__(self, null=False, non_blocking=False, ptds=False):
-        self.device_id = None if null else _rules.current()
-        self.waited = {}   # (device, thread) -> launches there that this stream has waited for
+        self.device_id = -1 if (null or ptds) else _rules.current()
         self.ptr = 0 if null else id(self)
+        if self.device_id != -1:
+            _rules.launch([], "stream", kernel=False)   # made in the current device's context
+            _by_pointer[self.ptr] = self
 
-    def _resolve(self):
-        return _null_stream(_rules.current()) if self.device_id is None else self
+    def _device(self):
+        return _rules.current() if self.device_id == -1 else self.device_id
+
+    def _key(self):
+        """The stream key its launches are counted under (see ``_rules.stream_key``)."""
+        if self.device_id == -1:
+            return _rules.default_stream_key(_rules.current())
+        return (self.device_id, f"stream {self.ptr:x}")
+
+    def _check_device(self):
+        if self.device_id not in (-1, _rules.current()):
+            _rules.breaks("stream off its device", RuntimeError(
+                f"The device that the stream is created on ({self.device_id}) does not match with the "
+                f"current device ({_rules.current()})"))
 
     def __enter__(self):
-        streams = _current_streams()
-        device = _rules.current() if self.device_id is None else self.device_id
-        streams.setdefault(device, []).append(self._resolve())
+        self._check_device()
+        _current_streams().setdefault(self._device(), []).append(self)
         return self
 
     def __exit__(self, *args):
-        device = _rules.current() if self.device_id is None else self.device_id
-        _current_streams()[device].pop()
+        _current_streams()[self._device()].pop()
 
     def use(self):
-        device = _rules.current() if self.device_id is None else self.device_id
-        _current_streams()[device] = [self._resolve()]
+        self._check_device()
+        _current_streams()[self._device()] = [self]
         return self
 
     def wait_event(self, event):
-        stream = self._resolve()
-        if event.device_id is not None:
-            key = (event.device_id, event.thread)
-            stream.waited[key] = max(stream.waited.get(key, -1), event.count)
+        """Later work on this stream waits for ``event`` (of any device)."""
+        if event.key is not None:
+            waited = _waits.setdefault(self._key(), {})
+            waited[event.key] = max(waited.get(event.key, -1), event.count)
 
     def record(self, event=None):
         event = event or Event()
@@ -122,22 +163,14 @@ class Stream:
         return event
 
     def synchronize(self):
-        pass
+        _rules.host_sync("Stream.synchronize")
 
     @property
     def done(self):
         return True
 
-
-_nulls = {}
-
-
-def _null_stream(device):
-    if device not in _nulls:
-        stream = Stream()
-        stream.device_id, stream.ptr = device, 0
-        _nulls[device] = stream
-    return _nulls[device]
+    def __repr__(self):
+        return f"<Stream {self.ptr:#x} (device: {self.device_id})>"
 
 
 def _current_streams():
@@ -150,26 +183,45 @@ def _current_streams():
 def get_current_stream(device_id=None):
     device = _rules.current() if device_id is None else device_id
     stack = _current_streams().get(device)
-    return stack[-1] if stack else _null_stream(device)
+    return stack[-1] if stack else Stream.null
+
+
+def _stream_key(device):
+    stack = _current_streams().get(device)
+    if stack:
+        return stack[-1]._key() if stack[-1].device_id != -1 else _rules.default_stream_key(device)
+    return _rules.default_stream_key(device)
 
 
 Stream.null = Stream(null=True)
-_rules.on_reset.append(_nulls.clear)   # launch counts restart: so do the waits that cover them
+_rules.stream_key = _stream_key
 
 
 class Event:
+    """An event of the device current when it was made."""
+
     def __init__(self, block=False, disable_timing=False, interprocess=False):
-        self.device_id, self.thread, self.count, self.time = None, None, -1, None
+        if interprocess and not disable_timing:
+            raise ValueError("Timing must be disabled for interprocess events")
+        self.device_id, self.timing = _rules.current(), not disable_timing
+        self.key, self.count, self.time = None, -1, None
         self.ptr = id(self)
+        _rules.launch([], "event", kernel=False)   # made in the current device's context
 
     def record(self, stream=None):
-        stream = get_current_stream() if stream is None else stream._resolve()
-        self.device_id, self.thread = stream.device_id, _threading.get_ident()
-        self.count = _rules.launches[(self.device_id, self.thread)]
+        """On ``stream`` (default: the current device's current stream), which must be a
+        stream of this event's device."""
+        stream = get_current_stream() if stream is None else stream
+        device = stream._device()
+        if device != self.device_id:
+            _rules.breaks("event recorded on another device's stream", _invalid_handle(
+                f"an event of device {self.device_id} recorded on a stream of device {device}"))
+        self.key = stream._key()
+        self.count = _rules.launches[self.key]
         self.time = _time.perf_counter()
 
     def synchronize(self):
-        pass
+        _rules.host_sync("Event.synchronize")
 
     @property
     def done(self):
@@ -177,15 +229,31 @@ class Event:
 
 
 def get_elapsed_time(start_event, end_event):
-    """Milliseconds between two recorded events."""
+    """Milliseconds between two recorded events of one device, both made with timing."""
+    if start_event.device_id != end_event.device_id:
+        _rules.breaks("elapsed time of two devices' events", _invalid_handle(
+            f"elapsed time between events of devices {start_event.device_id} and {end_event.device_id}"))
+    if not (start_event.timing and end_event.timing):
+        _rules.breaks("elapsed time of an event without timing", _invalid_handle(
+            "elapsed time of an event made with disable_timing=True"))
     return (end_event.time - start_event.time) * 1e3
+
+
+def waited(key, count, mine=None):
+    """True when stream ``mine`` (default: the current one) has waited for launch ``count``
+    of stream ``key``."""
+    mine = _rules.stream_key(_rules.current()) if mine is None else mine
+    return key == mine or _waits.get(mine, {}).get(key, -1) >= count
 
 
 def _require_ordered_copy(source):
     """The rule of a cross-device copy into the current device (see the module docstring)."""
-    key = (source, _threading.get_ident())
-    if get_current_stream().waited.get(key, -1) < _rules.launches[key]:
+    key = _rules.stream_key(source)
+    if not waited(key, _rules.launches[key]):
         _rules.breaks("unordered copy", RuntimeError(
             f"a copy from device {source} to device {_rules.current()} that no event orders after "
             f"the {_rules.launches[key]} kernels queued on device {source}: record an event there "
             "and make this stream wait on it"))
+
+
+from . import nccl  # noqa: E402,F401  (a submodule, as CuPy's)

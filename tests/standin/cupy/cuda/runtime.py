@@ -24,6 +24,7 @@ def deviceCanAccessPeer(device, peer):
 
 def deviceSynchronize():
     _rules.contexts.add(_rules.current())
+    _rules.host_sync("deviceSynchronize")
 
 
 def runtimeGetVersion():
