@@ -86,11 +86,23 @@ class Device:
         """True when the array ``x`` lives on this device."""
         return isinstance(x, np.ndarray)
 
-    def receive(self, x):
+    def receive(self, x, ready=None):
         """A copy of ``x`` (from the host or another device) on this device."""
         if hasattr(x, "get"):  # a CuPy array: copy it to the host
             return x.get()
         return np.array(x)
+
+    def is_peer(self, x):
+        """True when moving ``x`` here is a copy between two GPUs (never, to the CPU)."""
+        return False
+
+    def record(self):
+        """A marker of the work queued so far, for ``wait`` on another thread or device (a
+        CUDA event on a GPU; nothing on the CPU, where work is done when queued)."""
+        return None
+
+    def wait(self, event):
+        """Later work here waits for ``event`` (``record``'s); nothing to wait for on the CPU."""
 
     def to_host(self, x):
         """``x`` as a NumPy array (no copy on the CPU)."""
@@ -127,6 +139,7 @@ class GPU(Device):
         self.xp = cupy
         self.index = index
         self.name = f"gpu:{index}"
+        self._peers = {index: self}
 
     def __enter__(self):
         stack = self._stack()
@@ -150,34 +163,42 @@ class GPU(Device):
     def holds(self, x):
         return isinstance(x, self.xp.ndarray) and x.device.id == self.index
 
-    def receive(self, x):
+    def receive(self, x, ready=None):
+        """A copy of ``x`` on this GPU: from the host, this GPU, or another GPU (a peer copy,
+        ``ready`` an event recorded on x's GPU after the work that wrote it: ``crossing``)."""
         with self:
             if not isinstance(x, self.xp.ndarray):
                 return self.xp.asarray(x)      # host -> device
             if x.device.id == self.index:
                 return x.copy()
-            return self._peer_copy(x)
+            if ready is None:
+                raise ValueError("a peer copy needs the event that says its source is ready (use move)")
+            self.xp.cuda.get_current_stream().wait_event(ready)
+            return x.copy()                    # ndarray.copy() copies into the current device
 
-    def _peer_copy(self, x):
-        """``x`` from another GPU, copied here in stream order on both sides.
+    def is_peer(self, x):
+        """True when ``x`` is an array of another GPU (moving it here is a peer copy)."""
+        return isinstance(x, self.xp.ndarray) and x.device.id != self.index
 
-        The copy is queued on this GPU's stream, which knows nothing of the source's: it
-        waits on an event recorded on the source after the work that wrote ``x``; and the
-        source's stream waits on an event recorded after the copy, so that ``x``'s memory
-        (often a reused output buffer) is not overwritten before it has been read. Correct with any
-        streams, not only CuPy's legacy default stream.
-        """
-        cuda = self.xp.cuda
-        ready, copied = cuda.Event(disable_timing=True), cuda.Event(disable_timing=True)
-        with cuda.Device(x.device.id):                 # inside our context: exits back here
-            x = self.xp.ascontiguousarray(x)          # a peer copy reads contiguous memory
-            ready.record()
-        cuda.get_current_stream().wait_event(ready)
-        y = x.copy()                                   # ndarray.copy() copies into the current device
-        copied.record()
-        with cuda.Device(x.device.id):
-            cuda.get_current_stream().wait_event(copied)
-        return y
+    def peer(self, index):
+        """GPU ``index`` as a device, to make it current and order work there (a copy's
+        source); made once."""
+        if index not in self._peers:
+            self._peers[index] = GPU(self.xp, index)
+        return self._peers[index]
+
+    def record(self):
+        """An event recorded now on this GPU's current stream (it belongs to this GPU)."""
+        with self:
+            event = self.xp.cuda.Event(disable_timing=True)
+            event.record()
+        return event
+
+    def wait(self, event):
+        """This GPU's current stream waits for ``event`` (of any GPU) before its later work."""
+        if event is not None:
+            with self:
+                self.xp.cuda.get_current_stream().wait_event(event)
 
     def to_host(self, x):
         with self:   # the transfer runs in this GPU's context (CuPy's would return to GPU 0)
@@ -188,15 +209,71 @@ class GPU(Device):
             self.xp.cuda.Device(self.index).synchronize()
 
 
+def memories(devices):
+    """One device per distinct memory among ``devices``, in order: the CPU devices share one
+    (the first stands for all), each GPU has its own."""
+    kept = {}
+    for device in devices:
+        kept.setdefault(device.name if isinstance(device, GPU) else "cpu", device)
+    return list(kept.values())
+
+
 def move(x, device):
-    """Put the array ``x`` on ``device``: the one place where data crosses devices.
+    """Put the array ``x`` on ``device``: the one crossing, for one array (see ``crossing``).
 
     A no-op (``x`` itself) when ``x`` already lives there. Its backward is the same
     call in the other direction: ``move(dy, device_of_x)``.
     """
-    if device.holds(x):
-        return x
-    return device.receive(x)
+    return crossing([(x, device)])[0]
+
+
+def crossing(requests):
+    """``[(x, device), ...]`` -> ``[x on device, ...]``: the one place where data changes
+    device, a no-op for an array already there. A tower crossing asks for all of its copies
+    at once.
+
+    Between GPUs each copy is queued on the destination's stream, in stream order on both
+    sides, with CUDA's rule that an event belongs to the GPU it was made on: first, on each
+    source GPU, the arrays are made contiguous and one event recorded there (``ready``);
+    then each destination waits for the ready events of its sources and queues its copies;
+    then it records an event (``copied``) that each of its sources waits for, so that a
+    source does not overwrite an array (often a reused buffer) before it has been read.
+    Every ready event is recorded before any copy is queued, and every ``copied`` waited for
+    after, so that the two directions of a crossing do not wait for each other.
+    """
+    sources = {}    # id(source GPU) -> source GPU, for the arrays that leave one
+    leaving = []    # per request: the source GPU of a peer copy, or None
+    for x, device in requests:
+        source = device.peer(x.device.id) if device.is_peer(x) else None
+        leaving.append(source)
+        if source is not None:
+            sources[id(source)] = source
+    arrays = [x for x, _ in requests]
+    ready = {}
+    for key, source in sources.items():
+        with source:
+            for i, x in enumerate(arrays):
+                if leaving[i] is source:
+                    arrays[i] = source.xp.ascontiguousarray(x)     # a peer copy reads contiguous memory
+        ready[key] = source.record()
+    moved = [None] * len(requests)
+    destinations = {id(device): device for _, device in requests}
+    copied = []
+    for device in destinations.values():
+        mine = [i for i, (_, d) in enumerate(requests) if d is device]
+        for i in mine:
+            x, source = arrays[i], leaving[i]
+            if source is not None:
+                moved[i] = device.receive(x, ready[id(source)])
+            else:
+                moved[i] = x if device.holds(x) else device.receive(x)
+        read_from = {id(leaving[i]): leaving[i] for i in mine if leaving[i] is not None}
+        if read_from:
+            copied.append((device.record(), list(read_from.values())))
+    for event, read_from in copied:
+        for source in read_from:
+            source.wait(event)
+    return moved
 
 
 class SideBySide:
