@@ -48,7 +48,7 @@ import os
 import numpy as np
 
 from . import augment
-from ..nn.backend import move
+from ..nn.backend import memories, move
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
@@ -229,6 +229,18 @@ class TrainLoader:
     (config.mean). Crops and flips are made on the host in uint8; only those move to the
     device, where the float work runs with ``device.xp``. The last partial batch is dropped.
 
+    ``devices``: the devices that need the batch (a model's towers; default ``[device]``):
+    each GPU gets the uint8 crops (a quarter of the float batch's bytes) and makes its own
+    float batch, instead of receiving the float batch from another GPU; CPU devices share
+    one. A batch is ``(images, labels)``: ``images`` (N, C, S, S) on ``device``, or with
+    several memories a tuple of the same batch on each (``backend.memories`` order);
+    ``labels`` (N,) int64 on the host.
+
+    Batches are made in threads. On a GPU, work queued by one thread is ordered before
+    another thread's only by an event (CuPy's per-thread default streams make that real):
+    the mean, made here, is waited for in the threads, and each batch carries an event per
+    device that the consuming thread waits for before it is used (``__iter__``).
+
     ``rows`` (a slice of ``range(N)``): yield only these rows of each batch, as one of
     several ranks does. The order and every draw (crop, flip, lighting) are made for the
     whole batch, as one process makes them, and this rank takes its rows; it reads only
@@ -236,9 +248,10 @@ class TrainLoader:
     """
 
     def __init__(self, cache, config, device, epoch=0, start_batch=0, split="train",
-                 threads=2, depth=2, rows=None):
+                 threads=2, depth=2, rows=None, devices=None):
         self.split = cache.split(split)
         self.config, self.device, self.epoch = config, device, epoch
+        self.devices = memories(devices or [device])
         self.threads, self.depth = threads, depth
         m, n = len(self.split), config.batch_size
         self.batches_per_epoch = m // n
@@ -252,7 +265,8 @@ class TrainLoader:
         augment.crop_offsets(self.image_size, config.input_size)
         self.order = epoch_order(config.seed, epoch, m)                  # (M,)
         self.eigvals, self.eigvecs = cache.pca_eigvals, cache.pca_eigvecs  # (C,), (C, C)
-        self.planes, self.channel = _mean_offsets(cache.mean_image, config, device)
+        self.means = [_mean_offsets(cache.mean_image, config, d) for d in self.devices]  # (planes, channel) each
+        self.means_ready = [d.record() for d in self.devices]   # for the threads that read them
 
     def __len__(self):
         return self.batches_per_epoch - self.start_batch
@@ -274,27 +288,45 @@ class TrainLoader:
         return crops, labels, (index, ys, xs, flips, alphas)
 
     def batch(self, b):
-        """Batch ``b`` on the device: ``(images (N, C, S, S), labels (N,) int64)``."""
-        crops, labels, (index, ys, xs, flips, alphas) = self.host_batch(b)
-        shift = augment.lighting_shift(alphas, self.eigvals, self.eigvecs)  # (N, C) float64
-        xp, dtype = self.device.xp, self.config.dtype
-        with self.device:
-            crops = move(crops, self.device)                                # (N, S, S, C) uint8
-            shift = xp.asarray(shift.astype(dtype))                         # (N, C)
-            if self.planes is not None:
-                offset = augment.mean_crops(self.planes, xp.asarray(ys), xp.asarray(xs),
-                                            xp.asarray(flips), self.config.input_size, xp)  # (N, C, S, S)
-                offset -= shift[:, :, None, None]
-                images = augment.normalize(crops, offset, dtype, xp, out=offset)  # (N, C, S, S), in place
-            else:
-                offset = (self.channel[None, :] - shift)[:, :, None, None]  # (N, C, 1, 1)
-                images = augment.normalize(crops, offset, dtype, xp)        # (N, C, S, S)
-            labels = move(labels, self.device)                              # (N,)
+        """Batch ``b``: ``(images, labels)``, images (N, C, S, S) on each device (one array, or
+        a tuple), labels (N,) int64 on the host (for use in this thread)."""
+        images, labels, _ = self.made(b)
         return images, labels
 
+    def made(self, b):
+        """``batch(b)`` and an event per device recorded after the batch was made there
+        (``backend.Device.record``), for another thread to wait for."""
+        crops, labels, (index, ys, xs, flips, alphas) = self.host_batch(b)
+        shift = augment.lighting_shift(alphas, self.eigvals, self.eigvecs)  # (N, C) float64
+        made, events = [], []
+        for device, (planes, channel), ready in zip(self.devices, self.means, self.means_ready):
+            device.wait(ready)
+            made.append(self.normalize(device, crops, shift, ys, xs, flips, planes, channel))  # (N, C, S, S)
+            events.append(device.record())
+        return (made[0] if len(made) == 1 else tuple(made)), labels, events
+
+    def normalize(self, device, crops, shift, ys, xs, flips, planes, channel):
+        """The float batch on ``device`` from the host's uint8 crops (N, S, S, C): the mean
+        (per pixel, cut and flipped as the crop, or per channel) and the lighting shift
+        subtracted. Returns (N, C, S, S)."""
+        xp, dtype = device.xp, self.config.dtype
+        with device:
+            crops = move(crops, device)                                     # (N, S, S, C) uint8
+            shift = xp.asarray(shift.astype(dtype))                         # (N, C)
+            if planes is not None:
+                offset = augment.mean_crops(planes, xp.asarray(ys), xp.asarray(xs),
+                                            xp.asarray(flips), self.config.input_size, xp)  # (N, C, S, S)
+                offset -= shift[:, :, None, None]
+                return augment.normalize(crops, offset, dtype, xp, out=offset)   # (N, C, S, S), in place
+            offset = (channel[None, :] - shift)[:, :, None, None]           # (N, C, 1, 1)
+            return augment.normalize(crops, offset, dtype, xp)              # (N, C, S, S)
+
     def __iter__(self):
-        return prefetch(self.batch, range(self.start_batch, self.batches_per_epoch),
-                        self.threads, self.depth)
+        for images, labels, events in prefetch(self.made, range(self.start_batch, self.batches_per_epoch),
+                                               self.threads, self.depth):
+            for device, event in zip(self.devices, events):
+                device.wait(event)   # this thread's work on the batch comes after its making
+            yield images, labels
 
 
 def eval_views(mean_image, config, device, ten_crop=False):
@@ -347,11 +379,23 @@ def eval_batches(cache, split, config, device, batch_size=None, ten_crop=False,
     n = batch_size or config.batch_size
     views = eval_views(cache.mean_image if mean_image is None else mean_image, config, device, ten_crop)
 
+    ready = device.record()   # the mean, made in this thread, for the threads that read it
+
     def make(start):
         images = data.mapped()[start:start + n]                              # (N, R, R, C) memmap view
         labels = data.labels[start:start + n]                                # (N,)
+        device.wait(ready)
         with device:
-            return views(images), move(labels, device)
+            batch = views(images), move(labels, device)
+        return batch, device.record()
 
     rank, ranks = shard
-    return prefetch(make, range(0, len(data), n)[rank::ranks], threads, depth)
+    return handed_over(prefetch(make, range(0, len(data), n)[rank::ranks], threads, depth), device)
+
+
+def handed_over(made, device):
+    """The batches of ``made`` ((batch, event) pairs), each after this thread's stream on
+    ``device`` has waited for the event recorded where it was made."""
+    for batch, event in made:
+        device.wait(event)
+        yield batch
