@@ -19,12 +19,12 @@ THIS_RANK = int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK"
 forward = trainer.Trainer.forward
 
 
-def faulty_forward(self, images, labels, stop):
+def faulty_forward(self, images, labels):
     if THIS_RANK == RANK and self.step == STEP:
         if MODE == "raise":
             raise RuntimeError("injected fault")
         os.kill(os.getpid(), signal.SIGKILL)
-    return forward(self, images, labels, stop)
+    return forward(self, images, labels)
 
 
 trainer.Trainer.forward = faulty_forward

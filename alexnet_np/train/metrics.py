@@ -43,6 +43,20 @@ def label_ranks(scores, labels):
     return above + tied_before
 
 
+def step_misses(scores, labels, ks, xp=np):
+    """How many labels are not among the k most probable classes, for each k of ``ks``, as
+    ``label_ranks`` ranks them (ties by class index), computed where the scores are: on a
+    GPU nothing is read to the host (the training step reads its figures once, after the
+    update is queued). scores (N, K) float, labels (N,) int, both with ``xp`` -> (len(ks),)
+    float64."""
+    N, K = scores.shape
+    true = scores[xp.arange(N), labels][:, None]                      # (N, 1)
+    above = (scores > true).sum(axis=1)                               # (N,) strictly more probable
+    lower = xp.arange(K)[None, :] < labels[:, None]                   # (N, K) classes before the label
+    ranks = above + ((scores == true) & lower).sum(axis=1)            # (N,)
+    return xp.stack([ranks >= k for k in ks]).sum(axis=1, dtype=xp.float64)   # (len(ks),)
+
+
 def topk_correct(scores, labels, k):
     """(N,) bool: is the label among the k most probable classes (ties by class index)."""
     return label_ranks(scores, labels) < k

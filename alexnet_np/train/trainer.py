@@ -17,6 +17,10 @@ momentum, the schedule and the running metrics of the epoch, so a run stopped an
 and resumed repeats the same arithmetic: on the CPU the weights are bitwise those of an
 uninterrupted run (``tests/test_train_resume.py``).
 
+The host waits for the devices once a step: the loss and the top-1/top-5 misses are computed
+on tower 0's device and read together after the update is queued (``forward``, ``read``);
+the labels stay on the host (the loss layer gets a copy, which needs no wait).
+
 Ranks (``distributed``). With R ranks each computes rows r*B/R .. of every batch of B
 (the same order and draws as one process), its part of the loss (its rows' sum / B) and
 of the gradients, which ``buckets.GradientBuckets`` sums across ranks while backward runs;
@@ -28,8 +32,8 @@ a run resumes at any number of ranks.
 Stopping. Ctrl-C (SIGINT) or SIGTERM sets a flag; the ranks agree on it in the step's
 reduction, finish that step (never half an SGD update), write one checkpoint at that
 position and return "interrupted"; a second Ctrl-C stops at once without saving. A loss
-that is not finite stops training before the update (``TrainingError`` names the step);
-the last checkpoint on disk is the last good one. A loss that stays at ln K (the loss of a
+that is not finite stops training (``TrainingError`` names the step) without saving that
+step's update: the last checkpoint on disk is the last good one. A loss that stays at ln K (the loss of a
 uniform guess) for a long time is reported once.
 """
 import collections
@@ -48,7 +52,8 @@ from ..parallel.buckets import GradientBuckets
 from ..data.loader import TrainLoader
 from ..parallel.distributed import World
 from .evaluation import draw_figure4, evaluate_split, kernel_weights, progress_bar, sample_indices
-from .metrics import TopKCounter, label_ranks
+from .metrics import TopKCounter, step_misses
+from ..nn.backend import move
 from ..nn.model import AlexNet
 from ..nn.optim import SGD
 from .runs import BEST, LAST, LOG
@@ -230,13 +235,12 @@ class Trainer:
     def train_epoch(self, stop):
         c, o, model = self.config, self.options, self.model
         loader = TrainLoader(self.cache, c, self.device, epoch=self.epoch, start_batch=self.batch,
-                             threads=o.threads, rows=self.rows)
+                             threads=o.threads, rows=self.rows, devices=self.devices)
         per_epoch = loader.batches_per_epoch
         stall_steps = o.stall_steps or max(200, per_epoch)
         self.recent = collections.deque(self.recent, maxlen=stall_steps)
         bar = progress_bar(self.progress, per_epoch * c.batch_size, f"epoch {self.epoch + 1}/{c.epochs}",
                    initial=self.batch * c.batch_size)
-        host = self.device.to_host
         tick, tick_images = time.perf_counter(), 0
         interval_losses = []
         started = time.perf_counter()
@@ -245,15 +249,16 @@ class Trainer:
                 # Overflow is not an error here: its outcome, a loss that is not finite, is
                 # caught below with a message naming the step (NumPy would only warn).
                 with np.errstate(over="ignore", invalid="ignore"):
-                    loss, wrong, stopping = self.forward(images, labels, stop)
-                    if not math.isfinite(loss):
-                        self.fail(loss=loss)
+                    figures = self.forward(images, labels)
                     if self.buckets is None:
                         model.backward()
                     else:
                         model.backward(finished=self.buckets.finished)   # sums start during backward
                         self.buckets.wait()
                     self.optimizer.step()
+                    loss, wrong, stopping = self.read(figures, stop)     # the step's one host read
+                    if not math.isfinite(loss):
+                        self.fail(loss=loss)
                 self.step += 1
                 self.batch += 1
                 self.counter.add_totals(c.batch_size, wrong, loss)
@@ -296,16 +301,25 @@ class Trainer:
         self.elapsed_add(started)
         return "epoch done"
 
-    def forward(self, images, labels, stop):
-        """The step's loss over the whole batch, its top-1/top-5 misses and whether any rank
-        was asked to stop: this rank's part, summed over the ranks in one small reduction.
-        Returns ``(loss, {1: wrong, 5: wrong}, stop)``."""
-        host = self.device.to_host
+    def forward(self, images, labels):
+        """Forward and loss of one step on this rank's rows (labels (N,) on the host). Returns
+        its figures on tower 0's device, nothing read to the host: (3,) float64, this rank's
+        part of the loss and its top-1 and top-5 misses (``read`` reads them)."""
+        head = self.device
+        with head:
+            labels = move(labels, head)                                         # (N,) host -> device
         part = self.model.forward_loss(images, labels, train=True, step=self.step,
                                        rows=(self.rows.start, self.config.batch_size))
-        ranks = label_ranks(host(self.model.logits), host(labels))                  # (N/R,)
-        loss, wrong1, wrong5, stopping = self.world.sum_values(
-            [float(host(part)), (ranks >= 1).sum(), (ranks >= 5).sum(), stop.requested])
+        with head:
+            misses = step_misses(self.model.logits, labels, (1, 5), head.xp)    # (2,)
+            return head.xp.concatenate([part.reshape(1).astype(head.xp.float64), misses])  # (3,)
+
+    def read(self, figures, stop):
+        """The step's one host read, once its update is queued (on a GPU the host then waits
+        for the step to finish, and no sooner): ``forward``'s figures, summed over the ranks
+        with the stop requests in one small reduction. Returns ``(loss, {1: wrong, 5: wrong}, stop)``."""
+        loss, wrong1, wrong5 = (float(v) for v in self.device.to_host(figures))
+        loss, wrong1, wrong5, stopping = self.world.sum_values([loss, wrong1, wrong5, stop.requested])
         return loss, {1: wrong1, 5: wrong5}, stopping > 0
 
     def elapsed_add(self, started, training=True):
@@ -318,7 +332,7 @@ class Trainer:
         """Stop: the loss of the step being taken, or a weight after the last step, is not finite."""
         if weight is None:
             step, batch = self.step + 1, self.batch + 1
-            what, outcome = f"the loss is {loss}", "before that update"
+            what, outcome = f"the loss is {loss}", "without keeping that step's update"
         else:
             step, batch = self.step, self.batch
             what, outcome = f"the weights are not finite (first: {weight})", "without saving them"
