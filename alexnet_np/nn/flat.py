@@ -4,14 +4,16 @@ Then the SGD update (§5) is a few array operations a device instead of a few pe
 array: on a GPU, where every operation is a kernel launch, the paper's net's update takes
 20 launches a step instead of 150 (``benchmarks/bench.py --count-ops``).
 
-Order on a device: every weight array, then every bias (the parameters named "b"). Weight
-decay applies to the weights, and to the biases by choice (§5 leaves it open): either way
-one range of the flat array. The layers' ``params`` and ``grads`` become views into the flat
-arrays, so the layers, the optimiser and checkpoints see the same memory as before.
+Order on a device: every weight array, then every bias (the parameters named "b"), each
+in the order the network gives (``LayerParameters.pack_parameters``: backward's, so that the
+ranks' gradient buckets, ``parallel.buckets``, are consecutive ranges of the flat gradient).
+Weight decay applies to the weights, and to the biases by choice (§5 leaves it open):
+either way one range of the flat array. The layers' ``params`` and ``grads`` become views
+into the flat arrays, so the layers, the optimiser and checkpoints see the same memory as
+before.
 
-Whoever gives a layer gradient arrays of its own afterwards (the ranks' gradient buckets,
-``parallel.buckets``, which lay them out in backward's order) leaves the flat gradient
-behind: ``holds`` tells, and the optimiser then goes array by array.
+Whoever gives a layer arrays of its own afterwards leaves the flat arrays behind: ``holds``
+tells, and the optimiser then goes array by array.
 """
 import numpy as np
 
@@ -53,9 +55,12 @@ class FlatParameters:
 
     def holds(self):
         """True while every layer's parameter and gradient is still our view."""
-        return self.grads is not None and all(
-            layer.params[key] is w and layer.grads.get(key) is dw
-            for (layer, key), (w, dw) in zip(self.entries, self.views.values()))
+        return self.grads is not None and self.holds_weights() and all(
+            layer.grads.get(key) is dw for (layer, key), (_, dw) in zip(self.entries, self.views.values()))
+
+    def holds_weights(self):
+        """True while every layer's parameter is still our view (``weights`` is theirs)."""
+        return all(layer.params[key] is w for (layer, key), (w, _) in zip(self.entries, self.views.values()))
 
     def drop_grads(self):
         """Forget the flat gradient (inference: the layers' grads are gone too)."""

@@ -19,7 +19,7 @@ backward pass is the same list read in reverse.
 """
 import numpy as np
 
-from .backend import Device, SideBySide, move
+from .backend import Device, SideBySide, crossing, move
 from .flat import FlatParameters
 from ..config import ConfigError
 from .layers import (ChannelSlice, Conv2D, Dropout, Flatten, Linear, LocalResponseNorm,
@@ -144,9 +144,13 @@ class Tower:
         return next(name for name, value in vars(self).items() if value is layer)
 
     def take_images(self, images):
-        """images (N, 3, S, S) from the host or any device -> (3, N, S, S) here, in the model's dtype."""
+        """images (N, 3, S, S) from the host or any device -> (3, N, S, S) here, in the model's
+        dtype. ``images`` may be a tuple of the same batch on several devices (the loader's,
+        ``data.loader.TrainLoader``): the copy on this device is taken, else the first moved."""
+        copies = list(images) if isinstance(images, (list, tuple)) else [images]
+        here = [im for im in copies if self.device.holds(im)]
         with self.device:
-            x = move(images, self.device)
+            x = here[0] if here else move(copies[0], self.device)
             return self.device.xp.ascontiguousarray(x.transpose(1, 0, 2, 3), dtype=self.conv1.params["W"].dtype)
 
     def forward(self, stage, x, train, infer=False, last=True):
@@ -198,17 +202,18 @@ class Exchange:
         self.sources, self.destinations, self.axis = sources, destinations, axis
         self.crossings = 0
 
-    def _move(self, x, device):
-        if not device.holds(x):
-            self.crossings += 1
-        return move(x, device)
+    def _cross(self, requests):
+        """``backend.crossing`` of [(array, device)], counting the arrays that change device."""
+        self.crossings += sum(not device.holds(x) for x, device in requests)
+        return crossing(requests)
 
     def forward(self, xs):
         self.sizes = [x.shape[self.axis] for x in xs]
+        moved = self._cross([(x, dest) for dest in self.destinations for x in xs])   # all copies at once
         outs = []
-        for dest in self.destinations:
+        for d, dest in enumerate(self.destinations):
             with dest:
-                outs.append(dest.xp.concatenate([self._move(x, dest) for x in xs], axis=self.axis))
+                outs.append(dest.xp.concatenate(moved[d * len(xs):(d + 1) * len(xs)], axis=self.axis))
         return outs
 
     def backward(self, dys):
@@ -217,14 +222,15 @@ class Exchange:
         for dest, dy in zip(self.destinations, dys):
             with dest:
                 pieces.append(dest.xp.split(dy, edges, axis=self.axis))
+        D = len(self.destinations)
+        moved = self._cross([(pieces[d][g], source) for g, source in enumerate(self.sources) for d in range(D)])
         dxs = []
         for g, source in enumerate(self.sources):
             with source:
-                own = pieces[0][g]
-                dx = self._move(own, source)
-                dx = dx.copy() if dx is own else dx   # a fresh array to add into (a moved one is)
-                for piece in pieces[1:]:
-                    dx += self._move(piece[g], source)
+                parts = moved[g * D:(g + 1) * D]
+                dx = parts[0].copy() if parts[0] is pieces[0][g] else parts[0]   # a fresh array to add into
+                for part in parts[1:]:
+                    dx += part
                 dxs.append(dx)
         return dxs
 
@@ -239,13 +245,23 @@ class LayerParameters:
 
     def pack_parameters(self):
         """Put each device's parameters end to end in one flat array and their gradients in
-        another (``flat.FlatParameters``): the optimiser's update is then a few array
-        operations a device. The networks call it once they are built."""
+        another (``flat.FlatParameters``), in the order backward finishes them
+        (``backward_order``: the ranks' gradient buckets are ranges of it): the optimiser's
+        update is then a few array operations a device. The networks call it once they are
+        built."""
         by_device = {}
-        for lname, layer in self.named_layers():
+        layers = dict(self.named_layers())
+        for lname in self.backward_order():
+            layer = layers[lname]
             device_entries = by_device.setdefault(id(layer.device), (layer.device, []))[1]
             device_entries.extend((f"{lname}.{key}", layer, key) for key in layer.params)
         self.flat = [FlatParameters(device, entries) for device, entries in by_device.values()]
+
+    def backward_order(self):
+        """Layer names (as ``named_layers``) in the order backward finishes their gradients:
+        here the reverse of ``named_layers``; a network whose backward finishes several
+        layers at once (``AlexNet``'s towers) says so."""
+        return [name for name, _ in reversed(self.named_layers())]
 
     def parameters(self):
         """[(name, array, grad, device)], e.g. ("tower1.conv3.W", W, dW, device); grad is
@@ -265,8 +281,19 @@ class LayerParameters:
         return self
 
     def first_not_finite(self):
-        """The name of the first parameter holding a value that is not finite, or None."""
-        for name, w, _, device in self.parameters():
+        """The name of the first parameter holding a value that is not finite, or None.
+
+        One check (one host read) per device over its packed parameters; the parameters are
+        looked at one by one only where that finds something."""
+        suspects = self.parameters()
+        if self.flat and all(packed.holds_weights() for packed in self.flat):
+            bad_devices = set()
+            for packed in self.flat:
+                with packed.device:
+                    if not bool(packed.device.xp.isfinite(packed.weights).all()):
+                        bad_devices.add(id(packed.device))
+            suspects = [p for p in suspects if id(p[3]) in bad_devices]
+        for name, w, _, device in suspects:
             with device:
                 if not bool(device.xp.isfinite(w).all()):
                     return name
@@ -276,8 +303,14 @@ class LayerParameters:
         return sum(int(p.size) for _, p, _, _ in self.parameters())
 
     def state_dict(self):
-        """{name: NumPy array} of every parameter (a copy on the host)."""
-        return {name: np.array(device.to_host(p)) for name, p, _, device in self.parameters()}
+        """{name: NumPy array} of every parameter (a copy on the host): one copy a device of
+        its packed parameters where they are packed."""
+        host = {}
+        for packed in self.flat:
+            if packed.holds_weights():
+                host.update(packed.lay_out(np.array(packed.device.to_host(packed.weights))))
+        return {name: host[name] if name in host else np.array(device.to_host(p))
+                for name, p, _, device in self.parameters()}
 
     def load_state_dict(self, state):
         """Copy ``state`` ({name: array}) into the parameters; names and shapes must match."""
@@ -342,7 +375,8 @@ class AlexNet(LayerParameters):
         return self.forward(images, train=False, infer=True)
 
     def forward(self, images, train=False, step=0, rows=None, infer=False):
-        """images (N, 3, S, S), on any device -> logits (N, K) on tower 0's device.
+        """images (N, 3, S, S), on any device (or a tuple of it on several) -> logits (N, K)
+        on tower 0's device.
 
         Training draws the dropout masks of ``step``; ``rows = (first, B)``: the images are
         rows first .. first+N of a global batch of B (default: the whole batch).
@@ -350,10 +384,10 @@ class AlexNet(LayerParameters):
         """
         if infer and train:
             raise ValueError("infer is the test-time forward: it cannot train")
-        N, C, H, W = images.shape
+        N, C, H, W = (images[0] if isinstance(images, (list, tuple)) else images).shape
         S = self.config.input_size
         if (C, H, W) != (3, S, S):
-            raise ValueError(f"images must be (N, 3, {S}, {S}), got {tuple(images.shape)}")
+            raise ValueError(f"images must be (N, 3, {S}, {S}), got {(N, C, H, W)}")
         first, total = rows if rows is not None else (0, N)
         for tower in self.towers:
             tower.drop6.position = tower.drop7.position = (step, first, total)
@@ -458,6 +492,13 @@ class AlexNet(LayerParameters):
         return xs
 
     # ---------------------------------------------------------------- parameters
+    def backward_order(self):
+        """Layer names in the order ``backward`` finishes them (its ``finished`` calls): fc8,
+        then the towers' stages in reverse (``Tower.stage_names``), each stage's layers of
+        every tower together."""
+        stages = reversed(self.towers[0].stage_names)
+        return ["fc8"] + [name for stage in stages for name in self.stage_layer_names(stage)]
+
     def stage_layer_names(self, stage):
         """Names of the layers with parameters in ``stage`` of every tower, e.g. fc6_stage ->
         ["tower0.fc6", "tower1.fc6"]."""

@@ -118,10 +118,14 @@ class SGD:
         w += v                                                       # w <- w + v
 
     def state_dict(self):
-        """The momentum buffers on the host, and the hyper-parameters."""
+        """The momentum buffers on the host (one copy a device where they are packed), and
+        the hyper-parameters."""
+        host = {}
+        for packed, velocity in self.flat.values():
+            host.update(packed.lay_out(np.array(packed.device.to_host(velocity))))
         return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
                 "decay_biases": self.decay_biases,
-                "velocity": {name: np.array(device.to_host(self.velocity[name]))
+                "velocity": {name: host[name] if name in host else np.array(device.to_host(self.velocity[name]))
                              for name, _, _, device in self.parameters}}
 
     def load_state_dict(self, state):

@@ -1,4 +1,5 @@
-"""Gradients in a few flat buffers per device, summed across ranks while backward runs.
+"""Gradients in a few ranges of the packed gradient per device, summed across ranks while
+backward runs.
 
 Dimensions:
     E  entries of a bucket (the gradients of several layers, end to end)
@@ -6,11 +7,13 @@ Dimensions:
 Data parallelism (``distributed``) sums every gradient over the ranks after each backward.
 Layer by layer that would be 2 x 7 x 2 + 2 small reductions; once, after backward, it
 would all stay exposed. So, as PyTorch's DistributedDataParallel and Horovod do, the
-gradients live in a few flat buckets per device, filled in the order backward produces
-them (fc8; fc7; fc6; conv5-conv3; conv2-conv1), at most ``BUCKET_BYTES`` each (a larger
-gradient gets a bucket of its own; one under ``MIN_BUCKET_BYTES`` joins the next). Every
-layer's ``grads`` become views into its bucket, so backward writes there directly, nothing
-is copied, and the buffers are reused from step to step. A bucket's sum starts,
+gradients are summed in a few buckets per device, in the order backward produces them
+(fc8; fc7; fc6; conv5-conv3; conv2-conv1), at most ``BUCKET_BYTES`` each (a larger
+gradient gets a bucket of its own; one under ``MIN_BUCKET_BYTES`` joins the next). A
+bucket is a consecutive range of its device's packed gradient (``flat.FlatParameters``,
+which lays the weights out in backward's order, then the biases, which join the last
+bucket): backward writes there directly, nothing is copied, and the SGD update still runs
+over the whole packed arrays, a few operations a device. A bucket's sum starts,
 non-blocking, as soon as backward has finished all its layers (the ``finished`` argument of
 ``AlexNet.backward``) and runs while backward goes on; ``wait`` finishes them all before
 the SGD update and records how long that wait was: the part of the reduction that backward
@@ -30,36 +33,47 @@ import numpy as np
 
 BUCKET_BYTES = 32 * 2 ** 20
 MIN_BUCKET_BYTES = 2 ** 20   # a bias alone is not worth a reduction of its own
+
+
 def backward_order(model):
-    """Layer names (as ``AlexNet.named_layers``) in the order backward finishes them: fc8,
-    then the towers' stages in reverse (``Tower.stage_names``)."""
-    stages = reversed(model.towers[0].stage_names)
-    return ["fc8"] + [name for stage in stages for name in model.stage_layer_names(stage)]
+    """Layer names (as ``AlexNet.named_layers``) in the order backward finishes them."""
+    return model.backward_order()
 
 
 class Bucket:
-    """One flat gradient buffer (E,) on ``device`` holding the gradients of ``entries``
-    [(layer name, layer, key)]; the layers' ``grads[key]`` become views into it."""
+    """The range [start, stop) of ``packed``'s gradient (``flat.FlatParameters``) that holds
+    the gradients ``names`` end to end: ``flat`` (E,) is a view, which backward writes."""
 
-    def __init__(self, device, entries):
-        dtype = entries[0][1].grads[entries[0][2]].dtype
-        size = sum(int(layer.grads[key].size) for _, layer, key in entries)
-        with device:
-            self.flat = device.xp.zeros(size, dtype=dtype)                     # (E,)
-            offset = 0
-            for _, layer, key in entries:
-                grad = layer.grads[key]
-                view = self.flat[offset:offset + grad.size].reshape(grad.shape)    # same shape as the grad
-                view[...] = grad
-                layer.grads[key] = view
-                offset += grad.size
-        self.device, self.names = device, [f"{name}.{key}" for name, _, key in entries]
-        self.layers = {name for name, _, _ in entries}
+    def __init__(self, packed, start, stop, names):
+        self.device, self.names = packed.device, list(names)
+        self.flat = packed.grads[start:stop]                                  # (E,) view
+        self.layers = {name.rsplit(".", 1)[0] for name in names}
         self.pending, self.request, self.started = set(self.layers), None, False
 
     @property
     def nbytes(self):
         return int(self.flat.nbytes)
+
+
+def bucket_ranges(packed, bucket_bytes):
+    """[(start, stop, names)]: ``packed``'s gradient cut, in its order, at parameter
+    boundaries into buckets of at most ``bucket_bytes`` (see the module docstring); the
+    biases, at the end, all go to the last bucket."""
+    ranges, start, offset, size, names = [], 0, 0, 0, []
+    itemsize = packed.grads.dtype.itemsize
+    for name, shape in packed.shapes.items():
+        count = int(np.prod(shape))
+        nbytes = count * itemsize
+        in_biases = offset >= packed.bias_start
+        if names and not in_biases and size + nbytes > bucket_bytes and size >= min(MIN_BUCKET_BYTES, bucket_bytes):
+            ranges.append((start, offset, names))
+            start, size, names = offset, 0, []
+        names.append(name)
+        size += nbytes
+        offset += count
+    if names:
+        ranges.append((start, offset, names))
+    return ranges
 
 
 class GradientBuckets:
@@ -73,24 +87,11 @@ class GradientBuckets:
     def __init__(self, model, world, bucket_bytes=BUCKET_BYTES, progress_thread=True):
         self.world = world
         self.progress = Progress(world) if progress_thread and world.threads_ok else None
-        layers = dict(model.named_layers())
-        self.buckets = []
-        devices = list({id(d): d for d in model.devices}.values())
-        for device in devices:
-            current, size = [], 0
-            for name in backward_order(model):
-                layer = layers[name]
-                if layer.device is not device:
-                    continue
-                for key in layer.params:
-                    nbytes = int(layer.grads[key].nbytes)
-                    if current and size + nbytes > bucket_bytes and size >= min(MIN_BUCKET_BYTES, bucket_bytes):
-                        self.buckets.append(Bucket(device, current))
-                        current, size = [], 0
-                    current.append((name, layer, key))
-                    size += nbytes
-            if current:
-                self.buckets.append(Bucket(device, current))
+        if not model.flat or not all(packed.holds() for packed in model.flat):
+            raise ValueError("gradient buckets need the network's packed gradients (pack_parameters)")
+        self.buckets = [Bucket(packed, start, stop, names) for packed in model.flat
+                        for start, stop, names in bucket_ranges(packed, bucket_bytes)]
+        devices = [packed.device for packed in model.flat]
         self.reducers = {id(d): world.reducer(d) for d in devices}
         self.started = []      # [(bucket, seconds after the first start)] of the last step
         self.exposed_s = 0.0   # the last wait: reduction time not hidden under backward
