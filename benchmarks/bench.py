@@ -58,7 +58,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import numpy as np
 
-from alexnet_np.nn.backend import DeviceError, SideBySide, move, tower_devices
+from alexnet_np.nn.backend import DeviceError, SideBySide, memories, move, tower_devices
 from alexnet_np.config import Config
 
 # The floors we hold ourselves to, ours / PyTorch (issue "Speed"): images/s at least, peak
@@ -135,26 +135,30 @@ class HostClock:
 
 
 class CupyClock:
-    """CUDA events on the current device's stream (CuPy's guide: time GPU work with events).
-
-    ``join`` makes the host wait for every GPU but the first, so that an end mark recorded on
-    GPU 0 comes after the other tower's work too (a no-op with one GPU)."""
+    """CUDA events on the first tower's GPU (CuPy's guide: time GPU work with events), which
+    cover every tower: before each mark, the first GPU's stream waits for an event recorded
+    on every other GPU, so that a mark comes after all the towers' work queued so far. CUDA
+    measures the time between two events of one device only (and none made without timing)."""
 
     def __init__(self, cupy, devices):
-        self.cupy, self.others = cupy, [d for d in devices[1:] if d is not devices[0]]
+        self.cupy, self.head = cupy, devices[0]
+        self.others = list({d.name: d for d in devices if d.name != self.head.name}.values())
 
     def mark(self):
-        event = self.cupy.cuda.Event()
-        event.record()
+        for device in self.others:
+            self.head.wait(device.record())
+        with self.head:
+            event = self.cupy.cuda.Event()
+            event.record()
         return event
 
     def join(self):
-        for device in self.others:
-            device.synchronize()
+        pass   # ``mark`` waits for every tower
 
     def ms(self, start, end):
-        end.synchronize()
-        return self.cupy.cuda.get_elapsed_time(start, end)
+        with self.head:
+            end.synchronize()
+            return self.cupy.cuda.get_elapsed_time(start, end)
 
 
 class TorchCudaClock:
@@ -210,8 +214,11 @@ class Ours:
             self.opt = SGD(self.net.parameters(), config.lr, config.momentum, config.weight_decay,
                            config.decay_biases, flat=self.net.flat)
         head = self.devices[0]
-        with head:  # no copy on the CPU (PyTorch shares the NumPy batch too)
-            self.images, self.labels = move(images, head), move(labels, head)
+        # The batch on each tower's GPU, as the training loader gives it (no copy on the CPU:
+        # PyTorch shares the NumPy batch too); the labels on the head.
+        placed = [move(images, d) for d in memories(self.devices)]
+        self.images = placed[0] if len(placed) == 1 else tuple(placed)
+        self.labels = move(labels, head)
         if device == "gpu":
             self.clock = CupyClock(head.xp, self.devices)
         else:
@@ -535,6 +542,33 @@ def count_ops(batch_size):
     return per_layer, totals
 
 
+def count_step_syncs(steps=(1, 5)):
+    """Host synchronisations and launches per step of train.py's loop (the trainer's step:
+    loader, forward, backward, update, its one read), on two GPUs of the CuPy stand-in with a
+    small net on generated images: the difference between two runs that differ only in
+    their number of steps, over those steps. Returns (syncs per step, launches per step)."""
+    import tempfile
+    tests = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
+    sys.path.insert(0, tests)
+    from standin_gpus import standin_env
+    from test_train_helpers import TINY_ARGS, make_tiny_cache
+    args = [a for a in TINY_ARGS if a not in ("--device", "cpu")] + ["--no-figures", "--device", "gpu"]
+    totals = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = make_tiny_cache(os.path.join(tmp, "cache"))
+        for n in steps:
+            log = os.path.join(tmp, f"log-{n}.jsonl")
+            train = os.path.join(os.path.dirname(tests), "train.py")
+            subprocess.run([sys.executable, train, "--data", cache, "--out", os.path.join(tmp, f"run-{n}"),
+                            *args, "--max-steps", str(n)], env=standin_env(log), check=True,
+                           stdout=subprocess.DEVNULL)
+            with open(log) as f:
+                record = json.loads(f.readline())
+            totals.append((record["syncs"], sum(record["launches"].values())))
+    span = steps[1] - steps[0]
+    return (totals[1][0] - totals[0][0]) / span, (totals[1][1] - totals[0][1]) / span
+
+
 def print_count_ops(batch_size):
     per_layer, totals = count_ops(batch_size)
     rows = list(dict.fromkeys(name for name, _ in per_layer))
@@ -549,6 +583,9 @@ def print_count_ops(batch_size):
     print(f"| glue (images to the towers, dropout positions, the loss's labels) | "
           f"{totals['train'] - listed_train} (both passes) | | {totals['infer'] - listed_infer} |")
     print(f"| **total** | **{totals['train']}** per training step | | **{totals['infer']}** per inference batch |")
+    syncs, launches = count_step_syncs()
+    print(f"train.py's step (small net, loader and the step's figures included): {syncs:g} host "
+          f"synchronisation(s) and {launches:g} launches a step")
 
 
 CHILDREN = {"time": child_time, "memory": child_memory, "layers": child_layers}
