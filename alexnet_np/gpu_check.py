@@ -7,18 +7,28 @@ Runs, one after the other, each part with its own time limit, its output in
 ``OUT_DIR/NN-<part>.log`` and one line per part in ``OUT_DIR/summary.txt`` (status,
 seconds, the log's last line):
 
+    contact      first and fast: every GPU's kernel, GEMM, random draw and compiled kernel,
+                 a peer copy both ways between GPUs 0 and 1 through the crossing function
+                 (events on their own devices), one NCCL all-reduce where NCCL is installed
     env          nvidia-smi (and its topology), cupy.show_config(), peer access between
                  the GPUs, the versions of Python, NumPy, CuPy, PyTorch, mpi4py
     gpu-tests    python -m pytest tests/test_gpu.py (layers, model, dropout masks, buckets)
-    all-tests    python -m pytest: the whole suite, which must pass on a GPU machine too
-    bench        python benchmarks/bench.py --device gpu --quick (ours against PyTorch with cuDNN)
     train        one epoch of train.py --device gpu on the built-in demo data
     evaluate     evaluate.py --device gpu --ten-crop on that epoch's checkpoint
     ranks        mpiexec -n 2 train.py --device gpu, one epoch (where there are two GPUs)
+    bench        python benchmarks/bench.py --device gpu --quick (ours against PyTorch with cuDNN)
+    counts       host synchronisations and launches per training step (bench.py --count-ops,
+                 counted on the CuPy stand-in of tests/standin: CUDA cannot count them cheaply)
+    all-tests    python -m pytest: the whole suite, which must pass on a GPU machine too
 
-About 8 minutes in all on one H200. A part that fails or runs out of time is logged and
-the next one runs; the exit status is 1 when any part failed. Rehearsed without a GPU on
-the CuPy stand-in: ``PYTHONPATH=tests/standin python -m alexnet_np.gpu_check OUT_DIR``.
+The limits allow for the first compilation of every CuPy kernel (each part runs in a fresh
+process; CuPy keeps compiled kernels on disk, so the first part to need one pays).
+``--budget SECONDS`` fits the whole check in a lent machine's time: a part starts only with
+at least 30 s of the budget left, and runs for at most what is left. When ``contact`` fails
+the check stops there (nothing later can work; ``--keep-going`` runs the rest anyway). A
+part that fails or runs out of time is logged and the next one runs; the exit status is 1
+when any part failed. Rehearsed without a GPU on the CuPy stand-in:
+``PYTHONPATH=tests/standin python -m alexnet_np.gpu_check OUT_DIR``.
 """
 import argparse
 import os
@@ -28,6 +38,45 @@ import sys
 import time
 
 PY = sys.executable
+
+CONTACT_SCRIPT = """
+import cupy
+from alexnet_np.nn.backend import GPU, check_gpu_works, crossing
+count = cupy.cuda.runtime.getDeviceCount()
+gpus = [GPU(cupy, i) for i in range(min(count, 2))]
+for gpu in gpus:
+    check_gpu_works(gpu)
+    print(f"GPU {gpu.index}: a kernel, a GEMM, a random draw and a compiled kernel: ok", flush=True)
+if len(gpus) == 2:
+    xs = []
+    for gpu in gpus:
+        with gpu:
+            xs.append(cupy.arange(1 << 22, dtype=cupy.float32) * (gpu.index + 1))
+    to1, to0 = crossing([(xs[0], gpus[1]), (xs[1], gpus[0])])
+    for gpu, y, scale in ((gpus[1], to1, 1), (gpus[0], to0, 2)):
+        with gpu:
+            assert y.device.id == gpu.index and float(y[-1]) == scale * ((1 << 22) - 1), "wrong copy"
+    print("peer copies GPU 0 -> 1 and 1 -> 0, each ordered by events on its own device: ok", flush=True)
+try:
+    from cupy.cuda import nccl
+    available = nccl.available
+except ImportError as error:
+    available, why = False, str(error)
+if not available:
+    print("NCCL: not installed here (the ranks part will sum over host copies)")
+else:
+    for gpu in gpus:
+        with gpu:
+            comm = nccl.NcclCommunicator(1, nccl.get_unique_id(), 0)
+            stream = cupy.cuda.Stream(non_blocking=True)
+            x = cupy.ones(1 << 20, dtype=cupy.float32)
+            stream.wait_event(stream.null.record())
+            comm.allReduce(x.data.ptr, x.data.ptr, x.size, nccl.NCCL_FLOAT32, nccl.NCCL_SUM, stream.ptr)
+            cupy.cuda.get_current_stream().wait_event(stream.record())
+            assert float(x.sum()) == float(1 << 20), "wrong NCCL sum"
+    print(f"NCCL {nccl.get_version()}: one all-reduce on each GPU: ok")
+print("contact: ok")
+"""
 
 ENV_SCRIPT = """
 import platform, importlib, importlib.metadata as md
@@ -54,17 +103,21 @@ def parts(out, gpus):
     """[(name, command or None, seconds allowed, why skipped)] in the order they run."""
     run = os.path.join(out, "demo-run")
     two = gpus >= 2
+    standin = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.join("tests", "standin")] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     return [
+        ("contact", [PY, "-c", CONTACT_SCRIPT], 120, None),
         ("env", [PY, "-c", ENV_SCRIPT], 60, None),
-        ("gpu-tests", [PY, "-m", "pytest", "-v", "-p", "no:cacheprovider", "tests/test_gpu.py"], 120, None),
-        ("all-tests", [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider"], 240, None),
-        ("bench", [PY, "benchmarks/bench.py", "--device", "gpu", "--quick"], 150, None),
-        ("train", [PY, "train.py", "--device", "gpu", "--epochs", "1", "--out", run, "--no-progress"], 120, None),
+        ("gpu-tests", [PY, "-m", "pytest", "-v", "-p", "no:cacheprovider", "tests/test_gpu.py"], 300, None),
+        ("train", [PY, "train.py", "--device", "gpu", "--epochs", "1", "--out", run, "--no-progress"], 300, None),
         ("evaluate", [PY, "evaluate.py", "--device", "gpu", "--ten-crop", "--no-progress",
-                      "--checkpoint", os.path.join(run, "last.npz")], 60, None),
+                      "--checkpoint", os.path.join(run, "last.npz")], 180, None),
         ("ranks", [shutil.which("mpiexec") or "mpiexec", "-n", "2", PY, "train.py", "--device", "gpu",
-                   "--epochs", "1", "--out", os.path.join(out, "ranks-run"), "--no-progress"], 120,
+                   "--epochs", "1", "--out", os.path.join(out, "ranks-run"), "--no-progress"], 300,
          None if two else "one GPU: two ranks need two"),
+        ("bench", [PY, "benchmarks/bench.py", "--device", "gpu", "--quick"], 300, None),
+        ("counts", ([PY, "benchmarks/bench.py", "--count-ops", "--batch-sizes", "2"], standin), 240, None),
+        ("all-tests", [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider"], 420, None),
     ]
 
 
@@ -81,7 +134,9 @@ def shell_commands(out):
 
 
 def run_part(number, name, command, seconds, out):
-    """Run one part with its limit; its output goes to OUT/NN-name.log. Returns a summary line."""
+    """Run one part with its limit; its output goes to OUT/NN-name.log. Returns a summary line.
+    ``command``: the argument list, or (argument list, environment)."""
+    command, env = command if isinstance(command, tuple) else (command, None)
     log = os.path.join(out, f"{number:02d}-{name}.log")
     started = time.perf_counter()
     with open(log, "w") as f:
@@ -90,7 +145,7 @@ def run_part(number, name, command, seconds, out):
         f.write(f"$ {' '.join(command)}\n")
         f.flush()
         try:
-            result = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, timeout=seconds)
+            result = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, timeout=seconds, env=env)
             status = "ok" if result.returncode == 0 else f"FAILED (exit {result.returncode})"
         except subprocess.TimeoutExpired:
             status = f"FAILED (over its {seconds} s)"
@@ -115,7 +170,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m alexnet_np.gpu_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", metavar="OUT_DIR", help="folder for the logs (made if absent)")
     parser.add_argument("--only", default=None, metavar="PART,PART",
-                        help="run only these parts (env, gpu-tests, all-tests, bench, train, evaluate, ranks)")
+                        help="run only these parts (contact, env, gpu-tests, train, evaluate, ranks, bench, "
+                             "counts, all-tests)")
+    parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                        help="the whole check's time: a part starts only with 30 s of it left")
+    parser.add_argument("--keep-going", action="store_true", help="run the other parts when contact fails")
     args = parser.parse_args(argv)
     count = gpu_count()
     if count == 0:
@@ -131,14 +190,19 @@ def main(argv=None):
         print(f"error: --only {args.only}: no part {unknown[0]!r} (parts: {', '.join(names)})", file=sys.stderr)
         return 2
     os.makedirs(args.out, exist_ok=True)
-    summary, failed = [], False
+    summary, failed, started, stop = [], False, time.perf_counter(), None
     for number, (name, command, seconds, skip) in enumerate(every, 1):
         if name not in chosen:
             continue
-        if skip:
-            line, ok = f"{name:10s} {'skipped':28s}          {skip}", True
+        left = None if args.budget is None else args.budget - (time.perf_counter() - started)
+        if stop is None and left is not None and left < 30:
+            stop = f"not started: under 30 s of --budget {args.budget:g} left"
+        if stop or skip:
+            line, ok = f"{name:10s} {'skipped':28s}          {stop or skip}", True
         else:
-            line, ok = run_part(number, name, command, seconds, args.out)
+            line, ok = run_part(number, name, command, seconds if left is None else min(seconds, int(left)), args.out)
+            if name == "contact" and not ok and not args.keep_going:
+                stop = "not started: contact failed (--keep-going runs it anyway)"
         failed |= not ok
         summary.append(line)
         print(line, flush=True)
