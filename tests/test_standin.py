@@ -74,19 +74,135 @@ def test_host_arrays_are_refused_and_never_converted_implicitly(cupy):
     assert np.array_equal(a.get(), np.ones(3)) and np.array_equal(cupy.asnumpy(a), np.ones(3))
 
 
-def test_a_peer_copy_must_be_ordered_by_an_event(cupy):
+def test_a_peer_copy_must_be_ordered_by_an_event_of_the_source(cupy):
     a = on(cupy, 1, lambda: cupy.arange(4.0) + 1)
-    with cupy.cuda.Device(0), pytest.raises(RuntimeError, match="no event orders"):
+    with cupy.cuda.Device(0), pytest.raises(RuntimeError, match="no event between them"):
         a.copy()
-    ready = cupy.cuda.Event()
-    on(cupy, 1, ready.record)
+    ready = on(cupy, 1, lambda: cupy.cuda.Event(disable_timing=True))   # GPU 1's event...
+    on(cupy, 1, ready.record)                                            # ...on GPU 1's stream
     with cupy.cuda.Device(0):
-        cupy.cuda.get_current_stream().wait_event(ready)
-        b = a.copy()                                   # into the current device
+        cupy.cuda.get_current_stream().wait_event(ready)   # waiting on another GPU's event: allowed
+        b = a.copy()                                       # into the current device
     assert b.device.id == 0 and np.array_equal(b.get(), a.get())
-    cupy._rules.reset()                                # (the refusal above was recorded)
-    moved = backend.GPU(cupy, 0).receive(a)            # our one crossing function does both sides
+    cupy._rules.reset()                                    # (the refusal above was recorded)
+    moved = backend.move(a, backend.GPU(cupy, 0))          # our one crossing function does both sides
     assert moved.device.id == 0 and not cupy._rules.broken
+
+
+def test_an_event_belongs_to_the_device_current_when_it_was_made(cupy):
+    """CUDA: recording an event on another device's stream is cudaErrorInvalidResourceHandle
+    (the mistake our first peer copy made: both events made on the destination)."""
+    event = on(cupy, 0, lambda: cupy.cuda.Event(disable_timing=True))
+    with cupy.cuda.Device(1), pytest.raises(RuntimeError, match="invalid resource handle"):
+        event.record()
+    stream = on(cupy, 1, lambda: cupy.cuda.Stream(non_blocking=True))
+    with cupy.cuda.Device(0):
+        with pytest.raises(RuntimeError, match="invalid resource handle"):
+            event.record(stream)                       # a stream of device 1
+        with pytest.raises(RuntimeError, match="does not match with the current device"):
+            with stream:                               # entered off its device
+                pass
+        with pytest.raises(RuntimeError, match="does not match with the current device"):
+            stream.use()
+
+
+def test_elapsed_time_needs_two_timed_events_of_one_device(cupy):
+    def timed(index, timing=True):
+        event = on(cupy, index, lambda: cupy.cuda.Event(disable_timing=not timing))
+        on(cupy, index, event.record)
+        return event
+    assert cupy.cuda.get_elapsed_time(timed(1), timed(1)) >= 0
+    with pytest.raises(RuntimeError, match="devices 0 and 1"):
+        cupy.cuda.get_elapsed_time(timed(0), timed(1))
+    with pytest.raises(RuntimeError, match="disable_timing"):
+        cupy.cuda.get_elapsed_time(timed(0), timed(0, timing=False))
+
+
+def test_work_of_one_thread_is_ordered_before_anothers_only_by_an_event(cupy):
+    """Each thread's work goes to its own stream (CuPy's per-thread default streams): an array
+    a loader thread made is used by the main thread only after an event says it is there."""
+    made = {}
+
+    def loader(record):
+        with cupy.cuda.Device(0):
+            made["x"] = cupy.ones(3) * 2
+            if record:
+                made["ready"] = cupy.cuda.Event(disable_timing=True)
+                made["ready"].record()
+    for record in (False, True):
+        thread = threading.Thread(target=loader, args=(record,))
+        thread.start()
+        thread.join()
+        with cupy.cuda.Device(0):
+            if not record:
+                with pytest.raises(RuntimeError, match="no event between them"):
+                    made["x"] + 1
+            else:
+                cupy.cuda.get_current_stream().wait_event(made["ready"])
+                assert float((made["x"] + 1).sum()) == 9.0
+    gpu = backend.GPU(cupy, 0)                             # our hand-off: record there, wait here
+    event = []
+    thread = threading.Thread(target=lambda: (made.update(y=gpu.xp.zeros(2) + 1) if gpu.__enter__() else None,
+                                              event.append(gpu.record()), gpu.__exit__()))
+    thread.start()
+    thread.join()
+    gpu.wait(event[0])
+    with gpu:
+        assert float(made["y"].sum()) == 2.0
+
+
+def test_host_synchronisations_are_counted_where_our_code_makes_them(cupy):
+    with cupy.cuda.Device(0):
+        a = cupy.arange(6.0)
+        cupy._rules.reset()
+        a.get(), cupy.asnumpy(a), float(a[1]), int(a[2]), bool(a[3]), a[4].item()
+        cupy.cuda.Device(0).synchronize()
+        a[a > 2]                                          # a boolean mask: the host reads its count
+    assert sum(cupy._rules.syncs.values()) == 8
+    assert all(where.startswith("tests/test_standin.py") for _, where in cupy._rules.syncs)
+
+
+def test_launches_are_counted_as_cupy_makes_them(cupy):
+    def launches(work):
+        cupy._rules.reset()
+        with cupy.cuda.Device(0):
+            work()
+        return sum(cupy._rules.launches.values())
+    with cupy.cuda.Device(0):
+        a, index = cupy.ones((4, 6)), cupy.arange(4)
+    assert launches(lambda: cupy.split(a, [2], axis=1)) == 0                  # views
+    assert launches(lambda: (a.T, a.reshape(6, 4), a[1:, ::2])) == 0
+    assert launches(lambda: cupy.concatenate([a, a, a])) == 3                 # a copy per array
+    assert launches(lambda: a[index]) == 1                                    # take
+    assert launches(lambda: a[index, index]) == 4                            # flat index, then take
+    assert launches(lambda: a + 1) == 1
+
+
+def test_numpy_functions_cupy_lacks_are_refused(cupy):
+    with cupy.cuda.Device(0):
+        a = cupy.ones(4)
+        assert float(np.concatenate([a, a]).sum()) == 8.0   # CuPy has concatenate: dispatched to it
+        with pytest.raises(TypeError, match="no implementation found for 'numpy.insert'"):
+            np.insert(a, 0, 1.0)                            # CuPy has no insert
+
+
+def test_nccl_checks_the_device_the_stream_and_the_buffers(cupy):
+    nccl = cupy.cuda.nccl
+    with cupy.cuda.Device(1):
+        comm = nccl.NcclCommunicator(1, nccl.get_unique_id(), 0)
+        stream = cupy.cuda.Stream(non_blocking=True)
+        x = cupy.arange(4.0)
+        done = cupy.cuda.Event(disable_timing=True)
+        done.record()
+        stream.wait_event(done)                                       # x is written: the stream may read it
+        comm.allReduce(x.data.ptr, x.data.ptr, 4, nccl.NCCL_FLOAT64, nccl.NCCL_SUM, stream.ptr)
+        with pytest.raises(RuntimeError, match="no event between them"):
+            x + 1                                                     # the sum is NCCL's stream's
+        cupy.cuda.get_current_stream().wait_event(stream.record())
+        assert float((x + 1).sum()) == 10.0
+    with cupy.cuda.Device(0):
+        with pytest.raises(nccl.NcclError, match="not the current device"):
+            comm.allReduce(x.data.ptr, x.data.ptr, 4, nccl.NCCL_FLOAT64, nccl.NCCL_SUM, stream.ptr)
 
 
 def test_cupys_device_context_returns_to_gpu_0_and_ours_does_not(cupy):
@@ -249,6 +365,39 @@ def test_two_ranks_make_contexts_on_their_own_gpus_only(cache, tmp_path):
     assert sorted(r["contexts"] for r in records(log)) == [[0, 1], [2, 3]]   # rank 1: GPUs 2, 3 only
 
 
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 1e-5)])
+def test_two_ranks_summing_by_nccl_equal_one_process(cache, tmp_path, dtype, rtol):
+    """mpiexec -n 2 train.py --device gpu: the gradients summed by the stand-in's NCCL (which
+    checks what NCCL checks and sums through MPI underneath), weights and momentum equal to
+    one process's after a few steps (float64 to 1e-12, float32 to 1e-5 of each array's largest)."""
+    from test_distributed import MPI_MISSING, MPIEXEC, assert_close_arrays
+    if MPI_MISSING:
+        pytest.skip(MPI_MISSING)
+    log = tmp_path / "standin.jsonl"
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    args = ["--data", cache, *GPU_ARGS, "--device", "gpu", "--dtype", dtype, "--max-steps", "4"]
+    run("train.py", [*args, "--out", one], standin_env(log))
+    ranks = run("train.py", [*args, "--out", two], standin_env(log, gpus=4), launcher=(MPIEXEC, "-n", "2"))
+    assert "NCCL cannot be used" not in ranks.stderr
+    assert_no_rule_broken(log, 3)
+    assert [r["nccl_calls"] > 0 for r in records(log)] == [False, True, True]   # both ranks summed by NCCL
+    assert_close_arrays(arrays_of(os.path.join(one, "last.npz")), arrays_of(os.path.join(two, "last.npz")), rtol)
+
+
+def test_a_training_step_reads_from_the_gpu_once(cache, tmp_path):
+    """The host waits for the GPUs at most once a training step: the loss and the top-1/top-5
+    misses are read together after the update is queued. Counted on the stand-in (every
+    get, float(), bool(), synchronize...) as the difference between two runs that differ
+    only in their number of steps."""
+    syncs = []
+    for steps in (1, 5):
+        log = tmp_path / f"syncs-{steps}.jsonl"
+        run("train.py", ["--data", cache, "--out", str(tmp_path / f"run{steps}"), *GPU_ARGS, "--device", "gpu",
+                         "--max-steps", str(steps)], standin_env(log))
+        syncs.append(records(log)[0]["syncs"])
+    assert (syncs[1] - syncs[0]) / 4 <= 1, syncs
+
+
 def test_the_gpu_tests_pass_on_the_standin(tmp_path):
     log = tmp_path / "standin.jsonl"
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
@@ -271,13 +420,23 @@ def test_gpu_without_its_cuda_libraries_is_one_line(cache, tmp_path):
 
 def test_the_gpu_check_script_logs_each_part(tmp_path):
     out = tmp_path / "check"
-    result = subprocess.run([sys.executable, "-m", "alexnet_np.gpu_check", str(out), "--only", "env,gpu-tests"],
+    result = subprocess.run([sys.executable, "-m", "alexnet_np.gpu_check", str(out), "--only",
+                             "contact,env,gpu-tests"],
                             cwd=ROOT, env=standin_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     summary = (out / "summary.txt").read_text().splitlines()
-    assert [line.split()[:2] for line in summary] == [["env", "ok"], ["gpu-tests", "ok"]]
-    assert "peer access from GPU 0" in (out / "01-env.log").read_text()
-    assert " passed" in (out / "02-gpu-tests.log").read_text()
+    assert [line.split()[:2] for line in summary] == [["contact", "ok"], ["env", "ok"], ["gpu-tests", "ok"]]
+    contact = (out / "01-contact.log").read_text()
+    assert "peer copies GPU 0 -> 1 and 1 -> 0" in contact and "one all-reduce on each GPU: ok" in contact
+    assert "peer access from GPU 0" in (out / "02-env.log").read_text()
+    assert " passed" in (out / "03-gpu-tests.log").read_text()
+    # a contact that fails stops the check: nothing after it can work
+    broken = subprocess.run([sys.executable, "-m", "alexnet_np.gpu_check", str(tmp_path / "broken"), "--only",
+                             "contact,env"], cwd=ROOT, env=standin_env(missing="nvrtc"), capture_output=True,
+                            text=True, timeout=300)
+    lines = (tmp_path / "broken" / "summary.txt").read_text().splitlines()
+    assert broken.returncode == 1 and lines[0].split()[:2] == ["contact", "FAILED"]
+    assert lines[1].split()[:2] == ["env", "skipped"] and "contact failed" in lines[1]
     refused = subprocess.run([sys.executable, "-m", "alexnet_np.gpu_check", str(out), "--only", "nothing"],
                              cwd=ROOT, env=standin_env(), capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and refused.stderr.startswith("error: --only nothing")
@@ -300,8 +459,8 @@ def longest_run(devices):
 def test_towers_on_two_gpus_are_queued_layer_by_layer():
     """On distinct GPUs the towers' layers are queued alternately, so that neither GPU waits
     for the host to queue a whole stage of the other tower. The longest run of launches on
-    one GPU is then the head's own work (the loss and fc8 backward, on GPU 0 only: 35 here),
-    where a stage at a time gave 118."""
+    one GPU is then the head's own work (the loss and fc8 backward, on GPU 0 only: 40 here,
+    launches counted as CuPy makes them), where a stage at a time gave 118."""
     from alexnet_np.config import Config
     from alexnet_np.nn.model import AlexNet
     config = Config(num_classes=5, input_size=67, conv_channels=(4, 8, 8, 8, 6), fc_units=(8, 6), seed=3)
@@ -318,7 +477,7 @@ def test_towers_on_two_gpus_are_queued_layer_by_layer():
         sequence = cupy._rules.sequence
     finally:
         cupy._rules.sequence = None
-    assert set(sequence) == {0, 1} and longest_run(sequence) < 40, longest_run(sequence)
+    assert set(sequence) == {0, 1} and longest_run(sequence) <= 45, longest_run(sequence)
     assert not cupy._rules.broken
 
 

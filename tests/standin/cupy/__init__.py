@@ -21,6 +21,8 @@ It exposes only names real CuPy has (``tests/test_standin.py`` checks them again
 where CuPy is installed). Arithmetic is NumPy's, so results equal the CPU path's bitwise
 where the same operations run in the same order.
 """
+import builtins as _builtins
+
 import numpy as _np
 
 from . import _rules, cuda, lib, random  # noqa: F401  (submodules, as CuPy's)
@@ -92,7 +94,7 @@ def asnumpy(a, stream=None, order="C", out=None, blocking=True):
 
 def get_array_module(*args):
     import sys
-    return sys.modules[__name__] if any(isinstance(a, ndarray) for a in args) else _np
+    return sys.modules[__name__] if _builtins.any(isinstance(a, ndarray) for a in args) else _np
 
 
 # --------------------------------------------------------------------------- ufuncs and routines
@@ -141,7 +143,7 @@ def _routine(name):
         if name in _VIEWS:   # a view where NumPy makes one, as CuPy: nothing launched
             result = func(*_unwrap(args), **_unwrap(kwargs))
             source = args[0]
-            if isinstance(source, ndarray) and all(
+            if isinstance(source, ndarray) and _builtins.all(   # (``all`` here is cupy.all)
                     isinstance(r, _np.ndarray) and _np.shares_memory(r, source._a)
                     for r in (result if isinstance(result, list) else [result])):
                 return _wrap(result, device=source._device)

@@ -7,7 +7,7 @@
 - A NumPy array given to a device operation is refused (``TypeError``, as CuPy), and so is
   an implicit conversion to NumPy (``numpy.asarray(x)``): use ``x.get()`` / ``cupy.asnumpy``.
 - ``copy()`` copies into the current device, from any device (a peer copy), which must be
-  ordered by an event (``cuda._require_ordered_copy``).
+  ordered by an event after the work that wrote the array (``check_order``).
 - Every launch notes which byte ranges it wrote, on which stream; a launch on another stream
   that touches them must come after a wait on an event recorded after that write
   (``note_write``, ``check_order``: the loader's hand-off to the main thread, NCCL's
@@ -68,6 +68,7 @@ def check_operands(objects, what, writes=(), kernels=1):
 # --------------------------------------------------------------------------- order of streams
 
 _written = {}   # id(root buffer) -> (weakref to it, [(low, high byte, stream key, launch number)])
+_rules.on_reset.append(_written.clear)   # launch numbers restart: what they marked is forgotten
 
 
 def _root(a):
@@ -105,11 +106,14 @@ def note_write(x, mark):
         entries[:] = [e for e in entries if not (low <= e[0] and e[1] <= high)] + [(low, high, *mark)]
 
 
-def check_order(arrays, what, stream=None):
+def check_order(arrays, what, stream=None, peer=False):
     """Refuse a launch touching memory another stream wrote with no wait in between
-    (``stream``: the key of the stream it runs on; default the current one)."""
+    (``stream``: the key of the stream it runs on; default the current one). Arrays of
+    another device are the wrong-device rule's (``_rules.launch``), except in a peer copy."""
     from .cuda import waited
     for x in arrays:
+        if not peer and x._device != _rules.current():
+            continue
         entries = _entries(x._a)
         if not entries or x._a.size == 0:
             continue
@@ -340,12 +344,11 @@ class ndarray(NDArrayOperatorsMixin):
     def copy(self, order="C"):
         source = self._device
         if source != _rules.current():
-            from .cuda import Device, _require_ordered_copy
+            from .cuda import Device
             if not (self._a.flags.c_contiguous or self._a.flags.f_contiguous):
                 with Device(source):   # CuPy first makes it contiguous, on the source's stream
                     _rules.launch([source], "copy (contiguous first)")
-            _require_ordered_copy(source)
-            check_order([self], "peer copy")
+            check_order([self], f"a copy from device {source} to device {_rules.current()}", peer=True)
             mark = _rules.launch([], "peer copy")   # queued on the current device's stream
             with _rules._lock:
                 _rules.peer_copies += 1

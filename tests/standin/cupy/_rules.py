@@ -49,6 +49,7 @@ launches = collections.Counter()         # stream key -> kernels queued on that 
 syncs = collections.Counter()            # (what, place) -> host synchronisations (get, float(), ...)
 peer_enabled = set()                     # (device, peer)
 peer_copies = 0                          # arrays copied from one device to another
+nccl_calls = 0                           # NCCL collectives called (cuda.nccl)
 on_reset = []                            # what else forgets with ``reset`` (the streams' waits)
 sequence = None                          # a list: the device of every launch, in order, is appended
 
@@ -145,7 +146,7 @@ def report():
     """What this process did, as a dict (also written to CUPY_STANDIN_LOG at exit)."""
     return {"pid": os.getpid(), "argv": sys.argv[:3], "contexts": sorted(contexts),
             "broken": {f"{rule} at {where}": n for (rule, where), n in sorted(broken.items())},
-            "peer_copies": peer_copies,
+            "peer_copies": peer_copies, "nccl_calls": nccl_calls,
             "launches": {str(d): sum(n for (e, _), n in launches.items() if e == d)
                          for d in sorted({d for d, _ in launches})},
             "syncs": sum(syncs.values())}
@@ -153,13 +154,13 @@ def report():
 
 def reset():
     """Forget what was recorded (tests that look at one piece of work)."""
-    global peer_copies
+    global peer_copies, nccl_calls
     with _lock:
         contexts.clear()
         broken.clear()
         launches.clear()
         syncs.clear()
-        peer_copies = 0
+        peer_copies = nccl_calls = 0
     for forget in on_reset:
         forget()
 

@@ -13,8 +13,8 @@ default stream there (as under CuPy's per-thread default streams, the strictest 
 queued by a loader thread is not ordered before the main thread's). ``Event.record()``
 remembers how many launches its stream had; ``stream.wait_event(event)`` lets that stream's
 later work see them. A launch that touches memory last written by another stream, with no
-such wait in between, is refused (``_array``), and so is a peer copy that no event orders
-after the work queued on the source device.
+such wait in between, is refused (``_array``): a peer copy, too, must come after an event
+recorded on the source device after the array was written.
 
 Host synchronisations (``Device.synchronize``, ``Stream.synchronize``,
 ``Event.synchronize``) are counted (``_rules.syncs``), as are reads to the host (``_array``).
@@ -152,10 +152,11 @@ class Stream:
         return self
 
     def wait_event(self, event):
-        """Later work on this stream waits for ``event`` (of any device)."""
-        if event.key is not None:
-            waited = _waits.setdefault(self._key(), {})
-            waited[event.key] = max(waited.get(event.key, -1), event.count)
+        """Later work on this stream waits for ``event`` (of any device), and so for all that
+        its stream had waited for when it was recorded (stream order is transitive)."""
+        waited = _waits.setdefault(self._key(), {})
+        for key, count in event.covers.items():
+            waited[key] = max(waited.get(key, -1), count)
 
     def record(self, event=None):
         event = event or Event()
@@ -205,6 +206,7 @@ class Event:
             raise ValueError("Timing must be disabled for interprocess events")
         self.device_id, self.timing = _rules.current(), not disable_timing
         self.key, self.count, self.time = None, -1, None
+        self.covers = {}   # stream key -> launches there that the recorded point comes after
         self.ptr = id(self)
         _rules.launch([], "event", kernel=False)   # made in the current device's context
 
@@ -218,6 +220,8 @@ class Event:
                 f"an event of device {self.device_id} recorded on a stream of device {device}"))
         self.key = stream._key()
         self.count = _rules.launches[self.key]
+        self.covers = dict(_waits.get(self.key, {}))
+        self.covers[self.key] = self.count
         self.time = _time.perf_counter()
 
     def synchronize(self):
@@ -244,16 +248,6 @@ def waited(key, count, mine=None):
     of stream ``key``."""
     mine = _rules.stream_key(_rules.current()) if mine is None else mine
     return key == mine or _waits.get(mine, {}).get(key, -1) >= count
-
-
-def _require_ordered_copy(source):
-    """The rule of a cross-device copy into the current device (see the module docstring)."""
-    key = _rules.stream_key(source)
-    if not waited(key, _rules.launches[key]):
-        _rules.breaks("unordered copy", RuntimeError(
-            f"a copy from device {source} to device {_rules.current()} that no event orders after "
-            f"the {_rules.launches[key]} kernels queued on device {source}: record an event there "
-            "and make this stream wait on it"))
 
 
 from . import nccl  # noqa: E402,F401  (a submodule, as CuPy's)

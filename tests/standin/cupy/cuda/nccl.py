@@ -121,6 +121,7 @@ class NcclCommunicator:
         check_order(arrays, what, stream=key)
         with _rules._lock:
             _rules.launches[key] += 1
+            _rules.nccl_calls += 1
             mark = (key, _rules.launches[key])
         send = arrays[0]._a.reshape(-1)[:count]
         total = np.array(send)
