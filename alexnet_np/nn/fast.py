@@ -226,9 +226,8 @@ class FastConv2D(FastLayer, Conv2D):
                 with memory.workspace():                              # each chunk's col, given back
                     col = self._unfold_input(x[:, n0:n1])             # (C*KH*KW, n*OH*OW)
                     dy2 = dy[:, n0:n1].reshape(F, -1)                 # (F, n*OH*OW)
-                    # dW = sum over the chunks of dy2 col^T, computed as (col dy2^T)^T: OpenBLAS
-                    # runs this orientation up to 20x faster when n*OH*OW is long and F small
-                    # (conv1: 48 x 387,200 x 363).
+                    # dW = sum over the chunks of dy2 col^T, computed as (col dy2^T)^T: the
+                    # orientation OpenBLAS runs faster when n*OH*OW is long and F small (docs/speed.md).
                     share = xp.matmul(col, dy2.T)                     # (C*KH*KW, F)
                     if n0 == 0:
                         dW[...] = share
@@ -312,8 +311,7 @@ class FastLocalResponseNorm(FastLayer, LocalResponseNorm):
 
         padded (C + 2h, ...): a, between h zero channels at either end (``padded_channels``);
         total (C, ...), overwritten and returned. One reduction over a window view of the
-        padded channels (as_strided): one operation where shifted adds are 2h + 1, and
-        measured 0.66x their time on the CPU.
+        padded channels (as_strided): one operation where shifted adds are 2h + 1.
         """
         C, width = total.shape[0], 2 * (self.size // 2) + 1
         s0 = padded.strides[0]
@@ -332,9 +330,8 @@ class FastLocalResponseNorm(FastLayer, LocalResponseNorm):
         return scale
 
     def forward(self, x, train=False):
-        # x and s^-beta are kept for backward. Backward computed s^-beta again before (the
-        # squares, their window sums and the power: 11 of LRN1's 27 ms at batch 32); keeping
-        # it costs one array of x's size a layer (0.24 GB in all at batch 128).
+        # x and s^-beta are kept for backward, which then needs no squares, window sums or
+        # power of its own, for one array of x's size a layer.
         self.inverse_power = self.buffer("inverse_power", x.shape, x.dtype)   # (C, N, H, W): s^-beta
         y = self._normalise(x, self.inverse_power, self.device.memory.output(x.shape, x.dtype))
         self.x = x                                                  # (C, N, H, W)
@@ -354,7 +351,7 @@ class FastLocalResponseNorm(FastLayer, LocalResponseNorm):
 
     def inverse_scale(self, inverse_power, out):
         """1/s from s^-beta: (s^-beta)^(1/beta); for the paper's beta = 3/4 that is
-        p cbrt(p), p = s^-beta (3.5x faster than a power on the CPU)."""
+        p cbrt(p), p = s^-beta (a cube root is cheaper than a power)."""
         xp = self.device.xp
         if self.beta == 0.75:
             xp.cbrt(inverse_power, out=out)
@@ -516,8 +513,8 @@ class FastLinear(Linear):
         self.x = None
         if x.ndim != 2 or x.shape[1] != self.params["W"].shape[1]:
             raise ValueError(f"Linear expects (N, {self.params['W'].shape[1]}), got {x.shape}")
-        # (W x^T)^T: OpenBLAS runs this orientation faster for a small batch (fc6 at batch
-        # 32: 0.7x the time of x W^T). Made contiguous again (a copy of N*K entries): NumPy
+        # (W x^T)^T: OpenBLAS runs this orientation faster for a small batch (docs/speed.md).
+        # Made contiguous again (a copy of N*K entries): NumPy
         # sums the rows of a transposed array in another order, so the softmax of transposed
         # logits would differ in the last bit from that of the same logits off a GPU.
         y = self.device.xp.ascontiguousarray((self.params["W"] @ x.T).T)   # (N, K)
