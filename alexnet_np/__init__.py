@@ -4,7 +4,7 @@ The folders, bottom to top (imports run that way only: nothing imports a folder 
 own, and no two modules import each other; tests/test_layering.py checks it):
 
     alexnet_np/            config (the paper's defaults), accepts and cli (the options), files, gpu_check
-    alexnet_np/nn/         the paper's network: backend (devices, move), memory, layers, winograd, model, flat, optim, counter_rng
+    alexnet_np/nn/         the paper's network: backend (devices, move), memory, layers (plain), fast, winograd, model, flat, optim, counter_rng
     alexnet_np/data/       prepare and its sources (folders, ilsvrc, cifar10, demo), loader, augment
     alexnet_np/parallel/   ranks: distributed, buckets
     alexnet_np/train/      trainer, runs, evaluation, checkpoint, metrics, schedule, figures, classmap, trained

@@ -91,6 +91,10 @@ class Config:
     lighting_std: float = option(0.1, NON_NEGATIVE)                  # §4.1: a_i ~ N(0, 0.1), in units of sqrt(eigenvalue) of 0-255 pixels
     mean: str = option("pixel", Choice("pixel", "channel"))          # §2: per-pixel mean image ("pixel") or per-channel ("channel")
     seed: int = option(0, NON_NEGATIVE_INT)                          # every generator is derived from this
+    # --- Implementation (not the paper's; not part of the architecture: either form loads the other's checkpoints)
+    layer_form: str = option("auto", Choice("auto", "plain", "fast"))  # the layers' plain form (nn/layers.py) or the fast one
+                                                                     # beside it (nn/fast.py); auto: the fastest on the device
+                                                                     # (docs/design.md, "Two forms of every layer")
 
     ARCHITECTURE = (
         "num_classes", "input_size", "towers", "conv_channels", "fc_units",

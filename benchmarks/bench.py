@@ -205,14 +205,12 @@ class Ours:
 
     def __init__(self, config, device, images, labels, train=True):
         from alexnet_np.nn.model import AlexNet
-        from alexnet_np.nn.optim import SGD
         self.devices = tower_devices(device, config.towers)
         self.net = AlexNet(config, self.devices)
         if not train:   # as evaluation opens a trained net: no gradient arrays
             self.net.for_inference()
         if train:  # no momentum buffers in an inference figure (PyTorch makes its own lazily)
-            self.opt = SGD(self.net.parameters(), config.lr, config.momentum, config.weight_decay,
-                           config.decay_biases, flat=self.net.flat)
+            self.opt = self.net.optimizer(config)   # §5's SGD, in the net's form
         head = self.devices[0]
         # The batch on each tower's GPU, as the training loader gives it (no copy on the CPU:
         # PyTorch shares the NumPy batch too); the labels on the head.
@@ -285,7 +283,7 @@ def torch_threads(torch):
 
 def child_time(spec):
     """Median step time of ours and PyTorch's, alternating, in one process holding both."""
-    config = Config()
+    config = Config(layer_form=spec["layer_form"])
     images, labels = batch(config, spec["batch"])
     ours = Ours(config, spec["device"], images, labels, train=spec["figure"] == "train")
     runners = {"ours": ours}
@@ -308,7 +306,7 @@ def child_time(spec):
 
 def child_memory(spec):
     """Peak memory of one implementation doing one figure's work, alone in this process."""
-    config = Config()
+    config = Config(layer_form=spec["layer_form"])
     if spec["impl"] == "torch":
         import torch
         from alexnet_np.interop import reference_torch  # noqa: F401  (imports count in the baseline)
@@ -344,7 +342,8 @@ def our_layer_names(tower):
             elif type(layer).__name__ == "Flatten":
                 name = "flatten"
             else:
-                name = LAYER_KINDS.get(type(layer).__name__, type(layer).__name__.lower()) + number
+                kind = type(layer).__name__.removeprefix("Fast")   # the plain form's name
+                name = LAYER_KINDS.get(kind, kind.lower()) + number
             names.append((name, layer))
     return names
 
@@ -409,7 +408,7 @@ def torch_layer_step(theirs):
 
 def child_layers(spec):
     """Per-layer forward/backward times of ours (instrumented) and PyTorch's (cut)."""
-    config = Config()
+    config = Config(layer_form=spec["layer_form"])
     images, labels = batch(config, spec["batch"])
     ours = Ours(config, spec["device"], images, labels)
     records = []
@@ -483,22 +482,22 @@ def child_layers(spec):
 
 # --------------------------------------------------------------------------- array operations
 
-def count_ops(batch_size):
+def count_ops(batch_size, layer_form="auto"):
     """Array operations per training step and per inference batch, per layer, counted through
     the GPU code path on two GPUs of the CuPy stand-in (tests/standin: each ufunc, reduction,
     copy, indexing write, matmul... is one CuPy kernel launch or copy), with the GPU's
-    whole-batch chunks. Returns ({(layer, pass): operations}, {"train": total, "infer": total})."""
+    whole-batch chunks; ``layer_form``: the layers' form (``Config.layer_form``; "auto": the GPU's).
+    Returns ({(layer, pass): operations}, {"train": total, "infer": total}, "plain" or "fast")."""
     import collections
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
     from standin_gpus import standin_gpus
-    from alexnet_np.nn.model import AlexNet
-    from alexnet_np.nn.optim import SGD
-    config = Config()
+    from alexnet_np.nn.model import FAST, AlexNet
+    config = Config(layer_form=layer_form)
     devices = standin_gpus(2)
     rules = devices[0].xp._rules
     launched = lambda: sum(rules.launches.values())  # noqa: E731
     net = AlexNet(config, devices)
-    opt = SGD(net.parameters(), config.lr, config.momentum, config.weight_decay, config.decay_biases, flat=net.flat)
+    opt = net.optimizer(config)
     images, labels = batch(config, batch_size)
     counts = collections.Counter()
 
@@ -539,7 +538,7 @@ def count_ops(batch_size):
         if figure == "train":
             per_layer = dict(counts)
     per_layer.update({(name, "infer"): n for (name, method), n in counts.items() if method in ("infer", "forward")})
-    return per_layer, totals
+    return per_layer, totals, "fast" if net.forms is FAST else "plain"
 
 
 def count_step_syncs(steps=(1, 5)):
@@ -569,11 +568,12 @@ def count_step_syncs(steps=(1, 5)):
     return (totals[1][0] - totals[0][0]) / span, (totals[1][1] - totals[0][1]) / span
 
 
-def print_count_ops(batch_size):
-    per_layer, totals = count_ops(batch_size)
+def print_count_ops(batch_size, layer_form="auto"):
+    per_layer, totals, form = count_ops(batch_size, layer_form)
     rows = list(dict.fromkeys(name for name, _ in per_layer))
     print(f"array operations (CuPy kernel launches and copies) at batch {batch_size}, paper net, two GPUs, "
-          "counted on the CuPy stand-in (both towers together):")
+          f"--layer-form {layer_form} (the {form} forms), counted on the CuPy stand-in "
+          "(both towers together):")
     print("| layer | train forward | train backward | inference |\n|---|---:|---:|---:|")
     for name in rows:
         cells = [per_layer.get((name, m), 0) for m in ("forward", "backward", "infer")]
@@ -743,6 +743,9 @@ def parse_args(argv=None):
     parser.add_argument("--count-ops", action="store_true",
                         help="array operations per training step and inference batch, per layer, through "
                              "the GPU code path on the CuPy stand-in (no GPU needed; batch: the largest)")
+    parser.add_argument("--layer-form", choices=["auto", "plain", "fast"], default="auto",
+                        help="the layers' form (Config.layer_form): the plain ones (nn/layers.py), the fast "
+                             "ones (nn/fast.py), or auto, the device's fastest (default)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -777,7 +780,7 @@ def main(argv=None):
         print(json.dumps(CHILDREN[spec["kind"]](spec)))
         return
     if args.count_ops:
-        print_count_ops(max(args.batch_sizes))
+        print_count_ops(max(args.batch_sizes), args.layer_form)
         return 0
     try:
         devices = tower_devices(args.device)
@@ -815,7 +818,7 @@ def main(argv=None):
     def log(text):
         print(f"[{time.perf_counter() - started:6.0f} s] {text}", flush=True)
 
-    base = {"device": args.device, "torch": use_torch, "warmup": args.warmup}
+    base = {"device": args.device, "torch": use_torch, "warmup": args.warmup, "layer_form": args.layer_form}
     results = []
     if not args.layers:
         for figure, B in [("train", b) for b in args.batch_sizes] + [("infer", largest)]:

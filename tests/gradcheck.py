@@ -62,3 +62,24 @@ def check_parameter_directions(net, loss, rel=1e-5):
         direction = r.standard_normal(w.shape)
         numeric = directional_derivative(loss, w, direction, eps=1e-6)
         assert float(np.sum(dw * direction)) == pytest.approx(numeric, rel=rel, abs=1e-9), name
+
+
+def check_layer_gradients(layer, x, seed=1, train=False, **forward_kw):
+    """Compare a layer's dx and every parameter gradient with finite differences, for a
+    random upstream gradient; the gradients start as NaN (backward must write them)."""
+    dout = np.random.default_rng(seed).standard_normal(layer.forward(x, train, **forward_kw).shape)
+
+    def loss():
+        return float(np.sum(layer.forward(x, train, **forward_kw) * dout))
+
+    layer.forward(x, train, **forward_kw)
+    for g in layer.grads.values():
+        g[...] = np.nan   # backward writes the gradients: what was there must not matter
+    dx = layer.backward(dout)
+    if dx is not None:
+        dx = dx.copy()   # a fast form's may live in an output buffer that the forwards below reuse
+        assert_close(dx, numerical_gradient(loss, x), rtol=1e-6, atol=1e-8, what="dx", scale_atol=True)
+    for name, p in layer.params.items():
+        assert_close(layer.grads[name], numerical_gradient(loss, p), rtol=1e-6, atol=1e-8, what=name,
+                     scale_atol=True)
+    return dx

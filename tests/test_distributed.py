@@ -317,3 +317,21 @@ def test_a_signal_stops_every_rank_at_one_step_with_one_checkpoint(cache, tmp_pa
     from alexnet_np.train.checkpoint import load
     assert load(os.path.join(out, "last.npz")).position[2] == step
     assert [f for f in os.listdir(out) if f.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("form", ["plain", "fast"])
+def test_buckets_are_ranges_of_the_packed_gradient_and_sgd_keeps_its_form(form):
+    """The buckets are consecutive ranges of each device's packed gradient (nothing copied,
+    the layers' gradients stay views of it), so the fast forms' SGD stays packed; a plain net
+    is packed for them and keeps its plain update."""
+    from alexnet_np.nn import fast
+    from alexnet_np.nn.optim import SGD
+    net = AlexNet(SMALL.replace(layer_form=form))
+    buckets = GradientBuckets(net, RecordingWorld(ranks=2), bucket_bytes=2000)
+    optimizer = net.optimizer(SMALL)
+    assert all(packed.holds() for packed in net.flat)
+    for packed in net.flat:
+        mine = [b for b in buckets.buckets if b.device is packed.device]
+        assert sum(b.flat.size for b in mine) == packed.grads.size
+        assert all(np.shares_memory(b.flat, packed.grads) for b in mine)
+    assert isinstance(optimizer, fast.PackedSGD) == (form == "fast") and isinstance(optimizer, SGD)

@@ -1,89 +1,22 @@
-"""Every layer: forward against a loop-based float64 reference, backward against centred
-finite differences with a random upstream gradient (STYLE 6-8)."""
-import itertools
-import math
-
+"""Every plain layer (alexnet_np/nn/layers.py): forward against a loop-based float64 reference
+(tests/references.py), backward against centred finite differences with a random upstream
+gradient (STYLE 6-8). The fast forms are checked against these in tests/test_fast.py."""
 import numpy as np
 import pytest
 
-from alexnet_np.nn.backend import GPU, Device
+from alexnet_np.nn import fast
+from alexnet_np.nn.backend import Device
 from alexnet_np.nn.layers import (Conv2D, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool, ReLU,
-                               SoftmaxCrossEntropy, col2im, im2col)
-from gradcheck import assert_close, numerical_gradient
+                                  SoftmaxCrossEntropy, col2im, im2col)
+from gradcheck import assert_close, check_layer_gradients, numerical_gradient
+from references import (col2im_reference, conv_reference, cross_entropy_reference, im2col_reference,
+                        lrn_reference, maxpool_reference)
 
 CPU = Device()
 
 
 def rng(seed=0):
     return np.random.default_rng(seed)
-
-
-def check_layer_gradients(layer, x, seed=1, train=False, **forward_kw):
-    """Compare dx and every parameter gradient with finite differences."""
-    dout = rng(seed).standard_normal(layer.forward(x, train, **forward_kw).shape)
-
-    def loss():
-        return float(np.sum(layer.forward(x, train, **forward_kw) * dout))
-
-    layer.forward(x, train, **forward_kw)
-    for g in layer.grads.values():
-        g[...] = np.nan   # backward writes the gradients: what was there must not matter
-    dx = layer.backward(dout)
-    if dx is not None:
-        dx = dx.copy()   # it may live in an output buffer that the forwards below reuse
-        assert_close(dx, numerical_gradient(loss, x), rtol=1e-6, atol=1e-8, what="dx", scale_atol=True)
-    for name, p in layer.params.items():
-        assert_close(layer.grads[name], numerical_gradient(loss, p), rtol=1e-6, atol=1e-8, what=name,
-                     scale_atol=True)
-    return dx
-
-
-# --------------------------------------------------------------------------- references
-
-def conv_reference(x, W, b, stride, pad):
-    """Direct convolution by loops. x (C, N, H, W) -> (F, N, OH, OW)."""
-    C, N, H, Wd = x.shape
-    F, _, KH, KW = W.shape
-    xp = np.zeros((C, N, H + 2 * pad, Wd + 2 * pad))
-    xp[:, :, pad:pad + H, pad:pad + Wd] = x
-    OH, OW = (H + 2 * pad - KH) // stride + 1, (Wd + 2 * pad - KW) // stride + 1
-    y = np.zeros((F, N, OH, OW))
-    for f, n, oh, ow in itertools.product(range(F), range(N), range(OH), range(OW)):
-        total = b[f]
-        for c, i, j in itertools.product(range(C), range(KH), range(KW)):
-            total += W[f, c, i, j] * xp[c, n, oh * stride + i, ow * stride + j]
-        y[f, n, oh, ow] = total
-    return y
-
-
-def lrn_reference(a, n, k, coef, beta):
-    """§3.3 written out: b[i] = a[i] / (k + coef * sum_{j=max(0,i-n/2)}^{min(C-1,i+n/2)} a[j]^2)^beta."""
-    C = a.shape[0]
-    b = np.zeros_like(a)
-    for i in range(C):
-        for pos in np.ndindex(a.shape[1:]):
-            s = sum(a[(j,) + pos] ** 2 for j in range(max(0, i - n // 2), min(C - 1, i + n // 2) + 1))
-            b[(i,) + pos] = a[(i,) + pos] / (k + coef * s) ** beta
-    return b
-
-
-def maxpool_reference(x, size, stride):
-    C, N, H, W = x.shape
-    OH, OW = (H - size) // stride + 1, (W - size) // stride + 1
-    y = np.zeros((C, N, OH, OW))
-    for c, n, oh, ow in itertools.product(range(C), range(N), range(OH), range(OW)):
-        y[c, n, oh, ow] = max(x[c, n, oh * stride + i, ow * stride + j]
-                              for i in range(size) for j in range(size))
-    return y
-
-
-def cross_entropy_reference(z, labels):
-    total = 0.0
-    for n in range(z.shape[0]):
-        m = max(z[n])
-        log_sum = m + math.log(sum(math.exp(v - m) for v in z[n]))
-        total += log_sum - z[n, labels[n]]
-    return total / z.shape[0]
 
 
 # --------------------------------------------------------------------------- convolution
@@ -99,12 +32,11 @@ CONV_CASES = [
 
 @pytest.mark.parametrize("C,N,H,W,F,KH,KW,stride,pad", CONV_CASES)
 def test_conv_forward_matches_loops(C, N, H, W, F, KH, KW, stride, pad):
-    # by im2col; the 3 x 3 case by Winograd on the CPU as well: tests/test_winograd.py
+    # the plain form, by im2col (the fast forms against it: tests/test_fast.py)
     r = rng(2)
     x = r.standard_normal((C, N, H, W))
     weight, bias = r.standard_normal((F, C, KH, KW)), r.standard_normal(F)
     conv = Conv2D(CPU, weight, bias, stride=stride, pad=pad)
-    conv.winograd = False
     assert_close(conv.forward(x), conv_reference(x, weight, bias, stride, pad), rtol=1e-10, what="conv")
 
 
@@ -112,7 +44,6 @@ def test_conv_forward_matches_loops(C, N, H, W, F, KH, KW, stride, pad):
 def test_conv_gradients(C, N, H, W, F, KH, KW, stride, pad):
     r = rng(3)
     conv = Conv2D(CPU, r.standard_normal((F, C, KH, KW)) * 0.3, r.standard_normal(F), stride=stride, pad=pad)
-    conv.winograd = False
     check_layer_gradients(conv, r.standard_normal((C, N, H, W)))
 
 
@@ -125,57 +56,23 @@ def test_conv_without_input_gradient_returns_none_but_fills_weights():
     assert np.abs(conv.grads["W"]).sum() > 0
 
 
-def im2col_reference(x, KH, KW, stride, OH, OW):
-    """col[c, i, j, n, oh, ow] = x[c, n, i + s*oh, j + s*ow], by loops over every entry."""
-    C, N = x.shape[:2]
-    col = np.zeros((C, KH, KW, N, OH, OW))
-    for c, i, j, n, oh, ow in itertools.product(*map(range, col.shape)):
-        col[c, i, j, n, oh, ow] = x[c, n, i + stride * oh, j + stride * ow]
-    return col
-
-
-def col2im_reference(dcol, stride, H, W):
-    """dx[c, n, i + s*oh, j + s*ow] += dcol[c, i, j, n, oh, ow], by loops over every entry."""
-    C, _, _, N = dcol.shape[:4]
-    dx = np.zeros((C, N, H, W))
-    for c, i, j, n, oh, ow in itertools.product(*map(range, dcol.shape)):
-        dx[c, n, i + stride * oh, j + stride * ow] += dcol[c, i, j, n, oh, ow]
-    return dx
-
-
 @pytest.mark.parametrize("KH,KW,stride", [(3, 2, 2), (3, 3, 1), (4, 4, 4)])
 def test_im2col_and_col2im_match_loops(KH, KW, stride):
     r = rng(5)
     x = r.standard_normal((3, 2, 9, 8))[:, :, 1:, :-1]            # a strided view, (3, 2, 8, 7)
     OH, OW = (8 - KH) // stride + 1, (7 - KW) // stride + 1
-    col = np.empty((3, KH, KW, 2, OH, OW))
-    cols = im2col(np, x, KH, KW, stride, col)
+    cols = im2col(np, x, KH, KW, stride)
     assert cols.shape == (3 * KH * KW, 2 * OH * OW)
+    col = cols.reshape(3, KH, KW, 2, OH, OW)
     assert_close(col, im2col_reference(x, KH, KW, stride, OH, OW), rtol=0, atol=0, what="im2col")
     dcol = r.standard_normal(col.shape)
-    back = col2im(dcol, stride, np.zeros((3, 2, 8, 7)))
+    back = col2im(np, dcol, stride, 8, 7)
     assert_close(back, col2im_reference(dcol, stride, 8, 7), rtol=1e-12, what="col2im")
     # and the adjoint: <im2col(x), c> == <x, col2im(c)>
     assert np.isclose(np.sum(col * dcol), np.sum(x * back), rtol=1e-12)
-
-
-@pytest.mark.parametrize("C,N,H,W,F,KH,KW,stride,pad", [c for c in CONV_CASES if c[7] == 1])
-@pytest.mark.parametrize("by_convolution", [False, True])
-def test_both_input_gradients_at_stride_1(C, N, H, W, F, KH, KW, stride, pad, by_convolution):
-    # dx by col2im and dx as a convolution of dy with the turned kernels, whichever the layer picks
-    r = rng(3)
-    conv = Conv2D(CPU, r.standard_normal((F, C, KH, KW)) * 0.3, r.standard_normal(F), stride=stride, pad=pad)
-    conv.input_grad_by_convolution, conv.winograd = by_convolution, False   # im2col (test_winograd.py: the other)
-    check_layer_gradients(conv, r.standard_normal((C, N, H, W)))
-
-
-def test_input_gradient_as_a_convolution_where_it_pays():
-    def picks(C, F, stride=1, pad=1, K=3):
-        return Conv2D(CPU, np.zeros((F, C, K, K)), np.zeros(F), stride=stride, pad=pad).input_grad_by_convolution
-    assert picks(256, 192) and picks(192, 192) and picks(192, 128)   # conv3, conv4, conv5
-    assert not picks(48, 128, pad=2, K=5)                            # conv2: F > C
-    assert not picks(3, 2, stride=2)                                 # strided: col2im
-    assert not picks(4, 2, pad=3)                                    # pad >= K: dy would need cropping
+    # the fast forms' versions, into given memory
+    assert np.array_equal(fast.im2col_into(np, x, KH, KW, stride, np.empty(col.shape)), cols)
+    assert np.array_equal(fast.col2im_into(dcol, stride, np.zeros((3, 2, 8, 7))), back)
 
 
 def test_conv_rejects_sizes_that_do_not_fit():
@@ -389,11 +286,14 @@ def test_softmax_cross_entropy_is_stable_for_huge_logits():
     assert np.all(np.isfinite(loss.backward()))
 
 
-def test_layers_keep_float32():
+@pytest.mark.parametrize("form", ["plain", "fast"])
+def test_layers_keep_float32(form):
     r = rng(15)
     x = r.standard_normal((3, 2, 7, 7)).astype(np.float32)
-    conv = Conv2D(CPU, r.standard_normal((4, 3, 3, 3)).astype(np.float32), np.zeros(4, np.float32), pad=1)
-    layers = [conv, ReLU(CPU), LocalResponseNorm(CPU), MaxPool(CPU, 3, 2), Flatten(CPU)]
+    made = {"plain": (Conv2D, ReLU, LocalResponseNorm, MaxPool),
+            "fast": (fast.FastConv2D, fast.FastReLU, fast.FastLocalResponseNorm, fast.FastMaxPool)}[form]
+    conv = made[0](CPU, r.standard_normal((4, 3, 3, 3)).astype(np.float32), np.zeros(4, np.float32), pad=1)
+    layers = [conv, made[1](CPU), made[2](CPU), made[3](CPU, 3, 2), Flatten(CPU)]
     for layer in layers:
         x = layer.forward(x, True)
         assert x.dtype == np.float32, type(layer).__name__
@@ -404,49 +304,18 @@ def test_layers_keep_float32():
     assert conv.grads["W"].dtype == np.float32
 
 
-def test_conv_in_batch_chunks_matches_loops_and_gradients():
-    # A small col budget forces the unfold to go a few images at a time.
-    r = rng(16)
-    x = r.standard_normal((3, 5, 9, 8))
-    weight, bias = r.standard_normal((4, 3, 3, 2)), r.standard_normal(4)
-    device = Device()
-    device.few_filters_col_elements = 3 * 3 * 2 * 9 * 9 * 2   # two images per chunk: 3 chunks
-    conv = Conv2D(device, weight, bias, stride=1, pad=1)         # 4 filters: "few"
-    assert len(conv._chunks(x)) == 3
-    assert_close(conv.forward(x), conv_reference(x, weight, bias, 1, 1), rtol=1e-10, what="chunked conv")
-    for by_convolution in (False, True):
-        conv.input_grad_by_convolution = by_convolution
-        check_layer_gradients(conv, x)
-
-
-def test_conv_chunks_follow_the_device_and_the_number_of_filters():
-    # conv1 (48 filters, 1.1M unfolded entries an image) goes an image at a time on the CPU,
-    # conv2 (128 filters, 875K an image) in chunks of 64 MiB, and on a GPU both take the batch.
-    x1, x2 = np.empty((3, 32, 227, 227), np.float32), np.empty((48, 32, 27, 27), np.float32)
-    def chunks(device, filters, x, kernel, stride, pad):
-        weight = np.zeros((filters, x.shape[0], kernel, kernel), np.float32)
-        return Conv2D(device, weight, np.zeros(filters, np.float32), stride, pad)._chunks(x)
-    assert chunks(Device(), 48, x1, 11, 4, 0) == [(n, n + 1) for n in range(32)]
-    assert chunks(Device(), 128, x2, 5, 1, 2) == [(0, 16), (16, 32)]
-
-    class LargeChunks(Device):   # the GPU's chunk sizes, without a GPU
-        col_elements = few_filters_col_elements = GPU.col_elements
-    assert chunks(LargeChunks(), 48, x1, 11, 4, 0) == [(0, 32)]
-    assert GPU.few_filters_col_elements == GPU.col_elements
-
-
-@pytest.mark.parametrize("make,shape", [
-    (lambda r: Conv2D(CPU, r.standard_normal((4, 3, 3, 3)), r.standard_normal(4), pad=1), (3, 2, 7, 6)),
-    (lambda r: LocalResponseNorm(CPU, alpha=0.5), (7, 2, 3, 4)),
-    (lambda r: MaxPool(CPU, 3, 2), (3, 2, 7, 9)),
-    (lambda r: Linear(CPU, r.standard_normal((4, 6)), r.standard_normal(4)), (3, 6)),
-], ids=["conv", "lrn", "pool", "linear"])
-def test_infer_gives_the_test_time_output_and_keeps_nothing_for_backward(make, shape):
-    r = rng(18)
-    layer, x = make(r), r.standard_normal(shape)
-    expected = layer.forward(x).copy()
-    assert np.array_equal(layer.infer(x), expected)
-    kept = [name for name in ("x", "column_winner", "row_winner") if getattr(layer, name, None) is not None]
-    assert kept == [], f"{type(layer).__name__}.infer kept {kept}"
-    with pytest.raises(RuntimeError, match="infer keeps nothing for backward"):
-        layer.backward(np.ones_like(expected))
+def test_plain_layers_return_fresh_arrays():
+    # A learner who keeps an activation sees its own numbers: nothing a plain layer returns
+    # is overwritten by a later call (the fast forms reuse their memory).
+    r = rng(19)
+    x1, x2 = r.standard_normal((3, 2, 7, 9)), r.standard_normal((3, 2, 7, 9))
+    conv = Conv2D(CPU, r.standard_normal((3, 3, 3, 3)), r.standard_normal(3), pad=1)
+    for layer in (conv, ReLU(CPU), LocalResponseNorm(CPU, alpha=0.5), MaxPool(CPU, 3, 2)):
+        y1 = layer.forward(x1)
+        kept = y1.copy()
+        y2 = layer.forward(x2)
+        assert y1 is not y2 and np.array_equal(y1, kept), type(layer).__name__
+        dx1 = layer.backward(np.ones_like(y2))
+        kept = dx1.copy()
+        layer.backward(2 * np.ones_like(y2))
+        assert np.array_equal(dx1, kept), type(layer).__name__

@@ -6,6 +6,7 @@ from alexnet_np.nn import backend
 from alexnet_np.nn.backend import Device, DeviceError
 from alexnet_np.config import Config
 from alexnet_np.nn.model import AlexNet, layer_sizes
+from alexnet_np.nn.fast import PackedSGD
 from alexnet_np.nn.optim import SGD
 from gradcheck import assert_close, check_parameter_directions, numerical_gradient
 from standin_gpus import standin_gpus
@@ -204,7 +205,7 @@ def test_sgd_over_packed_parameters_is_the_update_array_by_array(decay_biases):
     for net in (packed, plain):
         for device in net.devices:
             device.update_elements = 1000
-    opts = [SGD(net.parameters(), 0.01, 0.9, 0.0005, decay_biases, flat=flat)
+    opts = [PackedSGD(net.parameters(), 0.01, 0.9, 0.0005, decay_biases, flat=flat)
             for net, flat in ((packed, packed.flat), (plain, ()))]
     assert len(opts[0].flat) == 2 and not opts[1].flat
     r = np.random.default_rng(5)
@@ -229,7 +230,7 @@ def test_packed_parameters_are_the_layers_arrays_until_someone_replaces_them():
     assert first.bias_start < first.weights.size       # weights first, then the biases
     conv1.grads["W"] = np.ones_like(conv1.grads["W"])  # as the ranks' gradient buckets do
     assert not first.holds()
-    opt = SGD(net.parameters(), flat=net.flat)
+    opt = PackedSGD(net.parameters(), flat=net.flat)
     assert list(opt.flat) == [id(second.device)]      # the update, too, only where it still holds
 
 
@@ -294,9 +295,9 @@ def test_inference_gives_the_test_time_logits_without_backward_arrays():
     fresh = AlexNet(SMALL)
     assert np.array_equal(fresh.infer(images), expected)
     assert np.array_equal(trained.infer(images), expected)   # after a forward that kept them, too
-    buffers = [name for _, layer in fresh.named_layers() for name in layer._buffers]
+    buffers = [name for _, layer in fresh.named_layers() for name in vars(layer).get("_buffers", {})]
     buffers += [name for tower in fresh.towers for layer in (tower.pool1, tower.pool2, tower.pool5)
-                for name in layer._buffers]
+                for name in vars(layer).get("_buffers", {})]
     assert not [name for name in buffers if "winner" in name], buffers
     with pytest.raises(ValueError, match="cannot train"):
         fresh.forward(images, train=True, infer=True)

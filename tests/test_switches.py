@@ -90,7 +90,7 @@ def test_both_poolings_give_the_papers_map_sizes():
 # --------------------------------------------------------------------------- the model
 
 def kinds(net):
-    return [type(layer).__name__ for tower in net.towers for stage in tower.stages for layer in stage]
+    return [type(layer).__name__.removeprefix("Fast") for tower in net.towers for stage in tower.stages for layer in stage]
 
 
 def test_activation_lrn_and_pooling_change_the_layers_not_the_weights():

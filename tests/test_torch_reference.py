@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 
 from alexnet_np.config import Config                   # noqa: E402
 from alexnet_np.nn.model import AlexNet                   # noqa: E402
-from alexnet_np.nn.optim import SGD                       # noqa: E402
+from alexnet_np.nn.fast import PackedSGD                  # noqa: E402
 from alexnet_np.interop import reference_torch as reference    # noqa: E402
 
 SMALL = Config(num_classes=7, input_size=67, conv_channels=(8, 16, 24, 24, 16), fc_units=(32, 32),
@@ -158,8 +158,8 @@ def test_sgd_steps_float64(optimiser, decay_biases, inverted):
     torch.optim.SGD gives the paper's update as long as lr is constant (reference.torch_sgd)."""
     config = SMALL.replace(decay_biases=decay_biases, dropout_inverted=inverted)
     ours, theirs = nets(config)
-    opt = SGD(ours.parameters(), config.lr, config.momentum, config.weight_decay, config.decay_biases,
-              flat=ours.flat)
+    opt = PackedSGD(ours.parameters(), config.lr, config.momentum, config.weight_decay, config.decay_biases,
+                    flat=ours.flat)
     assert len(opt.flat) == len(ours.flat) == 2    # the update as training runs it: over each device's flat arrays
     their_opt = (reference.PaperSGD(theirs, config) if optimiser == "paper"
                  else reference.torch_sgd(theirs, config))

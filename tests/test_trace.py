@@ -115,3 +115,15 @@ def test_tanh_rows_report_saturation(demo_sized_cache):
     assert "zeros %" not in rows[("relu1", "0")] and 0 <= rows[("relu1", "0")]["sat %"] <= 100
     tanh = result.model.towers[0].relu1
     assert rows[("relu1", "0")]["sat %"] == pytest.approx(100 * float((np.abs(tanh.y) > 0.99).mean()))
+
+
+def test_the_trace_runs_the_plain_layers_and_fast_the_others(demo_sized_cache):
+    # --break conv3 stops in the plain convolution, whose forward is the im2col and the GEMM
+    from alexnet_np.nn import fast, layers
+    debugger = StandIn()
+    result = trace.main(["--data", demo_sized_cache, "--batch", str(BATCH), "--break", "conv3"], debugger=debugger)
+    (forward, _), = debugger.calls
+    assert type(forward.__self__) is layers.Conv2D and forward.__func__ is layers.Conv2D.forward
+    assert not result.model.flat
+    result = trace.main(["--data", demo_sized_cache, "--batch", str(BATCH), "--fast"])
+    assert type(result.model.towers[0].conv3) is fast.FastConv2D

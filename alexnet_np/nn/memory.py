@@ -1,7 +1,8 @@
-"""A device's reusable memory for the layers: two output buffers and a workspace.
+"""A device's reusable memory for the fast forms of the layers (``fast.py``): two output
+buffers and a workspace.
 
-Fresh arrays cost page faults and zeroing every step (a third of LRN's time on the CPU,
-measured), so the large layers write into memory that lives from step to step. Two kinds,
+Fresh arrays cost page faults and zeroing every step (docs/speed.md), so the fast forms of
+the large layers write into memory that lives from step to step. Two kinds,
 chosen so that a step holds little more than the layers' own kept arrays:
 
 - ``output(shape, dtype)``: the next of two buffers, taken in turn. A layer's output is
@@ -15,9 +16,8 @@ chosen so that a step holds little more than the layers' own kept arrays:
   as the most that one call has needed so far.
 
 Where memory lasts longer (what backward needs: ReLU's output, the pooling winners) a
-layer keeps arrays of its own (``Layer.buffer``). Before: one buffer per name and purpose
-(conv_y, lrn_a, pool_dx, ...), each as large as its largest use, 0.8 GB a device in a
-training step at batch 128, where the output buffers and the workspace take 0.4 GB.
+layer keeps arrays of its own (``fast.FastLayer.buffer``). The plain forms (``layers.py``)
+use none of this: they return fresh arrays.
 
 Everything is allocated inside the device's context (``with device:``), so that on a GPU it
 lands on that GPU; CuPy's stream order keeps a kernel that reuses memory after the kernels

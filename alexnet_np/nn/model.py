@@ -17,15 +17,43 @@ backward pass is the same list read in reverse.
       tower g: fc7 relu dropout                                  ── gather8 ───┘
       tower 0's device: fc8 -> softmax cross-entropy
 """
+import collections
+
 import numpy as np
 
+from . import fast
 from .backend import Device, SideBySide, crossing, move
 from .flat import FlatParameters
 from ..config import ConfigError
 from .layers import (ChannelSlice, Conv2D, Dropout, Flatten, Linear, LocalResponseNorm,
                      MaxPool, ReLU, SoftmaxCrossEntropy, Tanh, conv_output_size, pool_output_size)
+from .optim import SGD
 
-ACTIVATION_LAYERS = {"relu": ReLU, "tanh": Tanh}   # config.activation (§3.1) -> layer class
+# The classes a net is built from: the plain forms (layers.py) or the fast ones beside them
+# (fast.py), chosen once, when the net is built (``layer_form``). Dropout, Flatten and the
+# loss have one form.
+Forms = collections.namedtuple("Forms", "conv relu tanh lrn pool linear channel_slice")
+PLAIN = Forms(Conv2D, ReLU, Tanh, LocalResponseNorm, MaxPool, Linear, ChannelSlice)
+FAST = Forms(fast.FastConv2D, fast.FastReLU, fast.FastTanh, fast.FastLocalResponseNorm, fast.FastMaxPool,
+             fast.FastLinear, fast.FastChannelSlice)
+
+# ``layer_form`` "auto": the forms measured fastest on each kind of device (docs/speed.md,
+# docs/design.md): the CPU the fast ones; a GPU the fast ones too, for their fewer kernel
+# launches (``benchmarks/bench.py --count-ops``).
+FASTEST = {"cpu": FAST, "gpu": FAST}
+
+
+def layer_forms(config, device):
+    """The ``Forms`` of a net of ``config`` whose first tower is on ``device``: ``config.layer_form``,
+    "plain" or "fast", or for "auto" the fastest on the device's kind (``FASTEST``)."""
+    if config.layer_form == "auto":
+        return FASTEST[device.kind]
+    return FAST if config.layer_form == "fast" else PLAIN
+
+
+def activation_layer(config, forms):
+    """The class of config.activation (§3.1): ReLU, or tanh (Figure 1's comparison)."""
+    return forms.relu if config.activation == "relu" else forms.tanh
 
 DROPOUT_STREAM = 0xD0  # keeps the dropout masks' generators apart from other users of the seed
 
@@ -69,7 +97,7 @@ def init_bias(count, value, dtype):
 class Tower:
     """One GPU's half of the net (§3.2): ``G``-th of every layer's kernels, on ``device``."""
 
-    def __init__(self, config, index, device, rng):
+    def __init__(self, config, index, device, rng, forms=PLAIN):
         c, G = config, config.towers
         self.index, self.device = index, device
         C1, C2, C3, C4, C5 = (n // G for n in c.conv_channels)
@@ -78,24 +106,24 @@ class Tower:
         std, dt = c.init_std, c.dtype
 
         def conv(in_ch, out_ch, kernel, bias, **kw):
-            return Conv2D(device, init_weight(rng, (out_ch, in_ch, kernel, kernel), std, dt),
+            return forms.conv(device, init_weight(rng, (out_ch, in_ch, kernel, kernel), std, dt),
                           init_bias(out_ch, bias, dt), **kw)
 
         def linear(inputs, outputs, bias):
-            return Linear(device, init_weight(rng, (outputs, inputs), std, dt), init_bias(outputs, bias, dt))
+            return forms.linear(device, init_weight(rng, (outputs, inputs), std, dt), init_bias(outputs, bias, dt))
 
         def lrn():
-            return LocalResponseNorm(device, c.lrn_size, c.lrn_k, c.lrn_alpha, c.lrn_beta, c.lrn_alpha_over_n)
+            return forms.lrn(device, c.lrn_size, c.lrn_k, c.lrn_alpha, c.lrn_beta, c.lrn_alpha_over_n)
 
         # Masks from (seed, stream, layer, tower) and the step: the same on any device layout,
         # any number of ranks, and after a resume (layers.Dropout).
         dropout_key = (c.seed, DROPOUT_STREAM)
 
         def activation():
-            return ACTIVATION_LAYERS[c.activation](device)             # §3.1: ReLU (or tanh)
+            return activation_layer(c, forms)(device)                   # §3.1: ReLU (or tanh)
 
         def pool():
-            return MaxPool(device, c.pool_size, c.pool_stride)         # §3.4: 3x3, stride 2
+            return forms.pool(device, c.pool_size, c.pool_stride)         # §3.4: 3x3, stride 2
 
         self.conv1 = conv(3, C1, 11, 0.0, stride=4, input_grad=False)
         self.conv2 = conv(C1, C2, 5, 1.0, pad=2)
@@ -130,8 +158,8 @@ class Tower:
             # Caffe's bvlc_alexnet normalises conv1's 96 (conv2's 256) maps as one: the window of
             # a map at a tower's edge reaches into the other tower. Each tower gets all maps
             # (``AlexNet.exchange_lrn1/2``), normalises them, and keeps its own channels.
-            self.slice1 = ChannelSlice(device, index * C1, (index + 1) * C1)
-            self.slice2 = ChannelSlice(device, index * C2, (index + 1) * C2)
+            self.slice1 = forms.channel_slice(device, index * C1, (index + 1) * C1)
+            self.slice2 = forms.channel_slice(device, index * C2, (index + 1) * C2)
             self.conv1_relu = [self.conv1, self.relu1]
             self.lrn1_to_relu2 = [self.lrn1, self.slice1, self.pool1, self.conv2, self.relu2]
             self.lrn2_pool2 = [self.lrn2, self.slice2, self.pool2]
@@ -242,6 +270,16 @@ class LayerParameters:
 
     inference_only = False   # set by ``for_inference``
     flat = ()                # one FlatParameters per device, once ``pack_parameters`` ran
+    forms = None             # the layers' forms (``PLAIN`` or ``FAST``), set by the network
+
+    def optimizer(self, config):
+        """§5's SGD of this net's parameters with ``config``'s lr, momentum and weight decay: the
+        plain ``optim.SGD``, or for the fast forms (packed parameters) ``fast.PackedSGD``. (The
+        ranks' gradient buckets pack a plain net's parameters too; its update stays plain.)"""
+        hyper = (config.lr, config.momentum, config.weight_decay, config.decay_biases)
+        if self.flat and self.forms is FAST:
+            return fast.PackedSGD(self.parameters(), *hyper, flat=self.flat)
+        return SGD(self.parameters(), *hyper)
 
     def pack_parameters(self):
         """Put each device's parameters end to end in one flat array and their gradients in
@@ -350,8 +388,9 @@ class AlexNet(LayerParameters):
         self.lockstep = (not self.side_by_side.parallel and len(devices) > 1
                          and len({id(d) for d in devices}) == len(devices))
         self.sizes = layer_sizes(config)
+        self.forms = layer_forms(config, devices[0])   # the plain layers or the fast ones, once
         rng = np.random.default_rng(config.seed)  # initialisation only
-        self.towers = [Tower(config, g, d, rng) for g, d in enumerate(devices)]
+        self.towers = [Tower(config, g, d, rng, self.forms) for g, d in enumerate(devices)]
         head = devices[0]
         self.exchange3 = Exchange(devices, devices, axis=0)   # pool2 -> conv3 of every tower
         self.exchange6 = Exchange(devices, devices, axis=1)   # pool5 -> fc6 of every tower
@@ -362,10 +401,11 @@ class AlexNet(LayerParameters):
             self.exchange_lrn1 = Exchange(devices, devices, axis=0)   # conv1's maps -> LRN1 of every tower
             self.exchange_lrn2 = Exchange(devices, devices, axis=0)   # conv2's maps -> LRN2 of every tower
         fc7_all = config.fc_units[1]
-        self.fc8 = Linear(head, init_weight(rng, (config.num_classes, fc7_all), config.init_std, config.dtype),
+        self.fc8 = self.forms.linear(head, init_weight(rng, (config.num_classes, fc7_all), config.init_std, config.dtype),
                           init_bias(config.num_classes, 0.0, config.dtype))
         self.loss_layer = SoftmaxCrossEntropy(head)
-        self.pack_parameters()
+        if self.forms is FAST:
+            self.pack_parameters()
 
     # ---------------------------------------------------------------- forward / backward
     def infer(self, images):

@@ -7,11 +7,8 @@ The learning rate multiplies the weight decay (this differs from PyTorch's SGD, 
 keeps lr outside the velocity: the two agree while lr is constant, and differ for a few
 steps after each lr change). Whether biases are decayed is a choice the paper leaves open
 (``decay_biases``; cuda-convnet decayed weights only). Every update is in place, on the
-parameter's own device: four to six array operations per parameter array (one per
-array and term; on a GPU, each a kernel launch), or, where the network has packed a device's
-parameters into one flat array (``flat``), ten a device for all of them. On the CPU they
-run over pieces of 2^18 entries (``Device.update_elements``), so that the six passes meet
-in the cache: the update is memory-bound, and this made it 1.8x faster.
+parameter's own device. This is the plain form; ``fast.PackedSGD`` beside it runs the same
+update over a device's parameters packed end to end.
 """
 import numpy as np
 
@@ -19,40 +16,24 @@ from .backend import SideBySide
 
 
 class SGD:
-    """Holds the momentum buffers ("velocity") of the parameters ``[(name, w, dw, device)]``.
+    """§5's update of the parameters ``[(name, w, dw, device)]``, holding their momentum
+    buffers ("velocity"), one array like each w. Tests: ``tests/test_model.py: test_sgd_*``."""
 
-    ``flat``: the network's packed parameters (``model.flat``, ``flat.FlatParameters``): where
-    they still hold a device's parameters and gradients, that device's velocity is packed the
-    same way and the update runs over the flat arrays, a few operations a device."""
-
-    def __init__(self, parameters, lr=0.01, momentum=0.9, weight_decay=0.0005, decay_biases=False, flat=()):
+    def __init__(self, parameters, lr=0.01, momentum=0.9, weight_decay=0.0005, decay_biases=False):
         self.parameters = list(parameters)
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.decay_biases = decay_biases
         self.devices = list({id(device): device for _, _, _, device in self.parameters}.values())
-        self.velocity, self.flat = {}, {}   # flat: id(device) -> (FlatParameters, flat velocity)
-        for packed in flat:
-            if self.packs(packed):
-                self.flat[id(packed.device)] = (packed, self.packed_velocity(packed))
-        for name, w, _, device in self.parameters:
-            if name not in self.velocity:
-                with device:
-                    self.velocity[name] = device.xp.zeros_like(w)
+        self.velocity = self.zero_velocity()                          # {name: v}, v like w
         self.side_by_side = SideBySide(self.devices)
 
-    def packs(self, packed):
-        """True when ``packed`` holds exactly our parameters (and gradients) of its device."""
-        mine = {name: (w, dw) for name, w, dw, device in self.parameters if device is packed.device}
-        if not packed.holds() or mine.keys() != packed.views.keys():
-            return False
-        return all(mine[name][0] is w and mine[name][1] is dw for name, (w, dw) in packed.views.items())
-
-    def packed_velocity(self, packed):
-        """A zero velocity laid out as ``packed``'s weights; ``self.velocity`` gets its views."""
-        with packed.device:
-            flat = packed.device.xp.zeros_like(packed.weights)             # (E,)
-        self.velocity.update(packed.lay_out(flat))
-        return flat
+    def zero_velocity(self):
+        """{name: zeros like w} for every parameter, on its device."""
+        velocity = {}
+        for name, w, _, device in self.parameters:
+            with device:
+                velocity[name] = device.xp.zeros_like(w)              # like w
+        return velocity
 
     @property
     def bias_decay(self):
@@ -64,69 +45,29 @@ class SGD:
         return self.bias_decay if name.endswith(".b") else self.weight_decay
 
     def step(self):
-        """One update of every parameter from its gradient (§5's two lines).
-
-        The parameters of each device are updated together; CPU towers side by side."""
+        """One update of every parameter from its gradient; the devices' CPU towers side by side."""
         self.side_by_side.run([lambda device=device: self.update(device) for device in self.devices])
 
     def update(self, device):
-        """Update the parameters that live on ``device``."""
-        packed, velocity = self.flat.get(id(device), (None, None))
-        if packed is not None and packed.holds():
-            return self.update_packed(device, packed, velocity)
+        """Update the parameters that live on ``device``, one array at a time."""
         for name, w, dw, owner in self.parameters:
             if owner is device:
-                with device, device.memory.workspace():
-                    for part in self.parts(device, w, dw, self.velocity[name]):
-                        self.update_part(device.xp, *part, self.decay_of(name))
+                with device:
+                    self.update_array(w, dw, self.velocity[name], self.decay_of(name))
 
-    def update_packed(self, device, packed, velocity):
-        """The update over a device's flat arrays: the weights, then the biases (``packed``)."""
-        split, size = packed.bias_start, packed.weights.size
-        with device, device.memory.workspace():
-            for start, stop, decay in ((0, split, self.weight_decay), (split, size, self.bias_decay)):
-                if stop > start:
-                    arrays = (packed.weights[start:stop], packed.grads[start:stop], velocity[start:stop])
-                    for part in self.parts(device, *arrays):
-                        self.update_part(device.xp, *part, decay)
-
-    @staticmethod
-    def parts(device, *arrays):
-        """Flat views of ``arrays`` (one parameter's w, dw, v), in pieces of at most
-        ``device.update_elements`` entries, each with a temporary ``step`` of its size."""
-        size = arrays[0].size
-        chunk = min(size, device.update_elements or size)
-        if not all(a.flags.c_contiguous for a in arrays):
-            raise ValueError("SGD updates contiguous parameter, gradient and momentum arrays only")
-        flats = [a.reshape(-1) for a in arrays]                       # views: contiguous
-        step = device.memory.work((chunk,), arrays[0].dtype)
-        for start in range(0, size, chunk):
-            stop = min(size, start + chunk)
-            yield [flat[start:stop] for flat in flats] + [step[:stop - start]]
-
-    def update_part(self, xp, w, dw, v, step, decay):
-        """§5's two lines on one piece, in place; ``step`` is working memory of w's size."""
-        dtype = w.dtype.type
-        if decay:
-            xp.multiply(w, dtype(decay), out=step)
-            step += dw
-            step *= dtype(self.lr)                                   # lr * (decay * w + dw)
-        else:  # biases, by default: two array operations fewer
-            xp.multiply(dw, dtype(self.lr), out=step)                # lr * dw
-        v *= dtype(self.momentum)
-        v -= step                                                    # v <- m v - decay lr w - lr dw
-        w += v                                                       # w <- w + v
+    def update_array(self, w, dw, v, decay):
+        """§5's two lines, in place on v and w."""
+        v[...] = self.momentum * v - decay * self.lr * w - self.lr * dw   # like w
+        w += v
 
     def state_dict(self):
-        """The momentum buffers on the host (one copy a device where they are packed), and
-        the hyper-parameters."""
-        host = {}
-        for packed, velocity in self.flat.values():
-            host.update(packed.lay_out(np.array(packed.device.to_host(velocity))))
+        """The momentum buffers on the host, and the hyper-parameters."""
         return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
-                "decay_biases": self.decay_biases,
-                "velocity": {name: host[name] if name in host else np.array(device.to_host(self.velocity[name]))
-                             for name, _, _, device in self.parameters}}
+                "decay_biases": self.decay_biases, "velocity": self.host_velocity()}
+
+    def host_velocity(self):
+        """{name: the momentum buffer on the host}, one copy per array."""
+        return {name: np.array(device.to_host(self.velocity[name])) for name, _, _, device in self.parameters}
 
     def load_state_dict(self, state):
         self.lr, self.momentum = state["lr"], state["momentum"]

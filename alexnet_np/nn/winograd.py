@@ -29,12 +29,11 @@ convolution of dY with the kernels turned (``layers.Conv2D``), done by ``conv3x3
 The transforms are sums of strided views, separable: rows first, then columns. Inside,
 arrays are laid out tile-major with the batch last, (..., TH, TW, n), and the padded input's
 columns are split by parity, so that every view the transforms read has long contiguous
-runs (measured 2x faster than tiles of the (C, n, H, W) layout, whose runs are TW entries
-2 apart). The entries of B and A are 0 and +-1 and those of G are 0, +-1/2 and 1, all exact
+runs (tiles of the (C, n, H, W) layout have runs of TW entries 2 apart; docs/speed.md). The entries of B and A are 0 and +-1 and those of G are 0, +-1/2 and 1, all exact
 in binary: in float64 the result agrees with the direct convolution to rounding.
 
-On the CPU this is the faster way (``backend.Device.winograd``; ``layers.Conv2D`` has the
-figures); a GPU keeps im2col: one GEMM in a few array operations, where this takes about 30.
+On the CPU this is the faster way (``backend.Device.winograd``, ``fast.FastConv2D``; the
+figures in docs/speed.md); a GPU keeps im2col: one GEMM in a few array operations, where this takes about 30.
 """
 
 import math
@@ -197,7 +196,7 @@ def from_image(dy, TH, TW, out):
 #
 # The transforms read and write each entry a few times: a block of channels at a time, whose
 # temporaries stay in the cache (``block``: at most that many entries; None, all at once),
-# they take 0.63x the time on the CPU (``backend.Device.block_elements``, ``memory.blocks``).
+# they take less time on the CPU (``backend.Device.block_elements``, ``memory.blocks``; docs/speed.md).
 
 def _input_tiles(xp, x, pad, TH, TW, block, work):
     """V (4, 4, C, TH, TW, n) of x (C, n, H, W), padded by ``pad``, in ``work``."""

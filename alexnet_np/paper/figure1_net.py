@@ -26,8 +26,8 @@ this class serves with AlexNet's interface: ``forward``, ``forward_loss``, ``bac
 import numpy as np
 
 from ..nn.backend import Device, move
-from ..nn.layers import Conv2D, Flatten, Linear, MaxPool, SoftmaxCrossEntropy, pool_output_size
-from ..nn.model import ACTIVATION_LAYERS, LayerParameters, init_bias, init_weight
+from ..nn.layers import Flatten, SoftmaxCrossEntropy, pool_output_size
+from ..nn.model import FAST, LayerParameters, activation_layer, init_bias, init_weight, layer_forms
 
 CHANNELS = (32, 32, 64)   # conv1, conv2, conv3
 KERNEL = 5
@@ -54,21 +54,23 @@ class Figure1Net(LayerParameters):
         std, dt = config.init_std, config.dtype
         P3 = figure1_sizes(config)["pool3"]
         C1, C2, C3 = CHANNELS
+        self.forms = forms = layer_forms(config, device)   # the plain layers or the fast ones, once
 
         def conv(in_ch, out_ch):
-            return Conv2D(device, init_weight(rng, (out_ch, in_ch, KERNEL, KERNEL), std, dt),
+            return forms.conv(device, init_weight(rng, (out_ch, in_ch, KERNEL, KERNEL), std, dt),
                           init_bias(out_ch, 0.0, dt), pad=KERNEL // 2)
 
         def block(conv_layer):
-            return [conv_layer, ACTIVATION_LAYERS[config.activation](device),
-                    MaxPool(device, config.pool_size, config.pool_stride)]
+            return [conv_layer, activation_layer(config, forms)(device),
+                    forms.pool(device, config.pool_size, config.pool_stride)]
 
         self.conv1, self.conv2, self.conv3 = conv(3, C1), conv(C1, C2), conv(C2, C3)
-        self.fc = Linear(device, init_weight(rng, (config.num_classes, C3 * P3 * P3), std, dt),
+        self.fc = forms.linear(device, init_weight(rng, (config.num_classes, C3 * P3 * P3), std, dt),
                          init_bias(config.num_classes, 0.0, dt))
         self.layers = block(self.conv1) + block(self.conv2) + block(self.conv3) + [Flatten(device), self.fc]
         self.loss_layer = SoftmaxCrossEntropy(device)
-        self.pack_parameters()
+        if forms is FAST:
+            self.pack_parameters()
 
     def infer(self, images):
         """Test-time logits, keeping nothing for backward (as ``AlexNet.infer``)."""

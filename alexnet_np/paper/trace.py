@@ -13,6 +13,9 @@ the fraction of zeros after each ReLU and of dead units (zero for every image of
 batch), of saturated outputs after each tanh (|y| > 0.99), time forward and backward, and the output's bytes; then the crossings between the
 towers (Figure 2's lines), what they moved and where.
 
+The layers are the plain forms (``nn/layers.py``: the paper's operations, one screen each);
+``--fast`` runs the fast forms beside them instead (``nn/fast.py``).
+
 ``--break LAYER[:TOWER]`` (e.g. ``--break lrn1:1``, ``--break conv3``, ``--break fc8``)
 stops in Python's debugger (pdb) at the first line of that layer's ``forward``, with the
 real input array ``x``: step through the code next to the paper (``n`` next line, ``p
@@ -35,6 +38,7 @@ from ..accepts import POSITIVE_INT
 from ..nn.backend import Device
 from ..cli import Parser, existing_path
 from ..config import DEMO, Config, add_config_arguments, config_from_arguments
+from ..nn.layers import ReLU, Tanh
 from ..nn.model import AlexNet
 
 CROSSINGS = ("exchange3", "exchange6", "exchange7", "gather8")
@@ -77,7 +81,7 @@ class Stop:
         where = f"{name}.{direction}" + ("" if tower is None else f" of tower {tower}")
         shapes = ", ".join(str(tuple(a.shape)) for a in args if hasattr(a, "shape"))
         print(f"\n--break: stopping at the first line of {where} ({type(method.__self__).__name__}); "
-              f"its input: {shapes}. pdb: n = next line, s = step in, p x.shape, c = continue\n", flush=True)
+              f"its input: {shapes}. pdb: ll = this function, n = next line, s = step in, p x.shape, c = continue\n", flush=True)
         if not isinstance(self.debugger, bdb.Bdb):   # a stand-in (the tests)
             return self.debugger.runcall(method, *args)
         # pdb's own runcall, except that a quit is not swallowed: Bdb.runcall returns None
@@ -125,9 +129,9 @@ class Traced:
         values = y if isinstance(y, list) else [y]
         self.row["out mean"], self.row["out std"] = moments(values)
         self.row["bytes"] = sum(int(v.nbytes) for v in values)
-        if self.row["kind"] == "ReLU":
+        if isinstance(self.layer, ReLU):
             self.row["zeros %"], self.row["dead %"] = zeros(y)
-        if self.row["kind"] == "Tanh":   # saturated: |y| > 0.99, where tanh's gradient is < 0.02
+        if isinstance(self.layer, Tanh):   # saturated: |y| > 0.99, where tanh's gradient is < 0.02
             self.row["sat %"] = 100 * float((abs(np.asarray(y.get() if hasattr(y, "get") else y)) > 0.99).mean())
         return y
 
@@ -253,10 +257,13 @@ def main(argv=None, debugger=None):
     parser.add_argument("--break", dest="stop", default=None, metavar="LAYER[:TOWER]",
                         help="stop in pdb at the start of that layer's forward, e.g. lrn1:1, conv3, fc8")
     parser.add_argument("--break-backward", action="store_true", help="with --break: stop at its backward too")
+    parser.add_argument("--fast", action="store_true",
+                        help="the fast forms of the layers (nn/fast.py; default: the plain forms, nn/layers.py)")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        config = config_from_arguments(args, Config() if args.paper else DEMO)
+        base = Config() if args.paper else DEMO
+        config = config_from_arguments(args, base.replace(layer_form="fast" if args.fast else "plain"))
         cache, images, labels = load_batch(config, args.data, args.batch)
         if len(cache.classes) != config.num_classes:
             config = config.replace(num_classes=len(cache.classes))

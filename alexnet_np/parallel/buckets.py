@@ -81,13 +81,16 @@ class GradientBuckets:
 
     Usage, one training step:
         model.backward(finished=buckets.finished); buckets.wait()
-    Install before the optimiser is made (it keeps references to the gradients).
+    Install before the optimiser is made: a network whose parameters are not packed yet (the
+    plain forms) is packed here, which gives its layers new (view) arrays.
     """
 
     def __init__(self, model, world, bucket_bytes=BUCKET_BYTES, progress_thread=True):
         self.world = world
         self.progress = Progress(world) if progress_thread and world.threads_ok else None
-        if not model.flat or not all(packed.holds() for packed in model.flat):
+        if not model.flat:
+            model.pack_parameters()   # the plain forms too: the buckets are ranges of the packed gradient
+        if not all(packed.holds() for packed in model.flat):
             raise ValueError("gradient buckets need the network's packed gradients (pack_parameters)")
         self.buckets = [Bucket(packed, start, stop, names) for packed in model.flat
                         for start, stop, names in bucket_ranges(packed, bucket_bytes)]

@@ -55,7 +55,6 @@ from .evaluation import draw_figure4, evaluate_split, kernel_weights, progress_b
 from .metrics import TopKCounter, step_misses
 from ..nn.backend import move
 from ..nn.model import AlexNet
-from ..nn.optim import SGD
 from .runs import BEST, LAST, LOG
 from .schedule import FixedSchedule, PlateauSchedule
 
@@ -139,9 +138,7 @@ class Trainer:
         # Several ranks: gradients in flat buckets summed while backward runs (before SGD,
         # which keeps references to them).
         self.buckets = GradientBuckets(self.model, self.world) if self.world.size > 1 else None
-        self.optimizer = SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
-                             weight_decay=config.weight_decay, decay_biases=config.decay_biases,
-                             flat=self.model.flat)
+        self.optimizer = self.model.optimizer(config)   # §5's SGD, in the net's form
         if self.options.lr_steps:
             self.schedule = FixedSchedule(config.lr, self.options.lr_steps)
         else:
