@@ -371,7 +371,7 @@ class Flatten(Layer):
     def forward(self, x, train=False):
         self.x_shape = x.shape
         C, N, H, W = x.shape
-        return x.transpose(1, 0, 2, 3).reshape(N, C * H * W).copy()        # (N, C*H*W)
+        return x.transpose(1, 0, 2, 3).copy().reshape(N, C * H * W)        # (N, C*H*W), one copy
 
     def backward(self, dy):
         C, N, H, W = self.x_shape
