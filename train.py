@@ -119,6 +119,20 @@ def device_kind(asked, ckpt):
     return "auto"
 
 
+def resumed_limit(options, asked, step):
+    """The step limit of a resumed run at ``step``: --max-steps as given on the resume; else the
+    run's own limit while the run has not reached it (a Ctrl-C before it); else none, so that the
+    run goes on to its epochs (the limit that stopped it would stop it again after one step)."""
+    if asked is not None:
+        if asked and asked <= step:
+            raise ConfigError("max_steps", asked, f"more than the {step} steps the run has taken "
+                              "(or 0: no limit)")
+        return options
+    if options.max_steps and options.max_steps <= step:
+        return dataclasses.replace(options, max_steps=0)
+    return options
+
+
 def resume_point(path):
     if os.path.isdir(path):
         return os.path.join(path, LAST)
@@ -145,6 +159,7 @@ def run(args, world=None):
         check_architecture(ckpt.path, config, ckpt.config)
         options = options_from(args, Options(**{k: tuple(v) if isinstance(v, list) else v
                                                 for k, v in ckpt.meta["options"].items()}))
+        options = resumed_limit(options, args.max_steps, ckpt.position[2])
         out = args.out or os.path.dirname(os.path.abspath(ckpt.path))
         data = args.data if args.data is not None else data_of_checkpoint(ckpt)
         source = f"the configuration of {ckpt.path}"
@@ -223,8 +238,10 @@ def run(args, world=None):
         if args.lr is not None and args.lr != ckpt.config.lr:
             trainer.optimizer.lr = trainer.schedule.lr = args.lr
             print(f"learning rate set to {args.lr:g} (--lr)")
+        until = (f"to step {options.max_steps}" if options.max_steps
+                 else f"to the end of epoch {config.epochs}")
         print(f"resumed from {ckpt.path}: epoch {trainer.epoch + 1}, batch {trainer.batch}, "
-              f"step {trainer.step}, lr {trainer.optimizer.lr:g}")
+              f"step {trainer.step}, lr {trainer.optimizer.lr:g}; training {until}")
     print(f"run folder: {out}; schedule: {trainer.schedule.describe()}")
     outcome = trainer.run()
     if outcome == "interrupted":
