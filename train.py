@@ -31,8 +31,8 @@ from alexnet_np.cli import Parser, existing_path, folder_to_write
 from alexnet_np.config import DEMO, Config, ConfigError, add_config_arguments, config_from_arguments
 from alexnet_np.data.loader import DataError
 from alexnet_np.nn.model import check_input_size
-from alexnet_np.train.runs import (BEST, CONFIG_FILE, LAST, RUNS, data_of_checkpoint, describe_devices,
-                             open_data_once, rank_devices)
+from alexnet_np.train.runs import (BEST, CONFIG_FILE, LAST, RUNS, check_data, data_of_checkpoint,
+                                   describe_devices, open_data_once, rank_devices)
 from alexnet_np.train.trainer import Options, Trainer, TrainingError
 
 def build_parser():
@@ -133,6 +133,15 @@ def resumed_limit(options, asked, step):
     return options
 
 
+def classes_differ(found, asked, ckpt):
+    return DataError(f"the data has {found} classes but the configuration "
+                     f"{'of the checkpoint ' if ckpt else ''}asks for {asked}")
+
+
+def too_few_images(batch_size, images, data):
+    return ConfigError("batch_size", batch_size, f"at most the {images} training images of {data}")
+
+
 def resume_point(path):
     if os.path.isdir(path):
         return os.path.join(path, LAST)
@@ -179,6 +188,7 @@ def run(args, world=None):
 
     check_input_size(config)
     world.rows(config.batch_size)   # refuse a batch that does not divide among the ranks
+    check_data(data)                # a mistyped --data before anything else is said
     if world.size > 1:
         print(f"ranks: {world.describe()}; each computes {config.batch_size // world.size} of every "
               f"batch of {config.batch_size}")
@@ -197,7 +207,17 @@ def run(args, world=None):
         print("no --data: training on the built-in demo data set (10 generated classes of shapes) "
               "with the DEMO configuration (alexnet_np/config.py; why each value: the comment there), "
               "small enough for a CPU")
-    cache, info = open_data_once(world, data, config.image_size, args.cache, args.workers, options.progress)
+    fixed_classes = args.num_classes is not None or ckpt is not None
+
+    def check(classes, files):
+        """Before a source is prepared: what would refuse it after (below), on its listing."""
+        if fixed_classes and len(classes) != config.num_classes:
+            raise classes_differ(len(classes), config.num_classes, ckpt)
+        if files < config.batch_size:
+            raise too_few_images(config.batch_size, files, data)
+
+    cache, info = open_data_once(world, data, config.image_size, args.cache, args.workers, options.progress,
+                                 check=check)
     print(f"data: {cache!r}")
     fixes = {}
     if cache.image_size != config.image_size:
@@ -206,9 +226,8 @@ def run(args, world=None):
                             f"smaller than the crops of --input-size {config.input_size}")
         fixes["image_size"] = cache.image_size
     if len(cache.classes) != config.num_classes:
-        if args.num_classes is not None or ckpt is not None:
-            raise DataError(f"the data has {len(cache.classes)} classes but the configuration "
-                            f"{'of the checkpoint ' if ckpt else ''}asks for {config.num_classes}")
+        if fixed_classes:
+            raise classes_differ(len(cache.classes), config.num_classes, ckpt)
         if len(cache.classes) < 2:
             raise DataError(f"the data {cache.path} has {len(cache.classes)} class: a classifier needs at least 2")
         fixes["num_classes"] = len(cache.classes)
@@ -218,8 +237,7 @@ def run(args, world=None):
     if "val" not in cache.splits:
         raise DataError(f"the data {cache.path} has no val split: the schedule (§5) needs one")
     if len(cache.split("train")) < config.batch_size:
-        raise ConfigError("batch_size", config.batch_size, f"at most the {len(cache.split('train'))} "
-                          f"training images of {cache.path}")
+        raise too_few_images(config.batch_size, len(cache.split("train")), cache.path)
 
     print(f"configuration: {source} with the options given (where a value differs from the paper's, "
           "the paper's follows in brackets):")

@@ -46,11 +46,17 @@ def one_error_line(capsys, *words):
     return lines[0]
 
 
-def test_missing_data_folder(tmp_path, capsys):
+def test_missing_data_folder(setup, tmp_path, capsys):
     out = str(tmp_path / "new-run")
     assert train.main(["--data", str(tmp_path / "nowhere"), "--out", out, "--device", "cpu"]) == 2
-    one_error_line(capsys, "nowhere", "no such folder")
+    captured = capsys.readouterr()
+    assert captured.out == ""   # the error alone: no device line before it
+    assert captured.err.splitlines() == [f"error: --data {tmp_path / 'nowhere'}: no such folder"]
     assert not os.path.exists(out)
+    checkpoint = os.path.join(setup["out"], "last.npz")
+    assert evaluate.main(["--checkpoint", checkpoint, "--data", str(tmp_path / "nowhere"), "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.splitlines() == [f"error: --data {tmp_path / 'nowhere'}: no such folder"]
     with pytest.raises(SystemExit) as stopped:   # refused by the parser, before anything runs
         evaluate.main(["--checkpoint", str(tmp_path / "none.npz"), "--device", "cpu"])
     assert stopped.value.code == 2
@@ -63,6 +69,17 @@ def test_not_an_image_folder(tmp_path, capsys):
     assert train.main(["--data", str(tmp_path / "photos"), "--out", out, "--device", "cpu"]) == 2
     one_error_line(capsys, "no train/ folder")
     assert not os.path.exists(out)
+
+
+def test_too_few_images_or_other_classes_refused_before_preparing(setup, tmp_path, capsys):
+    """Checks on the listing of a folder of images, before any image is read or written."""
+    images = make_tiny_images(str(tmp_path / "images"))   # 4 classes, 60 training images
+    cache, out = str(tmp_path / "cache"), str(tmp_path / "new-run")
+    assert train.main(["--data", images, "--cache", cache, "--out", out, *TINY_ARGS, "--batch-size", "64"]) == 2
+    one_error_line(capsys, "--batch-size 64", "the 60 training images of " + images)
+    assert train.main(["--data", images, "--cache", cache, "--out", out, *TINY_ARGS, "--num-classes", "3"]) == 2
+    one_error_line(capsys, "4 classes", "asks for 3")
+    assert not os.path.exists(cache) and not os.path.exists(out)
 
 
 @pytest.mark.skipif(gpu_available(), reason="this machine has a usable GPU")
