@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 
+import numpy as np
 import pytest
 
 import evaluate
@@ -129,6 +130,21 @@ def test_corrupt_checkpoint(setup, tmp_path, capsys, cut):
     assert evaluate.main(["--checkpoint", str(run / "last.npz"), "--device", "cpu"]) == 2
     one_error_line(capsys, "corrupt or truncated")
     assert snapshot(str(run)) == before
+
+
+@pytest.mark.parametrize("content, why", [(b"", "not an .npz archive"), (bytes(range(256)) * 4, "not an .npz archive"),
+                                          ("objects", "it holds Python objects")])
+def test_a_file_that_is_not_a_checkpoint_is_never_unpickled(tmp_path, capsys, content, why):
+    """Said to be no checkpoint, nothing more: not NumPy's advice to load it with allow_pickle."""
+    path = str(tmp_path / "not-a-checkpoint.npz")
+    if content == "objects":
+        np.savez(path, meta=np.array([{"format": 1}], dtype=object))
+    else:
+        with open(path, "wb") as f:
+            f.write(content)
+    assert evaluate.main(["--checkpoint", path, "--device", "cpu"]) == 2
+    line = one_error_line(capsys, path, "not an alexnet_np checkpoint", why)
+    assert "pickle" not in line
 
 
 def test_existing_run_is_not_overwritten(setup, capsys):

@@ -129,6 +129,9 @@ def load(path, config=None):
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path}: no such file")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":   # NumPy would read any other file as a pickle (and say so)
+            raise CheckpointError(f"checkpoint {path}: not an alexnet_np checkpoint (not an .npz archive)")
     try:
         with np.load(path, allow_pickle=False) as z:
             names = list(z.files)
@@ -144,6 +147,8 @@ def load(path, config=None):
         # np.load raises ValueError for a file that is not a zip or npy; zipfile raises
         # BadZipFile for a truncated archive or a failed CRC; json raises ValueError.
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if "pickle" in reason:   # an object array: never unpickled, and no advice to do so
+            raise CheckpointError(f"checkpoint {path}: not an alexnet_np checkpoint (it holds Python objects)") from None
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({reason})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
