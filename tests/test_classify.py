@@ -175,6 +175,9 @@ def test_the_api_predicts_arrays_files_and_prepared_views_alike(trained, generat
     from_files = net.predict(files)                                                  # (N, K)
     arrays = [np.asarray(Image.open(p)) for p in files]                              # (H, W, C), (H, W)
     np.testing.assert_allclose(net.predict(arrays), from_files, rtol=0, atol=1e-7)
+    for array, row in zip(arrays, from_files):      # one array (H, W, C) or (H, W) alone: one image
+        np.testing.assert_allclose(net.predict(array), row[None], rtol=0, atol=1e-7)  # (1, K)
+    assert net.features(arrays[0]).shape == (1, net.config.fc_units[1])
     stored = net.stored_batch(files)                                                 # (N, R, R, C)
     views = eval_views(net.mean_image, net.config, Device())(stored)                 # (N, C, S, S)
     np.testing.assert_allclose(net.predict(views), from_files, rtol=0, atol=1e-7)
