@@ -208,11 +208,19 @@ def run(args, world=None):
               "with the DEMO configuration (alexnet_np/config.py; why each value: the comment there), "
               "small enough for a CPU")
     fixed_classes = args.num_classes is not None or ckpt is not None
+    recorded = ckpt.meta.get("classes") if ckpt is not None else None   # None: written before runs recorded them
+
+    def check_classes(classes):
+        if fixed_classes and len(classes) != config.num_classes:
+            raise classes_differ(len(classes), config.num_classes, ckpt)
+        if recorded is not None and list(classes) != list(recorded):
+            k = next(k for k, (mine, theirs) in enumerate(zip(classes, recorded)) if mine != theirs)
+            raise DataError(f"the data's classes are not those of checkpoint {ckpt.path} (class {k}: "
+                            f"{classes[k]} here, {recorded[k]} there): resume on the data the run was trained on")
 
     def check(classes, files):
         """Before a source is prepared: what would refuse it after (below), on its listing."""
-        if fixed_classes and len(classes) != config.num_classes:
-            raise classes_differ(len(classes), config.num_classes, ckpt)
+        check_classes(classes)
         if files < config.batch_size:
             raise too_few_images(config.batch_size, files, data)
 
@@ -225,9 +233,8 @@ def run(args, world=None):
             raise DataError(f"the data {cache.path} holds {cache.image_size}x{cache.image_size} images, "
                             f"smaller than the crops of --input-size {config.input_size}")
         fixes["image_size"] = cache.image_size
+    check_classes(cache.classes)
     if len(cache.classes) != config.num_classes:
-        if fixed_classes:
-            raise classes_differ(len(cache.classes), config.num_classes, ckpt)
         if len(cache.classes) < 2:
             raise DataError(f"the data {cache.path} has {len(cache.classes)} class: a classifier needs at least 2")
         fixes["num_classes"] = len(cache.classes)

@@ -102,17 +102,26 @@ def test_checkpoint_of_another_configuration(setup, tmp_path, capsys):
     assert train.main(["--resume", setup["out"], "--conv-channels", "8,16,16,16,16", "--lrn-alpha-over-n"]) == 2
     one_error_line(capsys, "another configuration", "conv_channels: 16,32,32,32,32 in the checkpoint, "
                    "8,16,16,16,16 here", "lrn_alpha_over_n")
-    # Data with other classes than the checkpoint's: refused by both scripts.
+    # Data with other classes than the checkpoint's: refused by both scripts (evaluate.py matches
+    # classes by name: three of the four colours are evaluated, test_classify.py).
     other = make_tiny_images(str(tmp_path / "three"), per_class=(10, 2))
     import shutil
-    shutil.rmtree(os.path.join(other, "train", "yellow"))
-    shutil.rmtree(os.path.join(other, "val", "yellow"))
+    for split in ("train", "val"):
+        shutil.rmtree(os.path.join(other, split, "yellow"))
+        os.rename(os.path.join(other, split, "blue"), os.path.join(other, split, "purple"))
     assert evaluate.main(["--checkpoint", os.path.join(setup["out"], "last.npz"), "--data", other,
                           "--cache", str(tmp_path / "three-cache"), "--device", "cpu", "--no-progress"]) == 2
-    one_error_line(capsys, "another configuration", "4 classes", "has 3")
-    assert train.main(["--resume", setup["out"], "--data", other, "--cache", str(tmp_path / "three-cache"),
+    one_error_line(capsys, "does not know: ['purple']", "its 4 classes are blue, green, red, yellow")
+    assert train.main(["--resume", setup["out"], "--data", other, "--cache", str(tmp_path / "other-cache"),
                        "--no-progress"]) == 2
     one_error_line(capsys, "3 classes", "asks for 4")
+    # As many classes, but not the same: refused before the data is prepared.
+    for split in ("train", "val"):
+        shutil.copytree(os.path.join(other, split, "red"), os.path.join(other, split, "yellow"))
+    assert train.main(["--resume", setup["out"], "--data", other, "--cache", str(tmp_path / "other-cache"),
+                       "--no-progress"]) == 2
+    one_error_line(capsys, "not those of checkpoint", "(class 0: green here, blue there)")
+    assert not os.path.exists(tmp_path / "other-cache")
     assert snapshot(setup["out"]) == before
 
 

@@ -12,8 +12,9 @@ Contents (NumPy's uncompressed zip of ``.npy`` files, read without pickle):
 
 Weights only (``save_weights``): a converted model (``python -m alexnet_np.interop.convert``) has
 no momentum buffers; it loads for evaluation and figures, and ``restore`` with an optimiser
-refuses it. Its meta may name its classes (``classes``: WordNet ids in output order, and
-``class_names``), which evaluation matches to the data's by name (``alexnet_np.classmap``).
+refuses it. Its meta names its classes (``classes``: the ids in output order, WordNet ids for
+ImageNet, and ``class_names``), as a training run's do (the folder names of its data), which
+evaluation matches to the data's by id (``alexnet_np.classmap``).
 
 Writing is atomic: the file is written under a temporary name in the same folder, flushed
 to disk (fsync), then renamed over the old one (``os.replace``), so that an interruption
