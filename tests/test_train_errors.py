@@ -125,6 +125,23 @@ def test_checkpoint_of_another_configuration(setup, tmp_path, capsys):
     assert snapshot(setup["out"]) == before
 
 
+def test_data_of_other_classes_and_size_is_refused_for_its_classes_first(setup, tmp_path, capsys):
+    """The obstacle that no preparing removes is named first; the size's hint is a command."""
+    from alexnet_np.data.prepare import prepare
+    images = make_tiny_images(str(tmp_path / "images"), per_class=(2, 2))
+    same = prepare(images, str(tmp_path / "same-96"), image_size=96, workers=1, progress=False, print_fn=print)
+    for split in ("train", "val"):
+        os.rename(os.path.join(images, split, "blue"), os.path.join(images, split, "ants"))
+    other = prepare(images, str(tmp_path / "other-96"), image_size=96, workers=1, progress=False, print_fn=print)
+    checkpoint = os.path.join(setup["out"], "last.npz")
+    capsys.readouterr()
+    assert evaluate.main(["--checkpoint", checkpoint, "--data", other, "--device", "cpu", "--no-progress"]) == 2
+    line = one_error_line(capsys, "does not know: ['ants']")
+    assert "image-size" not in line
+    assert evaluate.main(["--checkpoint", checkpoint, "--data", same, "--device", "cpu", "--no-progress"]) == 2
+    one_error_line(capsys, "76x76 mean image", "96x96 images", "python -m alexnet_np.data.prepare SRC DST --image-size 76")
+
+
 @pytest.mark.parametrize("cut", [0.5, 0.999])
 def test_corrupt_checkpoint(setup, tmp_path, capsys, cut):
     data = open(os.path.join(setup["out"], "last.npz"), "rb").read()

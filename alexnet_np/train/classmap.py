@@ -73,10 +73,7 @@ def for_checkpoint(cache, ckpt, mean_image=None):
     classes = ckpt.meta.get("classes")
     names = ckpt.meta.get("class_names", classes) if classes is not None else cache.class_names
     mean = ckpt.mean_image if ckpt.mean_image is not None else mean_image
-    if mean is not None and mean.shape[:2] != (cache.image_size, cache.image_size):
-        raise CheckpointError(f"checkpoint {ckpt.path} has a {mean.shape[0]}x{mean.shape[1]} mean image, the data "
-                              f"{cache.path} {cache.image_size}x{cache.image_size} images: prepare it with "
-                              f"--image-size {mean.shape[0]}")
+    # The classes first: data of other classes cannot be evaluated at any image size.
     if classes is None:
         if len(cache.classes) != ckpt.config.num_classes:
             raise CheckpointError(f"checkpoint {ckpt.path} is of another configuration: it has "
@@ -93,6 +90,11 @@ def for_checkpoint(cache, ckpt, mean_image=None):
                                   f"{unknown[:5]}{'...' if len(unknown) > 5 else ''} (its {len(classes)} classes "
                                   f"{named}; class folders must be named by them)")
         label_map = np.array([index[c] for c in cache.classes], dtype=np.int64)
+    if mean is not None and mean.shape[:2] != (cache.image_size, cache.image_size):
+        raise CheckpointError(f"checkpoint {ckpt.path} has a {mean.shape[0]}x{mean.shape[1]} mean image, the data "
+                              f"{cache.path} {cache.image_size}x{cache.image_size} images: give the folder "
+                              f"of its images as --data (it is prepared at {mean.shape[0]} then), or prepare it "
+                              f"with python -m alexnet_np.data.prepare SRC DST --image-size {mean.shape[0]}")
     if mean is None and list(classes) == list(cache.classes):
         return cache
     return CheckpointView(cache, classes, names, label_map, mean)
