@@ -3,13 +3,14 @@ divided by 10 when the validation error stops improving (at most three times), 9
 
     python train.py                                   # the built-in demo data set, on a CPU, ~2 minutes
     python train.py --data /data/imagenet --device gpu          # ImageNet, both towers on GPUs 0 and 1
+    python train.py --data PHOTOS --preset demo                 # the demo's small net on your photos
     python train.py --resume runs/20250101-120000               # continue exactly where it stopped
     mpiexec -n 4 python train.py --data /data/imagenet          # 4 ranks, data parallel (docs/ranks.md)
 
 Every field of the configuration (alexnet_np/config.py) is an option (``--input-size``,
 ``--lrn-alpha-over-n``, ``--dropout-inverted``, ``--conv-channels 96,256,384,384,256``...).
 Defaults: the paper's (``Config()``) with ``--data``; the demo configuration (``DEMO``)
-without it. The run folder (``--out``, default ``runs/<date-time>``) receives
+without it; ``--preset NAME`` chooses one (``config.PRESETS``). The run folder (``--out``, default ``runs/<date-time>``) receives
 config.json, log.jsonl (one JSON line per logging interval and per epoch), last.npz and
 best.npz (checkpoints), curves.png, conv1_kernels.png and, at the end, Figure 4.
 
@@ -28,7 +29,8 @@ from alexnet_np.accepts import NON_NEGATIVE_INT, POSITIVE_INT, WORKERS, Choice, 
 from alexnet_np.nn.backend import DeviceError
 from alexnet_np.train.checkpoint import CheckpointError, check_architecture, load, require_training_state
 from alexnet_np.cli import Parser, existing_path, folder_to_write
-from alexnet_np.config import DEMO, Config, ConfigError, add_config_arguments, config_from_arguments
+from alexnet_np.config import (PRESETS, Config, ConfigError, add_config_arguments, config_from_arguments,
+                               describe_presets)
 from alexnet_np.data.loader import DataError
 from alexnet_np.nn.model import check_input_size
 from alexnet_np.train.runs import (BEST, CONFIG_FILE, LAST, RUNS, check_data, data_of_checkpoint,
@@ -37,8 +39,12 @@ from alexnet_np.train.trainer import Options, Trainer, TrainingError
 
 def build_parser():
     parser = Parser(
-        prog="python train.py", description=__doc__.split("\n\n")[0],
-        epilog="Without --data: the built-in demo data set (10 generated classes) and the DEMO configuration.")
+        prog="python train.py",
+        description=__doc__.split("\n\n")[0] + "\n\n"
+                    "The defaults shown below are the paper's, used with --data. Without --data: the built-in\n"
+                    "demo data set (10 generated classes) and the demo preset's values (--preset demo, listed\n"
+                    "at the end). --preset NAME chooses a configuration; an option given beside it changes one value.",
+        epilog="presets (--preset NAME):\n" + describe_presets())
     run = parser.add_argument_group("run")
     run.add_argument("--device", type=Choice("auto", "cpu", "gpu"), default=None,
                      help="cpu (NumPy) or gpu (CuPy); default: the GPU when one is usable, else the CPU; "
@@ -56,6 +62,9 @@ def build_parser():
     run.add_argument("--out", type=folder_to_write, default=None, help=f"run folder (default {RUNS}/<date-time>; with --resume, the run's)")
     run.add_argument("--resume", type=existing_path, default=None, metavar="RUN_OR_CHECKPOINT",
                      help=f"continue a run: its folder (uses {LAST}) or a checkpoint file")
+    run.add_argument("--preset", type=Choice(*PRESETS), default=None,
+                     help="a whole configuration by name (listed at the end); default: paper with --data, "
+                          "demo without")
     o = Options()
     run.add_argument("--log-every", type=POSITIVE_INT, default=None, help=f"steps between log lines (default {o.log_every})")
     run.add_argument("--checkpoint-every", type=NON_NEGATIVE_INT, default=None,
@@ -78,7 +87,8 @@ def build_parser():
                      help="progress bars (default on)")
     run.add_argument("--figures", action=argparse.BooleanOptionalAction, default=None,
                      help="draw curves and kernels every epoch and Figure 4 at the end (default on)")
-    add_config_arguments(parser, Config())
+    add_config_arguments(parser, Config(), title="configuration (defaults shown: the paper's, used with --data; "
+                                                 "without it, or with --preset, the preset's; §-numbers in config.py)")
     return parser
 
 
@@ -149,7 +159,11 @@ def resume_point(path):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.preset is not None and args.resume is not None:
+        parser.error("--preset is for a new run: --resume continues with the run's configuration "
+                     "(options given change single values)")
     return distributed.run_on_ranks(
         run, args,
         agreed=(ConfigError, TrainingError, distributed.SharedError),   # met by every rank at one point
@@ -176,8 +190,9 @@ def run(args, world=None):
                    for f in dataclasses.fields(Config) if getattr(config, f.name) != getattr(ckpt.config, f.name)]
     else:
         data = args.data
-        base = Config() if data is not None else DEMO
-        source = "the paper's configuration" if data is not None else "the DEMO configuration"
+        preset = args.preset or ("paper" if data is not None else "demo")
+        base = PRESETS[preset][0]
+        source = f"the {preset} preset"
         config = config_from_arguments(args, base)
         options = options_from(args, Options())
         out = world.bcast(args.out or new_run_folder())   # one name, rank 0's clock
@@ -205,8 +220,8 @@ def run(args, world=None):
 
     if data is None and ckpt is None:
         print("no --data: training on the built-in demo data set (10 generated classes of shapes) "
-              "with the DEMO configuration (alexnet_np/config.py; why each value: the comment there), "
-              "small enough for a CPU")
+              + ("with the demo preset (alexnet_np/config.py, DEMO; why each value: the comment there), "
+                 "small enough for a CPU" if args.preset in (None, "demo") else f"with the {args.preset} preset"))
     fixed_classes = args.num_classes is not None or ckpt is not None
     recorded = ckpt.meta.get("classes") if ckpt is not None else None   # None: written before runs recorded them
 
