@@ -231,11 +231,6 @@ def describe_presets(width=88):
 
 # --------------------------------------------------------------------------- command line
 
-# What the fields are for, to give a tool only the options it uses.
-SCHEDULE = ("batch_size", "lr", "momentum", "weight_decay", "decay_biases", "epochs", "lr_patience", "lr_drops")
-AUGMENTATION = ("random_crop", "flip", "lighting_std")
-
-
 def add_config_arguments(parser, defaults=None, fields=None, title=None):
     """One option per Config field (``--input-size``, ``--lrn-alpha-over-n`` / ``--no-...``);
     ``fields``: only those (names), for a tool that uses no others.
