@@ -40,3 +40,10 @@ def test_summary_and_trace_offer_only_the_fields_they_use(capsys):
     assert not {"--random-crop", "--flip", "--lighting-std", "--weight-decay"} & trace_options
     assert {"--batch", "--conv-channels", "--init-std", "--seed", "--image-size"} <= trace_options
 
+
+
+def test_an_unknown_experiment_is_named_as_such():
+    done = run("experiments.py", "lrnn")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == ["error: EXPERIMENT lrnn: one of lrn, pooling, towers, lighting, dropout, "
+                                        "crops, flips, figure1, all"]
