@@ -1,5 +1,5 @@
 """Every layer: forward against a loop-based float64 reference, backward against centred
-finite differences with a random upstream gradient (STYLE 6-8)."""
+finite differences with a random upstream gradient (conventions 6-8)."""
 import itertools
 import math
 
