@@ -74,7 +74,8 @@ def build_parser():
     run.add_argument("--lr-steps", type=Several(POSITIVE_INT), default=None, metavar="E,E,...",
                      help="a fixed schedule instead of §5's plateau rule: divide the rate by 10 after these epochs")
     run.add_argument("--max-steps", type=NON_NEGATIVE_INT, default=None,
-                     help="stop after this many steps in all, with a checkpoint (default, or 0: no limit)")
+                     help="stop after this many steps in all, with a checkpoint (default, or 0: no limit); "
+                          "--resume goes on to the run's epochs unless given again")
     run.add_argument("--stall-steps", type=NON_NEGATIVE_INT, default=None,
                      help="report a loss stuck at ln K after this many steps (default, or 0: max(200, one epoch))")
     run.add_argument("--eval-batch-size", type=NON_NEGATIVE_INT, default=None,
@@ -146,6 +147,10 @@ def resumed_limit(options, asked, step):
 def classes_differ(found, asked, ckpt):
     return DataError(f"the data has {found} classes but the configuration "
                      f"{'of the checkpoint ' if ckpt else ''}asks for {asked}")
+
+
+def one_class(data, count):
+    return DataError(f"the data {data} has {count} class: a classifier needs at least 2")
 
 
 def too_few_images(batch_size, images, data):
@@ -236,6 +241,8 @@ def run(args, world=None):
     def check(classes, files):
         """Before a source is prepared: what would refuse it after (below), on its listing."""
         check_classes(classes)
+        if len(classes) < 2:
+            raise one_class(data, len(classes))
         if files < config.batch_size:
             raise too_few_images(config.batch_size, files, data)
 
@@ -251,7 +258,7 @@ def run(args, world=None):
     check_classes(cache.classes)
     if len(cache.classes) != config.num_classes:
         if len(cache.classes) < 2:
-            raise DataError(f"the data {cache.path} has {len(cache.classes)} class: a classifier needs at least 2")
+            raise one_class(cache.path, len(cache.classes))
         fixes["num_classes"] = len(cache.classes)
     if fixes:
         config = config.replace(**fixes)
