@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from alexnet_np.accepts import POSITIVE, POSITIVE_INT
+from alexnet_np.accepts import POSITIVE, POSITIVE_INT, Choice
 from alexnet_np.nn.backend import DeviceError
 from alexnet_np.cli import Parser, existing_path, fail, folder_to_write
 from alexnet_np.data.loader import DataError
@@ -23,7 +23,7 @@ from alexnet_np.train.trainer import TrainingError
 
 def build_parser():
     parser = Parser(prog="python experiments.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("name", choices=ORDER + ("all",), nargs="?",
+    parser.add_argument("name", type=Choice(*ORDER, "all"), nargs="?", metavar="EXPERIMENT",
                         help="the experiment, or all of them in turn")
     parser.add_argument("--report", nargs="+", default=None, metavar="FOLDER",
                         help="print the tables of finished experiments again, from their results.json")
@@ -36,7 +36,7 @@ def build_parser():
     parser.add_argument("--target", type=POSITIVE, default=25.0,
                         help="figure1: the training top-1 error (%%) to reach (default 25, the paper's)")
     parser.add_argument("--out", type=folder_to_write, default=None, help="folder of the experiment (default runs/experiments/<name>-<time>)")
-    parser.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu", help="default cpu")
+    parser.add_argument("--device", type=Choice("cpu", "gpu", "auto"), default="cpu", help="default cpu")
     return parser
 
 

@@ -3,13 +3,14 @@ divided by 10 when the validation error stops improving (at most three times), 9
 
     python train.py                                   # the built-in demo data set, on a CPU, ~2 minutes
     python train.py --data /data/imagenet --device gpu          # ImageNet, both towers on GPUs 0 and 1
+    python train.py --data PHOTOS --preset demo                 # the demo's small net on your photos
     python train.py --resume runs/20250101-120000               # continue exactly where it stopped
     mpiexec -n 4 python train.py --data /data/imagenet          # 4 ranks, data parallel (docs/ranks.md)
 
 Every field of the configuration (alexnet_np/config.py) is an option (``--input-size``,
 ``--lrn-alpha-over-n``, ``--dropout-inverted``, ``--conv-channels 96,256,384,384,256``...).
 Defaults: the paper's (``Config()``) with ``--data``; the demo configuration (``DEMO``)
-without it. The run folder (``--out``, default ``runs/<date-time>``) receives
+without it; ``--preset NAME`` chooses one (``config.PRESETS``). The run folder (``--out``, default ``runs/<date-time>``) receives
 config.json, log.jsonl (one JSON line per logging interval and per epoch), last.npz and
 best.npz (checkpoints), curves.png, conv1_kernels.png and, at the end, Figure 4.
 
@@ -28,17 +29,22 @@ from alexnet_np.accepts import NON_NEGATIVE_INT, POSITIVE_INT, WORKERS, Choice, 
 from alexnet_np.nn.backend import DeviceError
 from alexnet_np.train.checkpoint import CheckpointError, check_architecture, load, require_training_state
 from alexnet_np.cli import Parser, existing_path, folder_to_write
-from alexnet_np.config import DEMO, Config, ConfigError, add_config_arguments, config_from_arguments
+from alexnet_np.config import (PRESETS, Config, ConfigError, add_config_arguments, config_from_arguments,
+                               describe_presets)
 from alexnet_np.data.loader import DataError
 from alexnet_np.nn.model import check_input_size
-from alexnet_np.train.runs import (BEST, CONFIG_FILE, LAST, RUNS, data_of_checkpoint, describe_devices,
-                             open_data_once, rank_devices)
+from alexnet_np.train.runs import (BEST, CONFIG_FILE, LAST, RUNS, check_data, data_of_checkpoint,
+                                   describe_devices, open_data_once, rank_devices)
 from alexnet_np.train.trainer import Options, Trainer, TrainingError
 
 def build_parser():
     parser = Parser(
-        prog="python train.py", description=__doc__.split("\n\n")[0],
-        epilog="Without --data: the built-in demo data set (10 generated classes) and the DEMO configuration.")
+        prog="python train.py",
+        description=__doc__.split("\n\n")[0] + "\n\n"
+                    "The defaults shown below are the paper's, used with --data. Without --data: the built-in\n"
+                    "demo data set (10 generated classes) and the demo preset's values (--preset demo, listed\n"
+                    "at the end). --preset NAME chooses a configuration; an option given beside it changes one value.",
+        epilog="presets (--preset NAME):\n" + describe_presets())
     run = parser.add_argument_group("run")
     run.add_argument("--device", type=Choice("auto", "cpu", "gpu"), default=None,
                      help="cpu (NumPy) or gpu (CuPy); default: the GPU when one is usable, else the CPU; "
@@ -56,6 +62,9 @@ def build_parser():
     run.add_argument("--out", type=folder_to_write, default=None, help=f"run folder (default {RUNS}/<date-time>; with --resume, the run's)")
     run.add_argument("--resume", type=existing_path, default=None, metavar="RUN_OR_CHECKPOINT",
                      help=f"continue a run: its folder (uses {LAST}) or a checkpoint file")
+    run.add_argument("--preset", type=Choice(*PRESETS), default=None,
+                     help="a whole configuration by name (listed at the end); default: paper with --data, "
+                          "demo without")
     o = Options()
     run.add_argument("--log-every", type=POSITIVE_INT, default=None, help=f"steps between log lines (default {o.log_every})")
     run.add_argument("--checkpoint-every", type=NON_NEGATIVE_INT, default=None,
@@ -65,7 +74,8 @@ def build_parser():
     run.add_argument("--lr-steps", type=Several(POSITIVE_INT), default=None, metavar="E,E,...",
                      help="a fixed schedule instead of §5's plateau rule: divide the rate by 10 after these epochs")
     run.add_argument("--max-steps", type=NON_NEGATIVE_INT, default=None,
-                     help="stop after this many steps in all, with a checkpoint (default, or 0: no limit)")
+                     help="stop after this many steps in all, with a checkpoint (default, or 0: no limit); "
+                          "--resume goes on to the run's epochs unless given again")
     run.add_argument("--stall-steps", type=NON_NEGATIVE_INT, default=None,
                      help="report a loss stuck at ln K after this many steps (default, or 0: max(200, one epoch))")
     run.add_argument("--eval-batch-size", type=NON_NEGATIVE_INT, default=None,
@@ -78,7 +88,8 @@ def build_parser():
                      help="progress bars (default on)")
     run.add_argument("--figures", action=argparse.BooleanOptionalAction, default=None,
                      help="draw curves and kernels every epoch and Figure 4 at the end (default on)")
-    add_config_arguments(parser, Config())
+    add_config_arguments(parser, Config(), title="configuration (defaults shown: the paper's, used with --data; "
+                                                 "without it, or with --preset, the preset's; §-numbers in config.py)")
     return parser
 
 
@@ -119,6 +130,33 @@ def device_kind(asked, ckpt):
     return "auto"
 
 
+def resumed_limit(options, asked, step):
+    """The step limit of a resumed run at ``step``: --max-steps as given on the resume; else the
+    run's own limit while the run has not reached it (a Ctrl-C before it); else none, so that the
+    run goes on to its epochs (the limit that stopped it would stop it again after one step)."""
+    if asked is not None:
+        if asked and asked <= step:
+            raise ConfigError("max_steps", asked, f"more than the {step} steps the run has taken "
+                              "(or 0: no limit)")
+        return options
+    if options.max_steps and options.max_steps <= step:
+        return dataclasses.replace(options, max_steps=0)
+    return options
+
+
+def classes_differ(found, asked, ckpt):
+    return DataError(f"the data has {found} classes but the configuration "
+                     f"{'of the checkpoint ' if ckpt else ''}asks for {asked}")
+
+
+def one_class(data, count):
+    return DataError(f"the data {data} has {count} class: a classifier needs at least 2")
+
+
+def too_few_images(batch_size, images, data):
+    return ConfigError("batch_size", batch_size, f"at most the {images} training images of {data}")
+
+
 def resume_point(path):
     if os.path.isdir(path):
         return os.path.join(path, LAST)
@@ -126,7 +164,11 @@ def resume_point(path):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.preset is not None and args.resume is not None:
+        parser.error("--preset is for a new run: --resume continues with the run's configuration "
+                     "(options given change single values)")
     return distributed.run_on_ranks(
         run, args,
         agreed=(ConfigError, TrainingError, distributed.SharedError),   # met by every rank at one point
@@ -145,6 +187,7 @@ def run(args, world=None):
         check_architecture(ckpt.path, config, ckpt.config)
         options = options_from(args, Options(**{k: tuple(v) if isinstance(v, list) else v
                                                 for k, v in ckpt.meta["options"].items()}))
+        options = resumed_limit(options, args.max_steps, ckpt.position[2])
         out = args.out or os.path.dirname(os.path.abspath(ckpt.path))
         data = args.data if args.data is not None else data_of_checkpoint(ckpt)
         source = f"the configuration of {ckpt.path}"
@@ -152,8 +195,9 @@ def run(args, world=None):
                    for f in dataclasses.fields(Config) if getattr(config, f.name) != getattr(ckpt.config, f.name)]
     else:
         data = args.data
-        base = Config() if data is not None else DEMO
-        source = "the paper's configuration" if data is not None else "the DEMO configuration"
+        preset = args.preset or ("paper" if data is not None else "demo")
+        base = PRESETS[preset][0]
+        source = f"the {preset} preset"
         config = config_from_arguments(args, base)
         options = options_from(args, Options())
         out = world.bcast(args.out or new_run_folder())   # one name, rank 0's clock
@@ -164,6 +208,7 @@ def run(args, world=None):
 
     check_input_size(config)
     world.rows(config.batch_size)   # refuse a batch that does not divide among the ranks
+    check_data(data)                # a mistyped --data before anything else is said
     if world.size > 1:
         print(f"ranks: {world.describe()}; each computes {config.batch_size // world.size} of every "
               f"batch of {config.batch_size}")
@@ -180,9 +225,29 @@ def run(args, world=None):
 
     if data is None and ckpt is None:
         print("no --data: training on the built-in demo data set (10 generated classes of shapes) "
-              "with the DEMO configuration (alexnet_np/config.py; why each value: the comment there), "
-              "small enough for a CPU")
-    cache, info = open_data_once(world, data, config.image_size, args.cache, args.workers, options.progress)
+              + ("with the demo preset (alexnet_np/config.py, DEMO; why each value: the comment there), "
+                 "small enough for a CPU" if args.preset in (None, "demo") else f"with the {args.preset} preset"))
+    fixed_classes = args.num_classes is not None or ckpt is not None
+    recorded = ckpt.meta.get("classes") if ckpt is not None else None   # None: written before runs recorded them
+
+    def check_classes(classes):
+        if fixed_classes and len(classes) != config.num_classes:
+            raise classes_differ(len(classes), config.num_classes, ckpt)
+        if recorded is not None and list(classes) != list(recorded):
+            k = next(k for k, (mine, theirs) in enumerate(zip(classes, recorded)) if mine != theirs)
+            raise DataError(f"the data's classes are not those of checkpoint {ckpt.path} (class {k}: "
+                            f"{classes[k]} here, {recorded[k]} there): resume on the data the run was trained on")
+
+    def check(classes, files):
+        """Before a source is prepared: what would refuse it after (below), on its listing."""
+        check_classes(classes)
+        if len(classes) < 2:
+            raise one_class(data, len(classes))
+        if files < config.batch_size:
+            raise too_few_images(config.batch_size, files, data)
+
+    cache, info = open_data_once(world, data, config.image_size, args.cache, args.workers, options.progress,
+                                 check=check)
     print(f"data: {cache!r}")
     fixes = {}
     if cache.image_size != config.image_size:
@@ -190,12 +255,10 @@ def run(args, world=None):
             raise DataError(f"the data {cache.path} holds {cache.image_size}x{cache.image_size} images, "
                             f"smaller than the crops of --input-size {config.input_size}")
         fixes["image_size"] = cache.image_size
+    check_classes(cache.classes)
     if len(cache.classes) != config.num_classes:
-        if args.num_classes is not None or ckpt is not None:
-            raise DataError(f"the data has {len(cache.classes)} classes but the configuration "
-                            f"{'of the checkpoint ' if ckpt else ''}asks for {config.num_classes}")
         if len(cache.classes) < 2:
-            raise DataError(f"the data {cache.path} has {len(cache.classes)} class: a classifier needs at least 2")
+            raise one_class(cache.path, len(cache.classes))
         fixes["num_classes"] = len(cache.classes)
     if fixes:
         config = config.replace(**fixes)
@@ -203,8 +266,7 @@ def run(args, world=None):
     if "val" not in cache.splits:
         raise DataError(f"the data {cache.path} has no val split: the schedule (§5) needs one")
     if len(cache.split("train")) < config.batch_size:
-        raise ConfigError("batch_size", config.batch_size, f"at most the {len(cache.split('train'))} "
-                          f"training images of {cache.path}")
+        raise too_few_images(config.batch_size, len(cache.split("train")), cache.path)
 
     print(f"configuration: {source} with the options given (where a value differs from the paper's, "
           "the paper's follows in brackets):")
@@ -223,8 +285,10 @@ def run(args, world=None):
         if args.lr is not None and args.lr != ckpt.config.lr:
             trainer.optimizer.lr = trainer.schedule.lr = args.lr
             print(f"learning rate set to {args.lr:g} (--lr)")
+        until = (f"to step {options.max_steps}" if options.max_steps
+                 else f"to the end of epoch {config.epochs}")
         print(f"resumed from {ckpt.path}: epoch {trainer.epoch + 1}, batch {trainer.batch}, "
-              f"step {trainer.step}, lr {trainer.optimizer.lr:g}")
+              f"step {trainer.step}, lr {trainer.optimizer.lr:g}; training {until}")
     print(f"run folder: {out}; schedule: {trainer.schedule.describe()}")
     outcome = trainer.run()
     if outcome == "interrupted":

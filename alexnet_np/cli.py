@@ -38,6 +38,9 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, **kwargs):
         kwargs.setdefault("formatter_class", HelpFormatter)
+        for key in ("description", "epilog"):   # often a docstring's first line: its ``code`` marks go
+            if kwargs.get(key):
+                kwargs[key] = re.sub(r"``(.+?)``", r"\1", kwargs[key])
         super().__init__(**kwargs)
 
     def error(self, message):

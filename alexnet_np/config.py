@@ -19,6 +19,7 @@ refuses with ``ConfigError``: one line, ``--option value: what is allowed``.
 import argparse
 import dataclasses
 import json
+import textwrap
 
 from .accepts import (FLAG, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, PROBABILITY,
                       Choice, Flag, Number, Several, show)
@@ -198,18 +199,56 @@ DEMO = Config(
 )
 
 
+# Named configurations (``train.py --preset NAME``): a whole configuration by one word, each
+# value still open to an option given beside it (``--preset demo --epochs 60``).
+PRESETS = {
+    "paper": (Config(), "the paper's network and training (§3-§5), for ImageNet's 1000 classes at 256"),
+    "demo": (DEMO, "the paper's structure, narrow enough to train in minutes on a CPU (the built-in demo's)"),
+    "one-tower": (one_tower_comparison(Config()),
+                  "§3.2's one-GPU comparison: one tower with half the kernels of conv1-conv4"),
+}
+
+
+def preset_changes(config, reference=None):
+    """``--option value`` for each field where ``config`` differs from ``reference`` (the paper's)."""
+    reference = reference or Config()
+    changes = []
+    for f in dataclasses.fields(Config):
+        value = getattr(config, f.name)
+        if value != getattr(reference, f.name):
+            if isinstance(f.metadata["accepts"], Flag):
+                changes.append(flag(f.name) if value else "--no-" + flag(f.name)[2:])
+            else:
+                changes.append(f"{flag(f.name)} {show(value)}")
+    return changes
+
+
+def describe_presets(width=88):
+    """The presets for a help text: each name, what it is, and what it sets besides the paper's."""
+    lines = []
+    for name, (config, text) in PRESETS.items():
+        changes = preset_changes(config)
+        lines.append(f"  {name:10} {text}" + (f"; sets {', '.join(changes)}" if changes else ""))
+    return "\n".join(textwrap.fill(line, width, subsequent_indent=" " * 13, break_on_hyphens=False)
+                     for line in lines)
+
+
 # --------------------------------------------------------------------------- command line
 
-def add_config_arguments(parser, defaults=None):
-    """One option per Config field (``--input-size``, ``--lrn-alpha-over-n`` / ``--no-...``).
+def add_config_arguments(parser, defaults=None, fields=None, title=None):
+    """One option per Config field (``--input-size``, ``--lrn-alpha-over-n`` / ``--no-...``);
+    ``fields``: only those (names), for a tool that uses no others.
 
     Each option parses and checks its value with the field's ``accepts`` record (its help,
     made by ``cli.Parser``, says what that accepts). Every option defaults to None ("not given"), so that
     ``config_from_arguments`` can tell what the user set from what the base supplies.
+    ``title``: the group's heading (default: the defaults are the paper's values).
     """
     defaults = defaults or Config()
-    group = parser.add_argument_group("configuration (defaults: the paper's values, §-numbers in config.py)")
+    group = parser.add_argument_group(title or "configuration (defaults: the paper's values, §-numbers in config.py)")
     for field in dataclasses.fields(Config):
+        if fields is not None and field.name not in fields:
+            continue
         accepts, value = field.metadata["accepts"], getattr(defaults, field.name)
         if isinstance(accepts, Flag):
             group.add_argument(flag(field.name), dest=field.name, action=argparse.BooleanOptionalAction,

@@ -727,7 +727,8 @@ def print_markdown(rows, use_torch, device, command, machine):
 # --------------------------------------------------------------------------- main
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] + " The full CPU run takes about 7 "
+                                     "minutes on 2 cores (--quick: about one); it says so, and the time left.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--batch-sizes", default=None,
@@ -760,6 +761,83 @@ def parse_args(argv=None):
 
 def repeats_for(args, B):
     return args.repeats if args.repeats else (5 if B <= 64 else 3)
+
+
+# --------------------------------------------------------------------------- the jobs and their progress
+
+def job_specs(args, use_torch):
+    """Every child job of a run, in order: each figure's timing and memory, then the layers."""
+    base = {"device": args.device, "torch": use_torch, "warmup": args.warmup, "layer_form": args.layer_form}
+    specs = []
+    if not args.layers:
+        for figure, B in [("train", b) for b in args.batch_sizes] + [("infer", max(args.batch_sizes))]:
+            specs.append({**base, "kind": "time", "figure": figure, "batch": B, "repeats": repeats_for(args, B)})
+            for impl in (["ours", "torch"] if use_torch else ["ours"]):
+                specs.append({**base, "kind": "memory", "impl": impl, "figure": figure, "batch": B,
+                              "steps": max(2, args.warmup + 1)})
+    specs.append({**base, "kind": "layers", "batch": max(args.batch_sizes),
+                  "repeats": 2 if args.repeats is None else args.repeats})
+    return specs
+
+
+def job_label(spec):
+    """``time train b=32``, ``memory infer b=128 torch``, ``layers b=128``."""
+    if spec["kind"] == "layers":
+        return f"layers b={spec['batch']}"
+    return " ".join([spec["kind"], spec["figure"], f"b={spec['batch']}"] + ([spec["impl"]] if "impl" in spec else []))
+
+
+START = 200   # a child's start (imports, the paper's 61M weights drawn, the batch made), in the units below
+
+
+def job_cost(spec):
+    """A job's work, roughly: images through a net (a training image 3, a test image 1) times
+    the nets it runs, plus its start. Only the proportions matter (``Progress``)."""
+    per_image = 3 if spec.get("figure", "train") == "train" else 1
+    nets = 2 if spec["torch"] and spec["kind"] != "memory" else 1
+    steps = {"time": spec["warmup"] + spec.get("repeats", 0), "memory": spec.get("steps", 0),
+             "layers": 1 + spec.get("repeats", 0)}[spec["kind"]]
+    return START + steps * spec["batch"] * per_image * nets
+
+
+# The default CPU run (batches 32 and 128, PyTorch beside) took about 7 minutes on the 2-core
+# AMD EPYC of docs/speed.md; the first estimate scales that by the jobs' costs.
+REFERENCE_SECONDS = 420
+
+
+class Progress:
+    """What a run will do and how long it should take, then a line per finished job with the
+    time left, estimated from the time the finished jobs took for their cost."""
+
+    def __init__(self, specs, device, started):
+        self.specs, self.device, self.started = specs, device, started
+        self.costs = [job_cost(spec) for spec in specs]
+        self.finished = 0
+        defaults = parse_args([])
+        self.reference = sum(job_cost(spec) for spec in job_specs(defaults, True))
+
+    def plan(self):
+        n = len(self.specs)
+        if self.device == "cpu":
+            minutes = REFERENCE_SECONDS * sum(self.costs) / self.reference / 60
+            how_long = (f"about {max(1, round(minutes))} minute{'s' * (round(minutes) > 1)} on 2 cores like "
+                        "those of docs/speed.md (the default run: about 7), more on fewer or busier cores")
+        else:
+            how_long = "on a GPU much less than the CPU's 7 minutes"
+        return (f"{n} job{'s' * (n > 1)}, each in a fresh process: {', '.join(job_label(s) for s in self.specs)}\n"
+                f"expected: {how_long}; a line as each job ends, with the time left")
+
+    def done(self, spec, said):
+        self.finished += 1
+        elapsed = time.perf_counter() - self.started
+        done_cost = sum(self.costs[:self.finished])
+        left = elapsed / done_cost * sum(self.costs[self.finished:])
+        rest = f"; about {format_duration(left)} left" if self.finished < len(self.specs) else ""
+        print(f"[{elapsed:6.0f} s] job {self.finished}/{len(self.specs)} {job_label(spec)}: {said}{rest}", flush=True)
+
+
+def format_duration(seconds):
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def torch_status(device):
@@ -814,28 +892,29 @@ def main(argv=None):
         print(f"warning: load average {load_before:.1f} before starting: other processes compete "
               "for the CPU, and the figures (multi-threaded BLAS above all) will be slow and noisy")
     started = time.perf_counter()
-
-    def log(text):
-        print(f"[{time.perf_counter() - started:6.0f} s] {text}", flush=True)
-
-    base = {"device": args.device, "torch": use_torch, "warmup": args.warmup, "layer_form": args.layer_form}
+    specs = job_specs(args, use_torch)
+    progress = Progress(specs, args.device, started)
+    print(progress.plan(), flush=True)
+    answers = {}
+    for spec in specs:
+        answers[job_label(spec)] = answer = run_child(spec)
+        if spec["kind"] == "time":
+            times = answer["seconds"]
+            said = (f"ours {statistics.median(times['ours']):.2f} s/step"
+                    + (f", torch {statistics.median(times['torch']):.2f} s/step" if use_torch else ""))
+        elif spec["kind"] == "memory":
+            said = f"peak {gib(answer['peak'])}"
+        else:
+            said = "done"
+        progress.done(spec, said)
     results = []
     if not args.layers:
         for figure, B in [("train", b) for b in args.batch_sizes] + [("infer", largest)]:
-            fig = {"figure": figure, "batch": B, "memory": {}}
-            fig["time"] = run_child({**base, "kind": "time", "figure": figure, "batch": B,
-                                     "repeats": repeats_for(args, B)})
-            times = fig["time"]["seconds"]
-            log(f"{figure} b={B}: ours {statistics.median(times['ours']):.2f} s/step"
-                + (f", torch {statistics.median(times['torch']):.2f} s/step" if use_torch else ""))
-            for impl in (["ours", "torch"] if use_torch else ["ours"]):
-                fig["memory"][impl] = run_child({**base, "kind": "memory", "impl": impl, "figure": figure,
-                                                 "batch": B, "steps": max(2, args.warmup + 1)})
-                log(f"{figure} b={B}: {impl} peak {gib(fig['memory'][impl]['peak'])}")
+            fig = {"figure": figure, "batch": B, "time": answers[f"time {figure} b={B}"],
+                   "memory": {impl: answers[f"memory {figure} b={B} {impl}"]
+                              for impl in (["ours", "torch"] if use_torch else ["ours"])}}
             results.append(fig)
-    layers = run_child({**base, "kind": "layers", "batch": largest,
-                        "repeats": 2 if args.repeats is None else args.repeats})
-    log("per-layer breakdown done")
+    layers = answers[f"layers b={largest}"]
 
     print(f"\n{'=' * 30} results: {command} {'=' * 30}")
     print(f"{machine}; median of {args.repeats or '5 (batch <= 64) / 3'} repetitions after "

@@ -148,6 +148,18 @@ def memory_line():
             f"{mib['RssFile']:.0f} MiB file pages (the cache's memory map, reclaimable)")
 
 
+def table(rows):
+    """The rows ``(measurement, images/s, per CPU-s)`` as a Markdown table whose columns line up
+    whatever the lengths of the names and numbers."""
+    head = ("measurement", "images/s", "per CPU-s")
+    cells = [head] + [(what, f"{rate:.0f}", f"{per_cpu:.0f}") for what, rate, per_cpu in rows]
+    width = [max(len(row[k]) for row in cells) for k in range(3)]
+    lines = [f"| {head[0]:<{width[0]}} | {head[1]:>{width[1]}} | {head[2]:>{width[2]}} |",
+             f"|{'-' * (width[0] + 2)}|{'-' * (width[1] + 1)}:|{'-' * (width[2] + 1)}:|"]
+    lines += [f"| {a:<{width[0]}} | {b:>{width[1]}} | {c:>{width[2]}} |" for a, b, c in cells[1:]]
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python benchmarks/bench_data.py", description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=DEFAULT_DATA, help="folder of the real photo sets")
@@ -161,20 +173,19 @@ def main(argv=None):
             for name, splits in [("hymenoptera", ["train", "val"]), ("imagenet-sample", ["sample"])]
             if os.path.isdir(os.path.join(args.data, name))]
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
-        if not sets:
+        generated = not sets
+        if generated:
             from alexnet_np.data.demo import make_demo_dataset
-            sets = [("demo (generated, no real photos found)", make_demo_dataset(os.path.join(tmp, "demo")),
-                     ["train", "val"])]
+            sets = [("demo", make_demo_dataset(os.path.join(tmp, "demo")), ["train", "val"])]
         prep_rows, caches = bench_prepare(sets, tmp, cores)
         tiled = tiled_cache(caches[0], os.path.join(tmp, "tiled"), 8 * args.batch)
         batch_rows = bench_batches(tiled, args.batch, args.size, args.seconds, args.threads)
         memory = memory_line()
     print(f"Data pipeline throughput on {cores} cores (NumPy {np.__version__}); "
           f"batch {args.batch}, crops {args.size} of 256")
-    print(f"| {'measurement':58s} | {'images/s':>9s} | {'per CPU-s':>9s} |")
-    print(f"|{'-' * 60}|{'-' * 11}|{'-' * 11}|")
-    for what, rate, per_cpu in prep_rows + batch_rows:
-        print(f"| {what:58s} | {rate:9.0f} | {per_cpu:9.0f} |")
+    if generated:
+        print("no real photos in --data: preprocessing measured on the generated demo set")
+    print(table(prep_rows + batch_rows))
     print("images/s: wall clock; per CPU-s: images per second of CPU time used (all threads and "
           "worker processes), i.e. per core, unaffected by other programs on the machine")
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

@@ -1,4 +1,4 @@
-"""Centred finite differences in float64 (STYLE 7), for the gradient tests.
+"""Centred finite differences in float64 (conventions 7), for the gradient tests.
 
 Every check uses a random upstream gradient ``dout`` (never all ones): the scalar whose
 derivative is checked is ``L(x) = sum(forward(x) * dout)``.
@@ -55,7 +55,7 @@ def assert_close(actual, expected, rtol=1e-6, atol=1e-9, what="", scale_atol=Fal
 
 def check_parameter_directions(net, loss, rel=1e-5):
     """Every parameter of ``net`` (its gradients already computed by ``net.backward()``)
-    against the finite difference of ``loss`` along one random direction (STYLE 7)."""
+    against the finite difference of ``loss`` along one random direction (conventions 7)."""
     import pytest
     r = np.random.default_rng(1)
     for name, w, dw, _ in net.parameters():

@@ -1,4 +1,4 @@
-"""The loop references the layers are checked against (STYLE 6): each quantity written out
+"""The loop references the layers are checked against (conventions 6): each quantity written out
 entry by entry in float64, as the paper states it, with no array trick that a layer uses.
 
 The plain layers (alexnet_np/nn/layers.py) are compared with these in tests/test_layers.py;

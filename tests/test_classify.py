@@ -37,6 +37,7 @@ REAL = ["imagenet-sample/sample/n02096051/n02096051_Airedale.JPEG",        # gra
         "imagenet-sample/sample/n03992509/n03992509_potter's_wheel.JPEG",  # an apostrophe in the name
         "imagenet-bigdl/train/n02105855/n02105855_2933.JPEG",              # a PNG (RGBA) named .JPEG
         "imagenet-bigdl/train/n02110063/n02110063_11239.JPEG"]
+COLOURS = ["blue", "green", "red", "yellow"]                              # the tiny net's classes
 WNIDS = ("n01440764", "n02119789", "n15075141", "n02105855")             # the Caffe test's folders
 
 
@@ -147,12 +148,12 @@ def caffe_checkpoint(tmp_path_factory):
 # --------------------------------------------------------------------------- tests
 
 def test_generated_odd_files_get_evaluates_probabilities(trained, generated, tmp_path, capsys):
-    photos = image_folder(str(tmp_path / "photos"), generated, ["a", "b", "c", "d"])   # 4 classes, as the net
+    photos = image_folder(str(tmp_path / "photos"), generated, COLOURS)   # the net's 4 classes, by name
     assert_same_as_evaluate(trained["checkpoint"], photos, str(tmp_path), capsys)
 
 
 def test_real_photos_get_evaluates_probabilities(trained, real, tmp_path, capsys):
-    photos = image_folder(str(tmp_path / "photos"), real, ["a", "b", "c", "d"])
+    photos = image_folder(str(tmp_path / "photos"), real, COLOURS)
     assert_same_as_evaluate(trained["checkpoint"], photos, str(tmp_path), capsys)
 
 
@@ -175,6 +176,9 @@ def test_the_api_predicts_arrays_files_and_prepared_views_alike(trained, generat
     from_files = net.predict(files)                                                  # (N, K)
     arrays = [np.asarray(Image.open(p)) for p in files]                              # (H, W, C), (H, W)
     np.testing.assert_allclose(net.predict(arrays), from_files, rtol=0, atol=1e-7)
+    for array, row in zip(arrays, from_files):      # one array (H, W, C) or (H, W) alone: one image
+        np.testing.assert_allclose(net.predict(array), row[None], rtol=0, atol=1e-7)  # (1, K)
+    assert net.features(arrays[0]).shape == (1, net.config.fc_units[1])
     stored = net.stored_batch(files)                                                 # (N, R, R, C)
     views = eval_views(net.mean_image, net.config, Device())(stored)                 # (N, C, S, S)
     np.testing.assert_allclose(net.predict(views), from_files, rtol=0, atol=1e-7)
@@ -213,3 +217,46 @@ def test_bad_paths_get_one_line_each_and_the_rest_is_classified(trained, generat
     assert_png(str(figure))
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []     # no temporary file left
     assert classify.main([missing, "--checkpoint", trained["checkpoint"], "--device", "cpu"]) == 1
+
+
+def test_a_net_trained_on_wnid_folders_evaluates_photos_matched_by_wnid(tmp_path, capsys):
+    """A run records its classes (the data's folder names: WordNet ids for ImageNet-like data);
+    photos in folders of a few of those ids are then evaluated on the net's outputs of the same
+    ids, as a converted BVLC model's are: each photo's label is the index of its id, and it
+    gets the probabilities it gets in the run's own validation split."""
+    from test_train_helpers import make_tiny_images
+    images = make_tiny_images(str(tmp_path / "images"))
+    wnids = dict(zip(COLOURS, sorted(WNIDS)))                 # the colours' order is the ids' order
+    for split in ("train", "val"):
+        for colour, wnid in wnids.items():
+            os.rename(os.path.join(images, split, colour), os.path.join(images, split, wnid))
+    out, cache = str(tmp_path / "run"), str(tmp_path / "cache")
+    assert train.main(["--data", images, "--cache", cache, "--out", out, *TINY_ARGS,
+                       "--max-steps", "2", "--no-figures"]) == 0
+    ckpt = os.path.join(out, "last.npz")
+    meta = alexnet_np.train.checkpoint.load(ckpt).meta
+    assert meta["classes"] == meta["class_names"] == sorted(WNIDS)
+    photos = str(tmp_path / "photos")                         # two of the four ids
+    for colour in ("red", "yellow"):
+        shutil.copytree(os.path.join(images, "val", wnids[colour]), os.path.join(photos, "train", wnids[colour]))
+    capsys.readouterr()
+
+    def predictions(data, split, name):
+        """{relative path: (label, top classes, their probabilities)} from evaluate.py --predictions."""
+        table = str(tmp_path / f"{name}.csv")
+        assert evaluate.main(["--checkpoint", ckpt, "--data", data, "--split", split, "--device", "cpu",
+                              "--no-progress", "--cache", str(tmp_path / f"{name}-cache"),
+                              "--predictions", table]) == 0
+        with open(table) as f:
+            return {r["path"]: (int(r["true_class"]), [int(r[f"class{k}"]) for k in range(1, 5)],
+                                [float(r[f"prob{k}"]) for k in range(1, 5)]) for r in csv.DictReader(f)}
+
+    few = predictions(photos, "train", "photos")
+    assert "2 classes (mapped by WordNet id onto 4 classes of the checkpoint)" in capsys.readouterr().out
+    val = predictions(cache, "val", "val")
+    assert len(few) == 10 and len(val) == 20
+    for path, (label, classes, probs) in few.items():                # train/<wnid>/NN.png
+        wnid, same = path.split("/")[1], path.replace("train/", "val/", 1)
+        assert label == sorted(WNIDS).index(wnid) and label in (2, 3)
+        assert val[same][:2] == (label, classes)
+        np.testing.assert_allclose(probs, val[same][2], rtol=0, atol=1e-6)

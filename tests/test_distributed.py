@@ -255,6 +255,21 @@ def test_resume_at_another_number_of_ranks(runs, cache, tmp_path):
 
 
 @needs_mpi
+def test_resume_after_max_steps_goes_on_to_the_last_epoch(cache, tmp_path):
+    """The hint "continue with --resume RUN" under mpiexec: to the run's last epoch, bitwise
+    the run of the same ranks never stopped."""
+    whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
+    assert launch(2, "--data", cache, "--out", whole, *ARGS, "--dtype", "float64").returncode == 0
+    first = launch(2, "--data", cache, "--out", parts, *ARGS, "--dtype", "float64", "--max-steps", "3")
+    assert first.returncode == 0 and f"continue with --resume {parts}" in first.stdout, first.stderr
+    second = launch(2, "--resume", parts)
+    assert second.returncode == 0, second.stderr
+    assert "stopped at" not in second.stdout and "epoch 2/2:" in second.stdout
+    assert [r["step"] for r in records(parts) if r["kind"] == "epoch"] == [5, 10]
+    assert_bitwise_equal(arrays_of(os.path.join(whole, "last.npz")), arrays_of(os.path.join(parts, "last.npz")))
+
+
+@needs_mpi
 def test_batch_that_does_not_divide_among_ranks_is_refused(cache, tmp_path):
     result = launch(3, "--data", cache, "--out", str(tmp_path / "x"), *ARGS, "--batch-size", "10")
     assert result.returncode == 2

@@ -12,6 +12,7 @@ from PIL import Image
 from alexnet_np.paper import experiments
 from alexnet_np.data.cifar10 import cifar10_cache, read_batch
 from alexnet_np.config import Config
+from alexnet_np.nn.backend import gpu_available
 from alexnet_np.data.loader import Cache, DataError
 from alexnet_np.paper.figure1_net import Figure1Net, figure1_sizes
 from alexnet_np.data.prepare import prepare
@@ -178,6 +179,16 @@ def test_command_line_errors_are_one_line():
                            (["lrn", "--seeds", "0"], "--seeds")]:
         done = subprocess.run([sys.executable, "experiments.py"] + args, cwd=ROOT, capture_output=True, text=True)
         assert done.returncode == 2 and fragment in done.stderr and "Traceback" not in done.stderr, args
+
+
+@pytest.mark.skipif(gpu_available(), reason="this machine has a usable GPU")
+def test_device_gpu_without_gpu_makes_nothing(tmp_path):
+    """Refused before the demo data is made and before the experiment's folder is."""
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "experiments.py"), "lrn", "--device", "gpu"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    assert done.stderr.startswith("error: --device gpu") and len(done.stderr.splitlines()) == 1
+    assert os.listdir(tmp_path) == []
 
 
 def test_figure1_verdict_when_tanh_does_not_always_reach_the_target():

@@ -1,4 +1,4 @@
-"""The same layers and model on the GPU(s) with CuPy, against NumPy (STYLE 10).
+"""The same layers and model on the GPU(s) with CuPy, against NumPy (conventions 10).
 
 Skipped where CuPy or a usable GPU is absent (the CI machine, a laptop). On a machine with
 two GPUs the towers go to GPU 0 and 1 and the crossings are counted; with one, both towers

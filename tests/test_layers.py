@@ -1,6 +1,6 @@
 """Every plain layer (alexnet_np/nn/layers.py): forward against a loop-based float64 reference
 (tests/references.py), backward against centred finite differences with a random upstream
-gradient (STYLE 6-8). The fast forms are checked against these in tests/test_fast.py."""
+gradient (conventions 6-8). The fast forms are checked against these in tests/test_fast.py."""
 import numpy as np
 import pytest
 

@@ -226,6 +226,9 @@ def test_values_checked_at_run_time(tiny_run, empty_cwd, capsys):
                                 print_fn=lambda *a: None)
     line = refused(train, ["--data", one_cache, *TINY_ARGS], capsys)
     assert "has 1 class" in line and "at least 2" in line
+    direct = os.path.join(tiny_run["root"], "one-class-direct")   # the folder itself: refused before preparing
+    line = refused(train, ["--data", one_class, "--cache", direct, *TINY_ARGS], capsys)
+    assert "has 1 class" in line and "at least 2" in line and not os.path.exists(direct)
     line = refused(evaluate, ["--checkpoint", ckpt, "--data", os.path.join(empty_cwd, "nowhere")], capsys)
     assert "--data" in line and "no such folder" in line
     line = refused(evaluate, ["--checkpoint", ckpt, "--split", "test", "--device", "cpu", "--no-progress"], capsys)

@@ -80,7 +80,7 @@ def test_both_poolings_give_the_papers_map_sizes():
     for sizes in (overlapping, plain):
         assert (sizes["pool1"], sizes["pool2"], sizes["pool5"]) == (27, 13, 6)
     assert layer_sizes(SMALL.replace(pool_size=2))["pool5"] == layer_sizes(SMALL)["pool5"] == 1
-    # Overlapping windows must cover the maps exactly (STYLE 15): 223 gives conv1 54, which 3x3
+    # Overlapping windows must cover the maps exactly (conventions 15): 223 gives conv1 54, which 3x3
     # windows at stride 2 do not fit; 2x2 windows at stride 2 tile it (27, 13, 6).
     with pytest.raises(ValueError, match="pool1 .* overlapping"):
         layer_sizes(Config(input_size=223))

@@ -1,4 +1,4 @@
-"""Our two-tower AlexNet against the same net built in PyTorch (STYLE 9).
+"""Our two-tower AlexNet against the same net built in PyTorch (conventions 9).
 
 Compared: logits, loss, every parameter gradient (in our naming, tower by tower), and the
 weights after a few SGD steps with momentum and weight decay. float64 to ~1e-10 relative;

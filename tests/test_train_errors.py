@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 
+import numpy as np
 import pytest
 
 import evaluate
@@ -46,11 +47,17 @@ def one_error_line(capsys, *words):
     return lines[0]
 
 
-def test_missing_data_folder(tmp_path, capsys):
+def test_missing_data_folder(setup, tmp_path, capsys):
     out = str(tmp_path / "new-run")
     assert train.main(["--data", str(tmp_path / "nowhere"), "--out", out, "--device", "cpu"]) == 2
-    one_error_line(capsys, "nowhere", "no such folder")
+    captured = capsys.readouterr()
+    assert captured.out == ""   # the error alone: no device line before it
+    assert captured.err.splitlines() == [f"error: --data {tmp_path / 'nowhere'}: no such folder"]
     assert not os.path.exists(out)
+    checkpoint = os.path.join(setup["out"], "last.npz")
+    assert evaluate.main(["--checkpoint", checkpoint, "--data", str(tmp_path / "nowhere"), "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.splitlines() == [f"error: --data {tmp_path / 'nowhere'}: no such folder"]
     with pytest.raises(SystemExit) as stopped:   # refused by the parser, before anything runs
         evaluate.main(["--checkpoint", str(tmp_path / "none.npz"), "--device", "cpu"])
     assert stopped.value.code == 2
@@ -63,6 +70,17 @@ def test_not_an_image_folder(tmp_path, capsys):
     assert train.main(["--data", str(tmp_path / "photos"), "--out", out, "--device", "cpu"]) == 2
     one_error_line(capsys, "no train/ folder")
     assert not os.path.exists(out)
+
+
+def test_too_few_images_or_other_classes_refused_before_preparing(setup, tmp_path, capsys):
+    """Checks on the listing of a folder of images, before any image is read or written."""
+    images = make_tiny_images(str(tmp_path / "images"))   # 4 classes, 60 training images
+    cache, out = str(tmp_path / "cache"), str(tmp_path / "new-run")
+    assert train.main(["--data", images, "--cache", cache, "--out", out, *TINY_ARGS, "--batch-size", "64"]) == 2
+    one_error_line(capsys, "--batch-size 64", "the 60 training images of " + images)
+    assert train.main(["--data", images, "--cache", cache, "--out", out, *TINY_ARGS, "--num-classes", "3"]) == 2
+    one_error_line(capsys, "4 classes", "asks for 3")
+    assert not os.path.exists(cache) and not os.path.exists(out)
 
 
 @pytest.mark.skipif(gpu_available(), reason="this machine has a usable GPU")
@@ -84,18 +102,44 @@ def test_checkpoint_of_another_configuration(setup, tmp_path, capsys):
     assert train.main(["--resume", setup["out"], "--conv-channels", "8,16,16,16,16", "--lrn-alpha-over-n"]) == 2
     one_error_line(capsys, "another configuration", "conv_channels: 16,32,32,32,32 in the checkpoint, "
                    "8,16,16,16,16 here", "lrn_alpha_over_n")
-    # Data with other classes than the checkpoint's: refused by both scripts.
+    # Data with other classes than the checkpoint's: refused by both scripts (evaluate.py matches
+    # classes by name: three of the four colours are evaluated, test_classify.py).
     other = make_tiny_images(str(tmp_path / "three"), per_class=(10, 2))
     import shutil
-    shutil.rmtree(os.path.join(other, "train", "yellow"))
-    shutil.rmtree(os.path.join(other, "val", "yellow"))
+    for split in ("train", "val"):
+        shutil.rmtree(os.path.join(other, split, "yellow"))
+        os.rename(os.path.join(other, split, "blue"), os.path.join(other, split, "purple"))
     assert evaluate.main(["--checkpoint", os.path.join(setup["out"], "last.npz"), "--data", other,
                           "--cache", str(tmp_path / "three-cache"), "--device", "cpu", "--no-progress"]) == 2
-    one_error_line(capsys, "another configuration", "4 classes", "has 3")
-    assert train.main(["--resume", setup["out"], "--data", other, "--cache", str(tmp_path / "three-cache"),
+    one_error_line(capsys, "does not know: ['purple']", "its 4 classes are blue, green, red, yellow")
+    assert train.main(["--resume", setup["out"], "--data", other, "--cache", str(tmp_path / "other-cache"),
                        "--no-progress"]) == 2
     one_error_line(capsys, "3 classes", "asks for 4")
+    # As many classes, but not the same: refused before the data is prepared.
+    for split in ("train", "val"):
+        shutil.copytree(os.path.join(other, split, "red"), os.path.join(other, split, "yellow"))
+    assert train.main(["--resume", setup["out"], "--data", other, "--cache", str(tmp_path / "other-cache"),
+                       "--no-progress"]) == 2
+    one_error_line(capsys, "not those of checkpoint", "(class 0: green here, blue there)")
+    assert not os.path.exists(tmp_path / "other-cache")
     assert snapshot(setup["out"]) == before
+
+
+def test_data_of_other_classes_and_size_is_refused_for_its_classes_first(setup, tmp_path, capsys):
+    """The obstacle that no preparing removes is named first; the size's hint is a command."""
+    from alexnet_np.data.prepare import prepare
+    images = make_tiny_images(str(tmp_path / "images"), per_class=(2, 2))
+    same = prepare(images, str(tmp_path / "same-96"), image_size=96, workers=1, progress=False, print_fn=print)
+    for split in ("train", "val"):
+        os.rename(os.path.join(images, split, "blue"), os.path.join(images, split, "ants"))
+    other = prepare(images, str(tmp_path / "other-96"), image_size=96, workers=1, progress=False, print_fn=print)
+    checkpoint = os.path.join(setup["out"], "last.npz")
+    capsys.readouterr()
+    assert evaluate.main(["--checkpoint", checkpoint, "--data", other, "--device", "cpu", "--no-progress"]) == 2
+    line = one_error_line(capsys, "does not know: ['ants']")
+    assert "image-size" not in line
+    assert evaluate.main(["--checkpoint", checkpoint, "--data", same, "--device", "cpu", "--no-progress"]) == 2
+    one_error_line(capsys, "76x76 mean image", "96x96 images", "python -m alexnet_np.data.prepare SRC DST --image-size 76")
 
 
 @pytest.mark.parametrize("cut", [0.5, 0.999])
@@ -112,6 +156,21 @@ def test_corrupt_checkpoint(setup, tmp_path, capsys, cut):
     assert evaluate.main(["--checkpoint", str(run / "last.npz"), "--device", "cpu"]) == 2
     one_error_line(capsys, "corrupt or truncated")
     assert snapshot(str(run)) == before
+
+
+@pytest.mark.parametrize("content, why", [(b"", "not an .npz archive"), (bytes(range(256)) * 4, "not an .npz archive"),
+                                          ("objects", "it holds Python objects")])
+def test_a_file_that_is_not_a_checkpoint_is_never_unpickled(tmp_path, capsys, content, why):
+    """Said to be no checkpoint, nothing more: not NumPy's advice to load it with allow_pickle."""
+    path = str(tmp_path / "not-a-checkpoint.npz")
+    if content == "objects":
+        np.savez(path, meta=np.array([{"format": 1}], dtype=object))
+    else:
+        with open(path, "wb") as f:
+            f.write(content)
+    assert evaluate.main(["--checkpoint", path, "--device", "cpu"]) == 2
+    line = one_error_line(capsys, path, "not an alexnet_np checkpoint", why)
+    assert "pickle" not in line
 
 
 def test_existing_run_is_not_overwritten(setup, capsys):

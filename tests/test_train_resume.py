@@ -60,6 +60,36 @@ def test_stopped_and_resumed_equals_uninterrupted(cache, tmp_path):
     assert open(b, "rb").read() == before
 
 
+def test_resume_after_max_steps_goes_on_to_the_last_epoch(cache, tmp_path, capsys):
+    """The hint printed at --max-steps ("continue with --resume RUN"), followed as printed, runs
+    to the run's last epoch, not one step more (the limit that stopped the run is not kept)."""
+    whole = str(tmp_path / "whole")
+    assert train_run(cache, whole, "--no-figures") == 0
+    parts = str(tmp_path / "parts")
+    assert train_run(cache, parts, "--no-figures", "--max-steps", "4") == 0
+    assert f"continue with --resume {parts}" in capsys.readouterr().out
+    assert train.main(["--resume", parts]) == 0
+    printed = capsys.readouterr().out
+    assert "step 4, lr 0.01; training to the end of epoch 3" in printed and "stopped at" not in printed
+    assert load(os.path.join(parts, "last.npz")).position == (3, 0, 3 * STEPS_PER_EPOCH)
+    a, b = os.path.join(whole, "last.npz"), os.path.join(parts, "last.npz")
+    assert_bitwise_equal(arrays_of(a), arrays_of(b))
+    assert comparable(load(a).meta) == comparable(load(b).meta)
+
+
+def test_resume_keeps_a_limit_not_reached_and_refuses_one_passed(cache, tmp_path, capsys):
+    parts = str(tmp_path / "parts")
+    assert train_run(cache, parts, "--no-figures", "--max-steps", "4") == 0
+    assert train.main(["--resume", parts, "--max-steps", "4"]) == 2   # 4 steps are taken already
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --max-steps 4: more than the 4 steps the run has taken (or 0: no limit)"]
+    assert train.main(["--resume", parts, "--max-steps", "5"]) == 0
+    # A run stopped before its own limit (Ctrl-C, a crash) keeps that limit when resumed.
+    assert train.resumed_limit(train.Options(max_steps=9), None, 5).max_steps == 9
+    assert train.resumed_limit(train.Options(max_steps=9), None, 9).max_steps == 0
+    assert load(os.path.join(parts, "last.npz")).position == (0, 5, 5)
+
+
 def test_ctrl_c_saves_and_resume_is_exact(cache, tmp_path):
     """SIGINT to a real train.py process: exit 130 with a checkpoint; resuming it is exact."""
     out = str(tmp_path / "interrupted")

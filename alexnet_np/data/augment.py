@@ -37,7 +37,7 @@ TEN_CROP_ORDER = (
 
 
 def crop_offsets(image_size, crop_size):
-    """Number of legal crop offsets per axis, P = R - S + 1, asserted positive (STYLE 15)."""
+    """Number of legal crop offsets per axis, P = R - S + 1, asserted positive (conventions 15)."""
     count = image_size - crop_size + 1
     assert count >= 1, f"crop size {crop_size} does not fit in stored images of {image_size}"
     return count

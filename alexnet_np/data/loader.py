@@ -33,7 +33,7 @@ Public API:
         views of any stored images (N, R, R, C) uint8
     epoch_order(seed, epoch, m), batch_rng(seed, epoch, b): the random streams.
 
-Randomness (STYLE 12): nothing here keeps generator state. The order of epoch ``e`` is a
+Randomness (conventions 12): nothing here keeps generator state. The order of epoch ``e`` is a
 permutation from ``default_rng([seed, SHUFFLE_STREAM, e])``; the crops, flips and lighting
 of batch ``b`` come from ``default_rng([seed, AUGMENT_STREAM, e, b])``. So a run resumes
 exactly at (epoch, batch) without saved generator state, and background threads cannot

@@ -518,7 +518,7 @@ def _cache_folder(dst, src, keys, sources, elsewhere, print_fn):
 
 def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
             class_names=None, checkpoint_seconds=10.0, print_fn=print, classes=None, val_labels=None,
-            elsewhere=False):
+            elsewhere=False, check=None):
     """Build the cache of ``src`` in ``dst`` (or resume it, or skip it). Returns ``dst``.
 
     ``src``: a ``source.Source`` (a folder tree, ILSVRC's files, CIFAR-10, the demo), or a
@@ -536,7 +536,10 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
     named after the source) left alone and the cache made in ``DST-<digest>``, whose path
     is returned. ``val_labels``: the label file of a flat
     validation split (LOC_val_solution.csv, the devkit's ground truth or the devkit archive;
-    default: found in SRC), see ``alexnet_np/data/ilsvrc.py``.
+    default: found in SRC), see ``alexnet_np/data/ilsvrc.py``. ``check(classes, files)``: called
+    with the first split's class list and number of files once they are listed, before any
+    image is read or written; it raises to refuse the data (train.py: too few images for a
+    batch, other classes than a checkpoint's).
     """
     source = src if isinstance(src, Source) else open_source(src, val_labels)
     src = source.root
@@ -548,7 +551,7 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
     if isinstance(classes, str):
         class_names = classes if class_names is None else class_names
         classes = read_class_list(classes)
-    listings = _list_keeping(source, dst, splits, classes, print_fn)
+    listings = _list_keeping(source, dst, splits, classes, print_fn, check)
     classes = listings[splits[0]][0]
     keys = {s: fingerprint(listings[s][1], listings[s][2], image_size) for s in splits}
     sources = {s: source_digest(src, listings[s].files) for s in splits}
@@ -583,16 +586,20 @@ def prepare(src, dst, image_size=256, workers=None, progress=True, splits=None,
     return dst
 
 
-def _list_keeping(source, dst, splits, classes, print_fn):
+def _list_keeping(source, dst, splits, classes, print_fn, check=None):
     """``source.listings``, a tar's listing kept in ``dst`` (made for it; removed again when the
-    listing fails and nothing was kept in it)."""
+    listing fails, or ``check`` refuses it, and nothing was kept in it)."""
     made = not os.path.exists(dst)
     if not loader.is_cache(dst):
         _check_destination(dst)
     try:
-        return source.listings(splits, classes, print_fn, listing_dir=dst)
-    except loader.DataError:
-        if made and not os.listdir(dst):
+        listings = source.listings(splits, classes, print_fn, listing_dir=dst)
+        if check is not None:
+            first = listings[splits[0]]
+            check(first[0], len(first[1]))
+        return listings
+    except (loader.DataError, ValueError):
+        if made and os.path.isdir(dst) and not os.listdir(dst):
             os.rmdir(dst)
         raise
 

@@ -1,4 +1,4 @@
-"""The same two-tower network in PyTorch: the independent reference (STYLE 9).
+"""The same two-tower network in PyTorch: the independent reference (conventions 9).
 
 Dimensions:
     N  batch    S  input size    G  towers (2)    F  filters (all towers)    K  classes

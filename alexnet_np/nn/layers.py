@@ -14,7 +14,7 @@ sum of contiguous slabs. Images enter in the usual (N, 3, H, W) and the model tr
 on arrival; ``Flatten`` returns to (N, C*H*W) in the usual C-major order, so a
 flattened feature vector is ordered as in every other framework.
 
-Conventions (STYLE.md): ``self.params`` and ``self.grads`` are dicts of named arrays with
+Conventions (docs/conventions.md): ``self.params`` and ``self.grads`` are dicts of named arrays with
 the same keys; ``forward(x, train)`` keeps what backward needs as attributes;
 ``backward(dout)`` *writes* ``self.grads``, the gradients of this batch's loss (nothing to
 zero between steps, nothing added to what was there), and returns the gradient with respect

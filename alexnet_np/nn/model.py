@@ -59,7 +59,7 @@ DROPOUT_STREAM = 0xD0  # keeps the dropout masks' generators apart from other us
 
 
 def pooled_size(size, size_z, stride, what):
-    """A pooling layer's output size in Figure 2's net (STYLE 15).
+    """A pooling layer's output size in Figure 2's net (conventions 15).
 
     Overlapping windows (§3.4's 3x3 at stride 2) must cover the map exactly, as they do from
     227 (55 -> 27 -> 13 -> 6): ``(size - z)`` must divide by the stride. Windows that do not
@@ -73,7 +73,7 @@ def pooled_size(size, size_z, stride, what):
 
 
 def layer_sizes(config):
-    """Spatial sizes after each stage, asserted to fit (STYLE 15). Returns a dict."""
+    """Spatial sizes after each stage, asserted to fit (conventions 15). Returns a dict."""
     S = config.input_size
     z, s = config.pool_size, config.pool_stride
     conv1 = conv_output_size(S, 11, 4, 0, "conv1 (11x11, stride 4) on the input image")

@@ -178,6 +178,7 @@ def run_experiment(name, seeds=None, epochs=None, data=None, cifar10=None, out=N
     """
     experiment = EXPERIMENTS[name]
     seeds = seeds or default_seeds(name)
+    tower_devices(device, 1)   # refuse a device that cannot run before any data or folder is made
     cache, base = open_experiment_data(experiment, data, cifar10, base)
     base = base.replace(epochs=epochs or base.epochs, num_classes=len(cache.classes))
     folder = out or os.path.join(ROOT, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")

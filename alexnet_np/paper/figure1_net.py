@@ -34,7 +34,7 @@ KERNEL = 5
 
 
 def figure1_sizes(config):
-    """Spatial sizes after each pooling, asserted to leave a map (STYLE 15)."""
+    """Spatial sizes after each pooling, asserted to leave a map (conventions 15)."""
     sizes, size = {}, config.input_size
     for name in ("pool1", "pool2", "pool3"):
         size = pool_output_size(size, config.pool_size, config.pool_stride, f"Figure 1 net, {name}")

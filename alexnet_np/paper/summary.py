@@ -5,6 +5,8 @@ For each layer: output shape (both towers), neurons, parameters, multiply-adds p
 can be given on the command line (``--input-size 67 --conv-channels 32,64,96,96,64 ...``).
 Computed from the configuration alone: nothing is allocated.
 """
+import dataclasses
+
 from ..cli import Parser
 from ..config import Config, add_config_arguments, config_from_arguments
 from ..nn.model import check_input_size, layer_sizes
@@ -127,9 +129,14 @@ def format_summary(config):
     return "\n".join(lines)
 
 
+# The fields the summary shows: all but the schedule's and the seed (nothing is trained or drawn).
+FIELDS = tuple(f.name for f in dataclasses.fields(Config)
+               if f.name not in ("batch_size", "lr", "momentum", "epochs", "lr_patience", "lr_drops", "seed"))
+
+
 def main(argv=None):
     parser = Parser(prog="python -m alexnet_np.paper.summary", description=__doc__.splitlines()[0])
-    add_config_arguments(parser)
+    add_config_arguments(parser, fields=FIELDS)
     args = parser.parse_args(argv)
     try:
         config = config_from_arguments(args)

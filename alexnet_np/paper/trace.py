@@ -4,7 +4,7 @@ Dimensions:
     N  batch    C  channels    H, W  map size    D  features    K  classes
 
 For any configuration (the demo's by default, ``--paper`` for the full net, every Config
-field as an option: ``--activation tanh``, ``--no-lrn``, ``--towers 1`` ...) it runs one
+field it uses as an option: ``--activation tanh``, ``--no-lrn``, ``--towers 1`` ...) it runs one
 batch (``--batch N``) of validation images (the demo data, or ``--data``) through the net,
 forward and backward, and prints one row per layer and tower, in the order they ran:
 input and output shapes (convolutional maps are (C, N, H, W) inside the net, see
@@ -42,6 +42,9 @@ from ..nn.layers import ReLU, Tanh
 from ..nn.model import AlexNet
 
 CROSSINGS = ("exchange3", "exchange6", "exchange7", "gather8")
+# The fields a trace uses: the architecture, the initialisation (init_std, seed: also the
+# dropout masks) and the validation images' preparation; nothing is trained or augmented.
+FIELDS = Config.ARCHITECTURE + ("init_std", "seed", "image_size", "mean")
 LRN_CROSSINGS = ("exchange_lrn1", "exchange_lrn2")   # with --lrn-across-towers (Caffe's LRN)
 
 
@@ -259,7 +262,8 @@ def main(argv=None, debugger=None):
     parser.add_argument("--break-backward", action="store_true", help="with --break: stop at its backward too")
     parser.add_argument("--fast", action="store_true",
                         help="the fast forms of the layers (nn/fast.py; default: the plain forms, nn/layers.py)")
-    add_config_arguments(parser)
+    add_config_arguments(parser, fields=FIELDS, title="configuration (defaults shown: the paper's, used with "
+                                                      "--paper; without it the demo's, DEMO in config.py)")
     args = parser.parse_args(argv)
     try:
         base = Config() if args.paper else DEMO

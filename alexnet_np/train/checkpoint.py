@@ -12,8 +12,9 @@ Contents (NumPy's uncompressed zip of ``.npy`` files, read without pickle):
 
 Weights only (``save_weights``): a converted model (``python -m alexnet_np.interop.convert``) has
 no momentum buffers; it loads for evaluation and figures, and ``restore`` with an optimiser
-refuses it. Its meta may name its classes (``classes``: WordNet ids in output order, and
-``class_names``), which evaluation matches to the data's by name (``alexnet_np.classmap``).
+refuses it. Its meta names its classes (``classes``: the ids in output order, WordNet ids for
+ImageNet, and ``class_names``), as a training run's do (the folder names of its data), which
+evaluation matches to the data's by id (``alexnet_np.classmap``).
 
 Writing is atomic: the file is written under a temporary name in the same folder, flushed
 to disk (fsync), then renamed over the old one (``os.replace``), so that an interruption
@@ -129,6 +130,9 @@ def load(path, config=None):
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path}: no such file")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":   # NumPy would read any other file as a pickle (and say so)
+            raise CheckpointError(f"checkpoint {path}: not an alexnet_np checkpoint (not an .npz archive)")
     try:
         with np.load(path, allow_pickle=False) as z:
             names = list(z.files)
@@ -144,6 +148,8 @@ def load(path, config=None):
         # np.load raises ValueError for a file that is not a zip or npy; zipfile raises
         # BadZipFile for a truncated archive or a failed CRC; json raises ValueError.
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if "pickle" in reason:   # an object array: never unpickled, and no advice to do so
+            raise CheckpointError(f"checkpoint {path}: not an alexnet_np checkpoint (it holds Python objects)") from None
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({reason})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None

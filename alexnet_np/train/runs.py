@@ -20,7 +20,27 @@ RUNS = "runs"              # where runs go by default, under the current folder
 DATA_ROOT = "data_cache"   # where the demo data and prepared ImageFolders go by default
 
 
-def open_data(data, image_size, cache_dir=None, workers=None, progress=True, print_fn=print):
+def check_data(data):
+    """What ``open_data`` can tell of ``--data`` without reading or writing any image: that
+    it is a prepared cache, or a source with a train split. Returns ``"demo"``, ``"cache"``
+    or ``"source"``; raises ``DataError`` with one line. The commands call it before
+    choosing a device, so that a mistyped folder is the only thing said."""
+    if data is None:
+        return "demo"
+    if not os.path.exists(data):
+        raise DataError(f"--data {data}: no such folder")
+    if is_cache(data):
+        return "cache"
+    if not os.path.isdir(data):
+        raise DataError(f"--data {data} is neither a folder of images (train/<class>/...) nor a prepared cache")
+    from ..data.prepare import open_source
+    if not open_source(data).has_split("train"):
+        raise DataError(f"--data {data} has no train/ folder: expected an ImageFolder root "
+                        "(train/<class>/<image>, val/<class>/<image>) or a prepared cache")
+    return "source"
+
+
+def open_data(data, image_size, cache_dir=None, workers=None, progress=True, print_fn=print, check=None):
     """The ``Cache`` for ``--data``, and a record of where it came from (saved in checkpoints).
 
     ``data``: None (the built-in demo set, generated and prepared under ``data_cache/``),
@@ -28,26 +48,23 @@ def open_data(data, image_size, cache_dir=None, workers=None, progress=True, pri
     ILSVRC-2012's files as distributed (``ILSVRC2012_img_train.tar``, ..., see ``ilsvrc``),
     prepared once into ``cache_dir`` (default ``data_cache/<name>-<image_size>``, or
     ``data_cache/<name>-<image_size>-<digest>`` when that one holds another source of the
-    same name) at ``image_size`` and reused afterwards. Raises ``DataError`` with one line.
+    same name) at ``image_size`` and reused afterwards. ``check``: ``prepare``'s, called with
+    a source's classes and number of training files before anything is prepared. Raises
+    ``DataError`` with one line.
     """
-    if data is None:
+    kind = check_data(data)
+    if kind == "demo":
         from ..data.demo import demo_cache
         path = demo_cache(DATA_ROOT, progress=progress)
         return Cache(path), {"demo": True, "cache": os.path.abspath(path), "source": None}
-    if not os.path.exists(data):
-        raise DataError(f"--data {data}: no such folder")
-    if is_cache(data):
+    if kind == "cache":
         return Cache(data), {"demo": False, "cache": os.path.abspath(data), "source": None}
-    if not os.path.isdir(data):
-        raise DataError(f"--data {data} is neither a folder of images (train/<class>/...) nor a prepared cache")
-    from ..data.prepare import open_source, prepare
-    if not open_source(data).has_split("train"):
-        raise DataError(f"--data {data} has no train/ folder: expected an ImageFolder root "
-                        "(train/<class>/<image>, val/<class>/<image>) or a prepared cache")
+    from ..data.prepare import prepare
     name = os.path.basename(os.path.normpath(os.path.abspath(data)))
     dst = cache_dir or os.path.join(DATA_ROOT, f"{name}-{image_size}")
     path = prepare(data, dst, image_size=image_size, workers=workers, progress=progress, print_fn=print_fn,
-                   elsewhere=cache_dir is None)   # the default folder of another source: beside it
+                   elsewhere=cache_dir is None,   # the default folder of another source: beside it
+                   check=check)
     return Cache(path), {"demo": False, "cache": os.path.abspath(path), "source": os.path.abspath(data)}
 
 
@@ -121,16 +138,16 @@ def data_of_checkpoint(ckpt):
     raise DataError(f"checkpoint {ckpt.path} does not say which data it was trained on: give --data")
 
 
-def open_data_once(world, data, image_size, cache_dir=None, workers=None, progress=True):
+def open_data_once(world, data, image_size, cache_dir=None, workers=None, progress=True, check=None):
     """``open_data`` on rank 0 first (it may prepare the data), then on the other ranks,
-    which find it prepared. An error on rank 0 is raised on every rank."""
+    which find it prepared. An error on rank 0 is raised on every rank (as a ``DataError``)."""
     if world.size == 1:
-        return open_data(data, image_size, cache_dir, workers, progress)
+        return open_data(data, image_size, cache_dir, workers, progress, check=check)
     opened, error = None, None
     if world.is_root:
         try:
-            opened = open_data(data, image_size, cache_dir, workers, progress)
-        except DataError as failure:
+            opened = open_data(data, image_size, cache_dir, workers, progress, check=check)
+        except (DataError, ValueError) as failure:   # ValueError: ``check``'s ConfigError
             error = str(failure)
     error = world.bcast(error)
     if error is not None:
@@ -181,6 +198,8 @@ def open_trained_model(path, device_kind, gpus, data, cache_dir=None, workers=No
     one line). ``world``: the ranks (rank 0 prepares data first).
     """
     world = world or World()
+    if data is not None:
+        check_data(data)   # a mistyped folder before anything else is said
     path, ckpt, model = open_model(path, device_kind, gpus, world, winograd)
     print(describe_devices(device_kind, model.devices))
     cache, _ = open_data_once(world, data if data is not None else data_of_checkpoint(ckpt),

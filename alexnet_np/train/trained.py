@@ -96,8 +96,8 @@ class TrainedNet:
 
     def _chunks(self, images, ten_crop):
         """``images`` in batches of stored images (N, R, R, C), decoded one batch ahead."""
-        if isinstance(images, (str, os.PathLike, Image.Image)):
-            images = [images]
+        if isinstance(images, (str, os.PathLike, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim < 4):
+            images = [images]   # one image: a file, a Pillow image, an array (H, W[, C])
         n = max(1, self.batch_size // 10) if ten_crop else self.batch_size
         return prefetch(lambda start: self.stored_batch(images[start:start + n]), range(0, len(images), n),
                         threads=1, depth=1)
@@ -105,7 +105,8 @@ class TrainedNet:
     def predict(self, images, ten_crop=False):
         """Class probabilities (N, K) float64 of ``images``: file paths, Pillow images, uint8
         arrays (N, H, W, C) or a list of (H, W[, C]) arrays of any sizes (prepared as
-        ``prepare`` does), or views already prepared, float (N, C, S, S) (the centre crops
+        ``prepare`` does; one path, Pillow image or (H, W[, C]) array alone is one image,
+        N = 1), or views already prepared, float (N, C, S, S) (the centre crops
         of stored images minus the mean: what ``eval_views`` makes). ``ten_crop``: §4.1's
         ten views, their softmax outputs averaged (photos only)."""
         if isinstance(images, np.ndarray) and images.ndim == 4 and images.dtype.kind == "f":

@@ -163,6 +163,9 @@ class Trainer:
                 "counter": self.counter.state_dict(), "best": self.best, "elapsed": self.elapsed,
                 "epoch_time": self.epoch_time, "stall": self.stall, "recent": list(self.recent),
                 "data": self.data_info, "options": dataclasses.asdict(self.options),
+                # the outputs' class ids (folder names: WordNet ids for ImageNet) and names, in
+                # order, by which evaluation matches other data's classes (``classmap``)
+                "classes": list(self.cache.classes), "class_names": list(self.cache.class_names),
                 "device": self.device.kind,   # --resume continues on the same kind of device
                 "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}
 
