@@ -585,7 +585,7 @@ def print_count_ops(batch_size, layer_form="auto"):
     print(f"| **total** | **{totals['train']}** per training step | | **{totals['infer']}** per inference batch |")
     syncs, launches = count_step_syncs()
     print(f"train.py's step (small net, loader and the step's figures included): {syncs:g} host "
-          f"synchronisation(s) and {launches:g} launches a step")
+          f"synchronisation(s) and about {launches:.0f} launches a step")
 
 
 CHILDREN = {"time": child_time, "memory": child_memory, "layers": child_layers}

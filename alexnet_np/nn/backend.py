@@ -8,10 +8,14 @@ The paper's net is split over two GPUs ("towers", §3.2). Here a *device* is the
 - ``memory``: its reusable output buffers and workspace (``memory.DeviceMemory``), so
   that a training step does not allocate (and page-fault) its large arrays afresh.
 
-``move(x, device)`` is the only way an array changes device. It is a no-op when ``x``
-already lives on ``device``; the model calls it exactly where the paper's towers talk
-(conv3, fc6, fc7, fc8), forward for activations and backward for gradients, so every
-crossing of a tower boundary is visible and can be counted in a test.
+``crossing([(x, device), ...])`` is the only way arrays change device, and ``move(x,
+device)`` its form for one array. It is a no-op for an array already on its device; the
+model calls it exactly where the paper's towers talk (conv3, fc6, fc7, fc8), forward for
+activations and backward for gradients, so every crossing of a tower boundary is visible
+and can be counted in a test. Between GPUs it orders each copy by CUDA events, each
+recorded on its own GPU (``Device.record`` and ``Device.wait``, which the loader's threads
+use too: on a GPU, work queued by one thread or on one device comes before another's
+only through an event).
 
 Using a device as a context manager (``with device:``) makes it CuPy's current device,
 so that arrays made inside land on it and kernels run on it (CuPy's guide: ``with
