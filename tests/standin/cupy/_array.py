@@ -110,7 +110,7 @@ def check_order(arrays, what, stream=None, peer=False):
     """Refuse a launch touching memory another stream wrote with no wait in between
     (``stream``: the key of the stream it runs on; default the current one). Arrays of
     another device are the wrong-device rule's (``_rules.launch``), except in a peer copy."""
-    from .cuda import waited
+    from .cuda import _waited
     for x in arrays:
         if not peer and x._device != _rules.current():
             continue
@@ -119,7 +119,7 @@ def check_order(arrays, what, stream=None, peer=False):
             continue
         low, high = byte_bounds(x._a)
         for e_low, e_high, key, count in list(entries):
-            if e_low < high and low < e_high and not waited(key, count, stream):
+            if e_low < high and low < e_high and not _waited(key, count, stream):
                 _rules.breaks("unordered access", RuntimeError(
                     f"{what}: an array written by launch {count} of stream {key} is used on stream "
                     f"{stream or _rules.stream_key(_rules.current())} with no event between them: record an event "

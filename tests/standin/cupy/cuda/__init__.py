@@ -94,7 +94,7 @@ _waits = {}   # stream key -> {stream key: launches there this stream has waited
 _by_pointer = {}   # Stream.ptr -> the stream (NCCL's calls take the pointer)
 
 
-def stream_of(pointer):
+def _stream_of(pointer):
     """The stream whose ``ptr`` is ``pointer`` (0: the current device's default stream)."""
     return Stream.null if pointer == 0 else _by_pointer[pointer]
 
@@ -243,7 +243,7 @@ def get_elapsed_time(start_event, end_event):
     return (end_event.time - start_event.time) * 1e3
 
 
-def waited(key, count, mine=None):
+def _waited(key, count, mine=None):
     """True when stream ``mine`` (default: the current one) has waited for launch ``count``
     of stream ``key``."""
     mine = _rules.stream_key(_rules.current()) if mine is None else mine

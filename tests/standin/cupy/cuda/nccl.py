@@ -15,9 +15,9 @@ overlap with computation, or errors of a real network. The sum runs when it is c
 float64 or float32 as the buffer is, through ``MPI_Allreduce`` (the order of the additions may
 differ from NCCL's ring).
 """
-import os
+import os as _os
 
-import numpy as np
+import numpy as _np
 
 from .. import _rules
 
@@ -27,9 +27,9 @@ NCCL_SUM, NCCL_PROD, NCCL_MAX, NCCL_MIN = 0, 1, 2, 3
 (NCCL_INT8, NCCL_UINT8, NCCL_INT32, NCCL_UINT32, NCCL_INT64, NCCL_UINT64, NCCL_FLOAT16,
  NCCL_FLOAT32, NCCL_FLOAT64) = range(9)
 NCCL_CHAR, NCCL_INT, NCCL_HALF, NCCL_FLOAT, NCCL_DOUBLE = 0, 2, 6, 7, 8
-_DTYPES = {NCCL_INT8: np.int8, NCCL_UINT8: np.uint8, NCCL_INT32: np.int32, NCCL_UINT32: np.uint32,
-           NCCL_INT64: np.int64, NCCL_UINT64: np.uint64, NCCL_FLOAT16: np.float16,
-           NCCL_FLOAT32: np.float32, NCCL_FLOAT64: np.float64}
+_DTYPES = {NCCL_INT8: _np.int8, NCCL_UINT8: _np.uint8, NCCL_INT32: _np.int32, NCCL_UINT32: _np.uint32,
+           NCCL_INT64: _np.int64, NCCL_UINT64: _np.uint64, NCCL_FLOAT16: _np.float16,
+           NCCL_FLOAT32: _np.float32, NCCL_FLOAT64: _np.float64}
 
 
 class NcclError(RuntimeError):
@@ -42,7 +42,7 @@ def get_version():
 
 def get_unique_id():
     """128 bytes that name one communicator (ranks share it, e.g. by an MPI broadcast)."""
-    return tuple(int(b) - 128 for b in os.urandom(128))
+    return tuple(int(b) - 128 for b in _os.urandom(128))
 
 
 def _world():
@@ -84,14 +84,14 @@ class NcclCommunicator:
 
     def allReduce(self, sendbuf, recvbuf, count, datatype, op, stream):
         """ncclAllReduce: queued on ``stream``; here done at once, across the ranks by MPI."""
-        from . import stream_of
+        from . import _stream_of
         from .._array import by_pointer, check_order, note_write
         what = "ncclAllReduce"
         if _rules.current() != self._device:
             _rules.breaks("nccl device", NcclError(
                 f"{what}: the communicator's device ({self._device}) is not the current device "
                 f"({_rules.current()})"))
-        queue = stream_of(stream)
+        queue = _stream_of(stream)
         if queue._device() != self._device:
             _rules.breaks("nccl stream", NcclError(
                 f"{what}: a stream of device {queue._device()} given to the communicator of device "
@@ -110,7 +110,7 @@ class NcclCommunicator:
             array = ref() if ref is not None else None
             if array is None or array.size < count or array.dtype != _DTYPES[datatype] or \
                     not array.flags.c_contiguous:
-                raise NcclError(f"{what}: no contiguous {np.dtype(_DTYPES[datatype]).name} device array of "
+                raise NcclError(f"{what}: no contiguous {_np.dtype(_DTYPES[datatype]).name} device array of "
                                 f"{count} entries at {pointer:#x} (take the pointer from ndarray.data.ptr)")
             if array._device != self._device:
                 _rules.breaks("nccl buffer", NcclError(
@@ -124,7 +124,7 @@ class NcclCommunicator:
             _rules.nccl_calls += 1
             mark = (key, _rules.launches[key])
         send = arrays[0]._a.reshape(-1)[:count]
-        total = np.array(send)
+        total = _np.array(send)
         if self._comm is not None:
             from mpi4py import MPI
             ops = {NCCL_SUM: MPI.SUM, NCCL_PROD: MPI.PROD, NCCL_MAX: MPI.MAX, NCCL_MIN: MPI.MIN}
