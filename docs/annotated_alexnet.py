@@ -169,9 +169,10 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# With only 87 photos the mean image still shows its photos; over ImageNet's 1.2 million it is a
-# smooth brownish blur. The project keeps the paper's per-pixel mean (`Config.mean = "pixel"`; a
-# per-channel mean is the other choice, `--mean channel`).
+# Averaged over many photos, the mean image is a smooth blur, a little brighter where skies
+# tend to be; subtracting it centres every pixel's values on zero. The project keeps the paper's
+# per-pixel mean (`Config.mean = "pixel"`; a per-channel mean is the other choice,
+# `--mean channel`).
 
 # %% [markdown]
 # ## §3 The network
@@ -713,12 +714,18 @@ for name, result in (("centre crop", centre), ("ten crops", tens)):
           f"on {result['count']} validation images (chance: 90% and 50%)")
 
 # %% [markdown]
+# A dozen epochs leave the demo net far from trained: `python train.py` runs 30, and its run in
+# the README ends near 17% top-1 error. Even so the ten views do a little better than the
+# centre crop alone, as §4.1 says they should.
+#
 # ### §6.1 Figure 3: the kernels of conv1
 #
 # The paper shows conv1's 96 learned kernels, 48 per GPU, and notes that the two GPUs
 # specialise: one tower's kernels come out largely colour-blind, the other's colourful. Here are
 # the demo net's (16 per tower after these few epochs; `python figures.py` draws them for any
-# checkpoint). Each kernel is stretched to its own full range, as the authors' viewer did.
+# checkpoint). Each kernel is stretched to its own full range, as the authors' viewer did. After
+# a few epochs they are still close to their random start; the demo's 30-epoch run draws them
+# in `docs/demo/conv1_kernels.png`, and BVLC's trained net (below) shows the paper's picture.
 
 # %%
 from alexnet_np.train import figures
