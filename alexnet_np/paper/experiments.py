@@ -434,5 +434,4 @@ def draw(experiment, runs, path, target):
         return figures.arm_curves(arms, path, "Figure 1: training error rate by epoch, ReLU (solid) and tanh (dashed)",
                                   ylabel="training error (%)", target=target, ymax=100)
     arms = [(label, i == 1) + series(rs, "val_top1") for i, (label, rs) in enumerate(runs.items())]
-    section = experiment.section.replace("§", "section ")   # Pillow's default font has no §
-    return figures.arm_curves(arms, path, f"{experiment.name} ({section}): validation top-1 error")
+    return figures.arm_curves(arms, path, f"{experiment.name} ({experiment.section}): validation top-1 error")

@@ -1,0 +1,53 @@
+"""The line charts, drawn by matplotlib."""
+import math
+
+import numpy as np
+from PIL import Image
+
+from alexnet_np.train import figures
+
+
+def stalled_history(epochs=12):
+    """A run that learns nothing: loss at ln 10, errors near chance, every curve ending at the
+    top right, where a legend in a fixed upper-right corner would hide it."""
+    rng = np.random.default_rng(0)
+    return [{"epoch": e, "train_loss": math.log(10) + 0.01 * rng.standard_normal(),
+             "val_loss": math.log(10) + 0.01 * rng.standard_normal(),
+             "train_top1": 0.9 + 0.01 * rng.standard_normal(), "val_top1": 0.9 + 0.01 * rng.standard_normal(),
+             "train_top5": 0.5 + 0.01 * rng.standard_normal(), "val_top5": 0.5 + 0.01 * rng.standard_normal(),
+             "lr": 0.01} for e in range(1, epochs + 1)]
+
+
+def points_under_legends(fig):
+    """The curves' points that a legend box covers, as (panel title, curve label, epoch)."""
+    fig.canvas.draw()                                                   # lays the legends out
+    covered = []
+    for ax in fig.axes:
+        box = ax.get_legend().get_window_extent()
+        for line in ax.get_lines():
+            xs, ys = (np.asarray(v, dtype=float) for v in line.get_data())
+            if line.get_transform() != ax.transData:                    # a level drawn across
+                continue
+            for x, y in zip(xs, ys):
+                if math.isfinite(y) and box.contains(*ax.transData.transform((x, y))):
+                    covered.append((ax.get_title(), line.get_label(), x))
+    return covered
+
+
+def test_the_legends_cover_no_point_of_a_stalled_run():
+    fig = figures.curves_figure(stalled_history(), [{"epoch": 8, "old": 0.01, "new": 0.001}], num_classes=10)
+    assert [ax.get_title() for ax in fig.axes] == ["loss (cross-entropy)", "error (%)"]
+    assert points_under_legends(fig) == []
+    rng = np.random.default_rng(1)
+    arms = [("on", False, np.arange(1, 13), 88 + 2 * rng.random((3, 12))),
+            ("off", True, np.arange(1, 13), 88 + 2 * rng.random((3, 12)))]
+    assert points_under_legends(figures.arms_figure(arms, "towers (§3.2)")) == []
+
+
+def test_charts_are_written_whole_with_one_epoch_or_none(tmp_path):
+    path = figures.training_curves(stalled_history(1), [], str(tmp_path / "curves.png"), num_classes=10)
+    assert Image.open(path).size == (1100, 440)
+    arms = [("on", False, np.arange(1, 4), np.array([[50.0, np.nan, np.nan], [60.0, 40.0, np.nan]]))]
+    path = figures.arm_curves(arms, str(tmp_path / "arms.png"), "t", target=25)
+    assert Image.open(path).size == (760, 480)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arms.png", "curves.png"]   # no temporary left
