@@ -1,4 +1,4 @@
-"""The line charts, drawn by matplotlib."""
+"""The line charts (matplotlib) and the probabilities written on the prediction sheets."""
 import math
 
 import numpy as np
@@ -51,3 +51,12 @@ def test_charts_are_written_whole_with_one_epoch_or_none(tmp_path):
     path = figures.arm_curves(arms, str(tmp_path / "arms.png"), "t", target=25)
     assert Image.open(path).size == (760, 480)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["arms.png", "curves.png"]   # no temporary left
+
+
+def test_probabilities_get_the_decimals_that_tell_them_apart():
+    assert figures.probability_labels([0.5568, 0.3962, 0.03, 0.01, 0.0]) == ["0.56", "0.40", "0.03", "0.01", "0.00"]
+    # an uncertain 1000-class net: every probability near 1/1000, none may read 0.00
+    assert figures.probability_labels([0.0031, 0.0029, 0.0012, 0.0011, 0.001]) == \
+        ["0.0031", "0.0029", "0.0012", "0.0011", "0.0010"]
+    assert figures.probability_labels([0.00312, 0.00309, 0.002]) == ["0.00312", "0.00309", "0.00200"]
+    assert figures.probability_labels([0.5, 0.5, 0.0]) == ["0.50", "0.50", "0.00"]   # equal stay equal

@@ -193,6 +193,19 @@ def shorten(draw, text, fnt, width):
     return text + "..."
 
 
+def probability_labels(probs, most=6):
+    """Probabilities as text with as few decimals as tell them apart: two (``0.56``), more
+    where two differ only further on or a non-zero one would read ``0.00`` (an uncertain
+    1000-class net: ``0.0031``, ``0.0029``), at most ``most``."""
+    probs = [float(p) for p in probs]
+    distinct = len({round(p, most) for p in probs})
+    for decimals in range(2, most + 1):
+        labels = [f"{p:.{decimals}f}" for p in probs]
+        if len(set(labels)) == distinct and all(float(s) > 0 for s, p in zip(labels, probs) if p > 0):
+            return labels
+    return labels
+
+
 def prediction_sheet(images, top_classes, top_probs, labels, class_names, path, columns=4, size=150,
                      title="five most probable labels (Figure 4, left)", captions=None):
     """Figure 4 left. images (N, H, W, 3) uint8; top_classes, top_probs (N, 5); labels (N,),
@@ -214,10 +227,10 @@ def prediction_sheet(images, top_classes, top_probs, labels, class_names, path, 
         caption = captions[n] if captions is not None else class_names[int(labels[n])]
         draw.text((x, y), shorten(draw, caption, bold, size), fill="black", font=bold)
         y += 20
-        for cls, p in zip(top_classes[n], top_probs[n]):
+        for cls, p, probability in zip(top_classes[n], top_probs[n], probability_labels(top_probs[n])):
             colour = BAR_TRUE if labels is not None and int(cls) == int(labels[n]) else BAR_OTHER
             draw.rectangle([x, y + 1, x + int(round(size * float(p))), y + 13], fill=colour)
-            probability = f" {float(p):.2f}"
+            probability = " " + probability
             name = shorten(draw, class_names[int(cls)], small, size - 6 - text_width(draw, probability, small))
             draw.text((x + 3, y), name + probability, fill="black", font=small)
             y += 16
