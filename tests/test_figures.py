@@ -60,3 +60,6 @@ def test_probabilities_get_the_decimals_that_tell_them_apart():
         ["0.0031", "0.0029", "0.0012", "0.0011", "0.0010"]
     assert figures.probability_labels([0.00312, 0.00309, 0.002]) == ["0.00312", "0.00309", "0.00200"]
     assert figures.probability_labels([0.5, 0.5, 0.0]) == ["0.50", "0.50", "0.00"]   # equal stay equal
+    # a confident net: the classes far below the first need no digits of their own
+    assert figures.probability_labels([0.602285, 0.394059, 0.003469, 0.000173, 0.000005]) == \
+        ["0.60", "0.39", "0.00", "0.00", "0.00"]

@@ -194,16 +194,18 @@ def shorten(draw, text, fnt, width):
 
 
 def probability_labels(probs, most=6):
-    """Probabilities as text with as few decimals as tell them apart: two (``0.56``), more
-    where two differ only further on or a non-zero one would read ``0.00`` (an uncertain
-    1000-class net: ``0.0031``, ``0.0029``), at most ``most``."""
+    """Probabilities as text, all with the same decimals: two (``0.56``), or as many as give
+    the most probable two significant digits (an uncertain 1000-class net: ``0.0031``,
+    ``0.0029``, not ``0.00`` each), and more while two that matter (at least 1/100 of the
+    most probable) would read the same; at most ``most``."""
     probs = [float(p) for p in probs]
-    distinct = len({round(p, most) for p in probs})
-    for decimals in range(2, most + 1):
-        labels = [f"{p:.{decimals}f}" for p in probs]
-        if len(set(labels)) == distinct and all(float(s) > 0 for s, p in zip(labels, probs) if p > 0):
-            return labels
-    return labels
+    top = max(probs, default=0.0)
+    decimals = 2 if top <= 0 else min(most, max(2, 1 - math.floor(math.log10(top))))
+    relevant = [p for p in probs if p >= top / 100]
+    while decimals < most and \
+            len({f"{p:.{decimals}f}" for p in relevant}) < len({round(p, most) for p in relevant}):
+        decimals += 1
+    return [f"{p:.{decimals}f}" for p in probs]
 
 
 def prediction_sheet(images, top_classes, top_probs, labels, class_names, path, columns=4, size=150,
