@@ -16,8 +16,8 @@ does not show:
 
 The digest is the first 12 hex digits of the SHA-256 of the text between the markers. So a
 block edited by hand fails every check, whatever its kind, without rerunning anything (a
-reference block whose marker says ``digest pending`` is one not yet measured: a note, not a
-failure; a new example's markers are added by hand with any digest, and ``--write`` fills
+slow or reference block whose marker says ``digest pending`` is one not yet regenerated on
+the code: a note, not a failure; a new example's markers are added by hand with any digest, and ``--write`` fills
 the block); and
 ``--check`` reruns the commands of the fast and demo examples and compares their output with
 the block. Timings (seconds, images/s, minutes) are left out of the comparison; ``--write``
@@ -349,12 +349,14 @@ def check_digests(root=ROOT):
                 problems.append(f"{doc}: the block {name} is no example of docs/examples.py")
             elif registered[name].doc != doc:
                 problems.append(f"{doc}: the block {name} belongs in {registered[name].doc}")
-            if written == "pending" and name in registered and registered[name].kind == "reference":
-                print(f"note: {doc}: the reference run {name} is not yet measured on this code "
-                      f"(python docs/examples.py --write --reference, on a quiet machine)")
+            if written == "pending" and name in registered and registered[name].kind in ("slow", "reference"):
+                option = "--slow" if registered[name].kind == "slow" else "--reference, on a quiet machine"
+                print(f"note: {doc}: the {registered[name].kind} example {name} is not yet regenerated on "
+                      f"this code (python docs/examples.py --write {option})")
             elif digest(body) != written:
                 problems.append(f"{doc}: the block {name} was edited by hand (its digest is {digest(body)}, "
-                                f"the marker says {written}): regenerate it, python docs/examples.py --write")
+                                f"the marker says {written}): regenerate it, "
+                                f"python docs/examples.py --write --only {name}")
     problems += [f"{e.doc}: no block for the example {e.name}" for e in EXAMPLES if e.name not in seen]
     return problems
 
