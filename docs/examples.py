@@ -27,9 +27,9 @@ Kinds:
     fast       seconds, no training; checked by the test suite (tests/test_examples.py)
     demo       after the demo run (python train.py, 30 epochs: 1-2 minutes on two cores),
                trained once per invocation; checked by --check, not by the suite
-    slow       many trainings (python experiments.py all: 10-20 minutes on two cores; the
-               demo run over seeds 1-7): regenerated with --slow, never rerun by --check
-               (their digests are checked)
+    slow       many trainings (python experiments.py all: 7 minutes on two idle cores, 49 on
+               loaded ones; the demo run over seeds 1-7): regenerated with --slow, never
+               rerun by --check (their digests are checked)
     reference  timings (benchmarks/bench_dist.py), measured on the CPU the block names:
                regenerated with --reference on a quiet machine, never compared
 
