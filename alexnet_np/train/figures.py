@@ -1,4 +1,4 @@
-"""The paper's figures as PNG files, drawn with Pillow alone (no plotting library).
+"""The paper's figures as PNG files: line charts by matplotlib, image sheets by Pillow.
 
 Dimensions:
     E  epochs    F  conv1 kernels of one tower (48)    G  towers    Q  query images
@@ -18,16 +18,31 @@ Dimensions:
   by streaming the training set in batches and keeping only the k best per query, so
   no feature matrix of the whole set is ever held.
 
+- ``arm_curves``: an experiment's arms (``experiments.py``), each a mean over seeds with
+  its spread as a band.
+
 Drawing functions take NumPy arrays and lists; nothing here runs the model itself
 (``nearest_neighbours`` is handed a ``features(views)`` function).
+
+The line charts (``training_curves``, ``arm_curves``) are matplotlib figures, built on a
+``Figure`` object and saved by the Agg renderer (no display, no pyplot state): matplotlib
+places each legend where it covers the fewest points (``loc="best"``) and takes the user's
+style (a ``matplotlibrc`` file, or ``matplotlib.style.use`` before calling from Python);
+``curves_figure`` and ``arms_figure`` return the figure itself, to restyle or extend. The
+image sheets (kernels, photos with their labels) are pixels placed by Pillow.
 """
 import math
+import warnings
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
-BLUE, ORANGE, GREEN, RED, GREY = (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (150, 150, 150)
-LIGHT = (225, 225, 225)
+from ..files import write_then_rename
+
+BLUE, ORANGE, GREEN, RED, GREY = "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#969696"   # tab10, and a grey
+LIGHT = "#e1e1e1"
 BAR_TRUE, BAR_OTHER = (240, 120, 120), (150, 190, 235)   # light enough for black text on top
 
 
@@ -42,109 +57,6 @@ def font(size=13):
 def text_width(draw, text, fnt):
     left, _, right, _ = draw.textbbox((0, 0), text, font=fnt)
     return right - left
-
-
-def nice_ticks(lo, hi, count=5, integer=False):
-    """About ``count`` round tick values covering [lo, hi] (1, 2 or 5 times a power of ten)."""
-    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        hi = lo + 1.0
-    raw = (hi - lo) / max(count, 1)
-    power = 10 ** math.floor(math.log10(raw))
-    step = min((m * power for m in (1, 2, 5, 10) if m * power >= raw), default=10 * power)
-    if integer:
-        step = max(step, 1)
-    first = math.floor(lo / step + 1e-9) * step
-    ticks = [round(first, 10)]
-    while ticks[-1] < hi - step * 1e-9:   # the last tick is at or above hi
-        ticks.append(round(first + len(ticks) * step, 10))
-    return ticks
-
-
-class Panel:
-    """A rectangle of an image with data coordinates: axes, ticks, lines, a legend."""
-
-    def __init__(self, draw, box, xlim, ylim, title, xlabel, ylabel):
-        self.draw, self.box = draw, box
-        self.xticks = nice_ticks(*xlim, count=6, integer=True)
-        self.yticks = nice_ticks(*ylim, count=5)
-        self.xlim = (min(xlim[0], self.xticks[0]), max(xlim[1], self.xticks[-1]))
-        self.ylim = (min(ylim[0], self.yticks[0]), max(ylim[1], self.yticks[-1]))
-        self.small, self.big = font(12), font(15)
-        left, top, right, bottom = box
-        self.plot = (left + 58, top + 30, right - 12, bottom - 42)   # the area inside the axes
-        draw.text((left + 58, top + 4), title, fill="black", font=self.big)
-        self._axes(xlabel, ylabel)
-
-    def xy(self, x, y):
-        """Data (x, y) -> pixel (u, v)."""
-        l, t, r, b = self.plot
-        (x0, x1), (y0, y1) = self.xlim, self.ylim
-        return (l + (x - x0) / (x1 - x0) * (r - l), b - (y - y0) / (y1 - y0) * (b - t))
-
-    def _axes(self, xlabel, ylabel):
-        d, (l, t, r, b) = self.draw, self.plot
-        for y in self.yticks:
-            _, v = self.xy(self.xlim[0], y)
-            d.line([(l, v), (r, v)], fill=LIGHT)
-            label = f"{y:g}"
-            d.text((l - 6 - text_width(d, label, self.small), v - 7), label, fill="black", font=self.small)
-        for x in self.xticks:
-            u, _ = self.xy(x, self.ylim[0])
-            d.line([(u, b), (u, b + 4)], fill="black")
-            label = f"{x:g}"
-            d.text((u - text_width(d, label, self.small) / 2, b + 6), label, fill="black", font=self.small)
-        d.rectangle([l, t, r, b], outline="black")
-        d.text(((l + r - text_width(d, xlabel, self.small)) / 2, b + 22), xlabel, fill="black", font=self.small)
-        d.text((self.box[0] + 2, t - 16), ylabel, fill="black", font=self.small)
-
-    def line(self, xs, ys, colour, width=2, dashed=False):
-        points = [self.xy(x, y) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
-        if len(points) == 1:
-            u, v = points[0]
-            self.draw.ellipse([u - 2, v - 2, u + 2, v + 2], fill=colour)
-        for (u0, v0), (u1, v1) in zip(points, points[1:]):
-            if not dashed:
-                self.draw.line([(u0, v0), (u1, v1)], fill=colour, width=width)
-                continue
-            length = math.hypot(u1 - u0, v1 - v0)
-            pieces = max(1, int(length // 6))
-            for i in range(0, pieces, 2):
-                a, c = i / pieces, min(1.0, (i + 1) / pieces)
-                self.draw.line([(u0 + a * (u1 - u0), v0 + a * (v1 - v0)),
-                                (u0 + c * (u1 - u0), v0 + c * (v1 - v0))], fill=colour, width=width)
-
-    def hline(self, y, colour, label):
-        if not self.ylim[0] <= y <= self.ylim[1]:
-            return
-        l, _, r, _ = self.plot
-        _, v = self.xy(self.xlim[0], y)
-        for u in range(int(l), int(r), 8):
-            self.draw.line([(u, v), (min(u + 3, r), v)], fill=colour)
-        self.draw.text((l + 4, v - 15), label, fill=colour, font=self.small)
-
-    def vline(self, x, colour, label):
-        _, t, r, b = self.plot
-        u, _ = self.xy(x, self.ylim[0])
-        self.draw.line([(u, t), (u, b)], fill=colour, width=1)
-        width = text_width(self.draw, label, self.small)
-        left = u + 3 if u + 3 + width <= r else u - 3 - width   # keep the label inside the plot
-        self.draw.text((left, t + 2), label, fill=colour, font=self.small)
-
-    def legend(self, entries):
-        """entries [(label, colour, dashed)], drawn in the upper right corner."""
-        d = self.draw
-        width = max(text_width(d, label, self.small) for label, _, _ in entries) + 34
-        _, t, r, _ = self.plot
-        x, y = r - width - 6, t + 20
-        d.rectangle([x - 4, y - 4, x + width, y + 16 * len(entries)], fill="white", outline=GREY)
-        for i, (label, colour, dashed) in enumerate(entries):
-            v = y + 16 * i + 7
-            if dashed:
-                for u in (x, x + 10, x + 20):
-                    d.line([(u, v), (u + 5, v)], fill=colour, width=2)
-            else:
-                d.line([(x, v), (x + 25, v)], fill=colour, width=2)
-            d.text((x + 30, v - 7), label, fill="black", font=self.small)
 
 
 # --------------------------------------------------------------------------- training curves
@@ -165,40 +77,62 @@ def training_curves(history, changes, path, num_classes=None, title="training"):
     "val_top5", "lr"}, ...] (errors as fractions); changes: [{"epoch", "old", "new"}, ...]:
     the rate was divided after ``epoch``, so the line is drawn at epoch + 0.5.
     """
-    image = Image.new("RGB", (1100, 440), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((12, 6), title, fill="black", font=font(16))
-    epochs = [h["epoch"] for h in history] or [0]
-    xlim = (0, max(max(epochs), 1))
+    return save(curves_figure(history, changes, num_classes, title), path)
+
+
+def curves_figure(history, changes, num_classes=None, title="training"):
+    """The matplotlib ``Figure`` that ``training_curves`` saves (to restyle or add to)."""
+    fig = Figure(figsize=(11, 4.4), dpi=100, layout="constrained")
+    loss_ax, err_ax = fig.subplots(1, 2)
+    fig.suptitle(title)
+    epochs = [h["epoch"] for h in history]
 
     def values(key, scale=1.0):
-        return [None if h.get(key) is None else h[key] * scale for h in history]
+        return [math.nan if h.get(key) is None else h[key] * scale for h in history]
 
-    losses = [v for key in ("train_loss", "val_loss") for v in values(key) if v is not None and math.isfinite(v)]
-    chance_loss = math.log(num_classes) if num_classes else None
-    top = max(losses + ([chance_loss * 1.05] if chance_loss else []) + [1e-3])
-    loss_panel = Panel(draw, (0, 30, 550, 440), xlim, (0, top), "loss (cross-entropy)", "epoch", "loss")
-    loss_panel.line(epochs, values("train_loss"), BLUE)
-    loss_panel.line(epochs, values("val_loss"), ORANGE)
-    if chance_loss:
-        loss_panel.hline(chance_loss, GREY, f"chance: ln {num_classes} = {chance_loss:.2f}")
-
-    err_panel = Panel(draw, (550, 30, 1100, 440), xlim, (0, 100), "error (%)", "epoch", "error %")
-    err_panel.line(epochs, values("train_top1", 100), BLUE)
-    err_panel.line(epochs, values("val_top1", 100), ORANGE)
-    err_panel.line(epochs, values("train_top5", 100), BLUE, dashed=True)
-    err_panel.line(epochs, values("val_top5", 100), ORANGE, dashed=True)
+    line(loss_ax, epochs, values("train_loss"), BLUE, "train")
+    line(loss_ax, epochs, values("val_loss"), ORANGE, "validation")
     if num_classes:
-        err_panel.hline(100 * (1 - 1 / num_classes), GREY, "chance top-1")
+        chance = math.log(num_classes)
+        loss_ax.axhline(chance, color=GREY, linestyle=":", label=f"chance: ln {num_classes} = {chance:.2f}")
+    loss_ax.set(title="loss (cross-entropy)", xlabel="epoch", ylabel="loss")
+    loss_ax.set_ylim(bottom=0)
 
-    for change in changes:
-        label = f"lr {change['new']:g}"
-        loss_panel.vline(change["epoch"] + 0.5, RED, label)
-        err_panel.vline(change["epoch"] + 0.5, RED, label)
-    loss_panel.legend([("train", BLUE, False), ("validation", ORANGE, False)])
-    err_panel.legend([("train top-1", BLUE, False), ("val top-1", ORANGE, False),
-                      ("train top-5", BLUE, True), ("val top-5", ORANGE, True)])
-    image.save(path)
+    line(err_ax, epochs, values("train_top1", 100), BLUE, "train top-1")
+    line(err_ax, epochs, values("val_top1", 100), ORANGE, "validation top-1")
+    line(err_ax, epochs, values("train_top5", 100), BLUE, "train top-5", dashed=True)
+    line(err_ax, epochs, values("val_top5", 100), ORANGE, "validation top-5", dashed=True)
+    if num_classes:
+        err_ax.axhline(100 * (1 - 1 / num_classes), color=GREY, linestyle=":", label="chance top-1")
+    err_ax.set(title="error (%)", xlabel="epoch", ylabel="error %", ylim=(0, 100))
+
+    for ax in (loss_ax, err_ax):
+        for change in changes:
+            lr_change(ax, change["epoch"] + 0.5, f"lr {change['new']:g}")
+        ax.set_xlim(0, max(epochs + [1]))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(axis="y", color=LIGHT)
+        ax.legend(loc="best")
+    return fig
+
+
+def line(ax, xs, ys, colour, label, dashed=False):
+    """One curve; a lone finite point gets a marker (a line of one point draws nothing)."""
+    finite = sum(1 for y in ys if math.isfinite(y))
+    ax.plot(xs, ys, color=colour, label=label, linestyle="--" if dashed else "-",
+            marker="o" if finite == 1 else None, markersize=4)
+
+
+def lr_change(ax, x, label):
+    """A vertical line at ``x`` with ``label`` at its top, inside the axes."""
+    ax.axvline(x, color=RED, linewidth=1)
+    ax.annotate(label, (x, 1), xycoords=ax.get_xaxis_transform(), xytext=(3, -3),
+                textcoords="offset points", ha="left", va="top", color=RED, fontsize="small")
+
+
+def save(fig, path):
+    """``fig`` as a PNG at ``path``, written whole or not at all; returns ``path``."""
+    write_then_rename(path, lambda tmp: fig.savefig(tmp, format="png"))
     return path
 
 
@@ -259,6 +193,21 @@ def shorten(draw, text, fnt, width):
     return text + "..."
 
 
+def probability_labels(probs, most=6):
+    """Probabilities as text, all with the same decimals: two (``0.56``), or as many as give
+    the most probable two significant digits (an uncertain 1000-class net: ``0.0031``,
+    ``0.0029``, not ``0.00`` each), and more while two that matter (at least 1/100 of the
+    most probable) would read the same; at most ``most``."""
+    probs = [float(p) for p in probs]
+    top = max(probs, default=0.0)
+    decimals = 2 if top <= 0 else min(most, max(2, 1 - math.floor(math.log10(top))))
+    relevant = [p for p in probs if p >= top / 100]
+    while decimals < most and \
+            len({f"{p:.{decimals}f}" for p in relevant}) < len({round(p, most) for p in relevant}):
+        decimals += 1
+    return [f"{p:.{decimals}f}" for p in probs]
+
+
 def prediction_sheet(images, top_classes, top_probs, labels, class_names, path, columns=4, size=150,
                      title="five most probable labels (Figure 4, left)", captions=None):
     """Figure 4 left. images (N, H, W, 3) uint8; top_classes, top_probs (N, 5); labels (N,),
@@ -280,10 +229,10 @@ def prediction_sheet(images, top_classes, top_probs, labels, class_names, path, 
         caption = captions[n] if captions is not None else class_names[int(labels[n])]
         draw.text((x, y), shorten(draw, caption, bold, size), fill="black", font=bold)
         y += 20
-        for cls, p in zip(top_classes[n], top_probs[n]):
+        for cls, p, probability in zip(top_classes[n], top_probs[n], probability_labels(top_probs[n])):
             colour = BAR_TRUE if labels is not None and int(cls) == int(labels[n]) else BAR_OTHER
             draw.rectangle([x, y + 1, x + int(round(size * float(p))), y + 13], fill=colour)
-            probability = f" {float(p):.2f}"
+            probability = " " + probability
             name = shorten(draw, class_names[int(cls)], small, size - 6 - text_width(draw, probability, small))
             draw.text((x + 3, y), name + probability, fill="black", font=small)
             y += 16
@@ -358,27 +307,30 @@ def arm_curves(arms, path, title, ylabel="validation top-1 error (%)", target=No
     arms: [(label, dashed, epochs (E,), values (K, E))] with K seeds (values in %, NaN where
     a run has no value). ``target``: a level drawn across (Figure 1's 25%). Writes ``path``.
     """
-    image = Image.new("RGB", (760, 480), "white")
-    draw = ImageDraw.Draw(image, "RGBA")
-    draw.text((12, 6), title, fill="black", font=font(15))
-    every = [v for _, _, _, values in arms for v in np.asarray(values, dtype=float).ravel() if math.isfinite(v)]
-    top = ymax if ymax is not None else max(every + [1.0]) * 1.05
-    last = max([max(epochs) for _, _, epochs, _ in arms if len(epochs)] + [1])
-    panel = Panel(draw, (0, 30, 760, 480), (0, last), (0, top), title="", xlabel="epoch", ylabel=ylabel)
-    legend = []
+    return save(arms_figure(arms, title, ylabel, target, ymax), path)
+
+
+def arms_figure(arms, title, ylabel="validation top-1 error (%)", target=None, ymax=None):
+    """The matplotlib ``Figure`` that ``arm_curves`` saves."""
+    fig = Figure(figsize=(7.6, 4.8), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    ax.set_title(title)
+    last = 1
     for i, (label, dashed, epochs, values) in enumerate(arms):
         colour = ARM_COLOURS[i % len(ARM_COLOURS)]
         values = np.asarray(values, dtype=float)                               # (K, E)
-        with np.errstate(all="ignore"):
-            low, high, mean = np.nanmin(values, 0), np.nanmax(values, 0), np.nanmean(values, 0)
-        band = [panel.xy(e, h) for e, h in zip(epochs, high) if math.isfinite(h)]
-        band += [panel.xy(e, lo) for e, lo in reversed(list(zip(epochs, low))) if math.isfinite(lo)]
-        if len(band) > 2:
-            draw.polygon(band, fill=colour + (50,))
-        panel.line(list(epochs), [float(m) for m in mean], colour, dashed=dashed)
-        legend.append((f"{label} (mean of {values.shape[0]}, band: min-max)", colour, dashed))
+        with warnings.catch_warnings():   # an epoch no seed reached: NaN, and a warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            low, high, mean = np.nanmin(values, 0), np.nanmax(values, 0), np.nanmean(values, 0)   # (E,)
+        ax.fill_between(epochs, low, high, color=colour, alpha=0.2, linewidth=0)
+        line(ax, list(epochs), [float(m) for m in mean], colour,
+             f"{label} (mean of {values.shape[0]}, band: min-max)", dashed=dashed)
+        last = max([last] + list(epochs))
     if target is not None:
-        panel.hline(target, GREY, f"{target:g}%")
-    panel.legend(legend)
-    image.save(path)
-    return path
+        ax.axhline(target, color=GREY, linestyle=":", label=f"{target:g}%")
+    ax.set(xlabel="epoch", ylabel=ylabel, xlim=(0, last))
+    ax.set_ylim(0, ymax)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(axis="y", color=LIGHT)
+    ax.legend(loc="best")
+    return fig
