@@ -104,8 +104,13 @@ class Split:
         The batch makers map the file afresh for each batch and drop the map after it, so
         that the pages they read leave this process's RSS (they stay in the kernel's page
         cache): resident memory follows the batch, not the part of the data set seen so far.
+        The map is made from the layout ``np.load`` read once, not by ``np.load`` again: its
+        header parser (``ast.literal_eval``) is not safe in threads on CPython 3.11
+        (gh-106905: "AST constructor recursion depth mismatch", seen in the loader's threads).
         """
-        return np.load(os.path.join(self.folder, images_file(self.name)), mmap_mode="r")  # (M, R, R, C)
+        first = self.images
+        return np.memmap(first.filename, dtype=first.dtype, mode="r", shape=first.shape,
+                         offset=first.offset)                                # (M, R, R, C)
 
     @property
     def relpaths(self):
