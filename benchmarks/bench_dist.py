@@ -53,7 +53,6 @@ def worker(args):
     from alexnet_np.parallel.buckets import GradientBuckets
     from alexnet_np.config import Config
     from alexnet_np.nn.model import AlexNet
-    from alexnet_np.nn.optim import SGD
     from alexnet_np.train.runs import rank_devices
 
     world = distributed.world()
@@ -62,8 +61,7 @@ def worker(args):
     devices = rank_devices("cpu", config.towers, None, world)
     model = AlexNet(config, devices)
     buckets = GradientBuckets(model, world, progress_thread=not args.no_progress_thread) if world.size > 1 else None
-    sgd = SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-              flat=model.flat)
+    sgd = model.optimizer(config)   # §5's SGD in the net's form (packed with the fast forms)
     rng = np.random.default_rng(world.rank)
     n = rows.stop - rows.start
     images = (rng.standard_normal((n, 3, config.input_size, config.input_size)) * 50).astype(np.float32)
