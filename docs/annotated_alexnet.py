@@ -424,10 +424,11 @@ n1 = lrn.forward(r1_dev)
 factor = host(lrn.s ** -paper.lrn_beta)[:, 0]                       # (48, 55, 55): what multiplies each unit
 busiest = int(np.argmax(host(r1_dev)[:, 0].mean(axis=(1, 2))))
 strong = 10 * r1_dev                                                # the same maps, as if 10x stronger
-factor10 = host(lrn.forward(strong) / xp.maximum(strong, 1e-30))[:, 0]
+lrn.forward(strong)
+factor10 = host(lrn.s ** -paper.lrn_beta)[:, 0]                     # (48, 55, 55): the factor then
 fig, axes = plt.subplots(1, 4, figsize=(12, 3.2))
 for ax, data, title in zip(axes, [host(r1_dev)[busiest, 0], host(n1)[busiest, 0], factor[busiest],
-                                  np.where(host(strong)[busiest, 0] > 0, factor10[busiest], np.nan)],
+                                  factor10[busiest]],
                            [f"map {busiest} after ReLU", "after LRN", "the factor (k + ...)^-beta",
                             "the factor, maps 10x stronger"]):
     im = ax.imshow(data, cmap="viridis")
