@@ -46,7 +46,6 @@ import difflib
 import glob
 import hashlib
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -259,14 +258,10 @@ def experiments_figure1(work):
 
 
 def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's model name, as benchmarks/bench.py names it in its own figures."""
+    sys.path.insert(0, ROOT)
+    from benchmarks.bench import cpu_name as named
+    return named()
 
 
 def ranks_bench_dist(work):

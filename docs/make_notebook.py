@@ -37,18 +37,19 @@ def environment(changes):
     """``os.environ`` with ``changes`` (None: removed) while inside; the kernel inherits it."""
     old = {name: os.environ.get(name) for name in changes}
     try:
-        for name, value in changes.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        _set(changes)
         yield
     finally:
-        for name, value in old.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        _set(old)
+
+
+def _set(values):
+    """Set each variable of ``values`` in ``os.environ``; None removes it."""
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def execute(notebook, env=None, timeout=900, cwd=HERE):

@@ -295,12 +295,11 @@ class TrainLoader:
     def batch(self, b):
         """Batch ``b``: ``(images, labels)``, images (N, C, S, S) on each device (one array, or
         a tuple), labels (N,) int64 on the host (for use in this thread)."""
-        images, labels, _ = self.made(b)
-        return images, labels
+        return self.made(b)[0]
 
     def made(self, b):
-        """``batch(b)`` and an event per device recorded after the batch was made there
-        (``backend.Device.record``), for another thread to wait for."""
+        """``(batch(b), events)``: the batch and an event per device recorded after it was
+        made there (``backend.Device.record``), for another thread to wait for."""
         crops, labels, (index, ys, xs, flips, alphas) = self.host_batch(b)
         shift = augment.lighting_shift(alphas, self.eigvals, self.eigvecs)  # (N, C) float64
         made, events = [], []
@@ -308,7 +307,7 @@ class TrainLoader:
             device.wait(ready)
             made.append(self.normalize(device, crops, shift, ys, xs, flips, planes, channel))  # (N, C, S, S)
             events.append(device.record())
-        return (made[0] if len(made) == 1 else tuple(made)), labels, events
+        return ((made[0] if len(made) == 1 else tuple(made)), labels), events
 
     def normalize(self, device, crops, shift, ys, xs, flips, planes, channel):
         """The float batch on ``device`` from the host's uint8 crops (N, S, S, C): the mean
@@ -327,11 +326,8 @@ class TrainLoader:
             return augment.normalize(crops, offset, dtype, xp)              # (N, C, S, S)
 
     def __iter__(self):
-        for images, labels, events in prefetch(self.made, range(self.start_batch, self.batches_per_epoch),
-                                               self.threads, self.depth):
-            for device, event in zip(self.devices, events):
-                device.wait(event)   # this thread's work on the batch comes after its making
-            yield images, labels
+        return handed_over(prefetch(self.made, range(self.start_batch, self.batches_per_epoch),
+                                    self.threads, self.depth), self.devices)
 
 
 def eval_views(mean_image, config, device, ten_crop=False):
@@ -392,15 +388,17 @@ def eval_batches(cache, split, config, device, batch_size=None, ten_crop=False,
         device.wait(ready)
         with device:
             batch = views(images), move(labels, device)
-        return batch, device.record()
+        return batch, [device.record()]
 
     rank, ranks = shard
-    return handed_over(prefetch(make, range(0, len(data), n)[rank::ranks], threads, depth), device)
+    return handed_over(prefetch(make, range(0, len(data), n)[rank::ranks], threads, depth), [device])
 
 
-def handed_over(made, device):
-    """The batches of ``made`` ((batch, event) pairs), each after this thread's stream on
-    ``device`` has waited for the event recorded where it was made."""
-    for batch, event in made:
-        device.wait(event)
+def handed_over(made, devices):
+    """The batches of ``made`` ((batch, [event per device]) pairs), each after this thread's
+    stream on every device of ``devices`` has waited for the event recorded where the batch
+    was made: this thread's work on it comes after its making."""
+    for batch, events in made:
+        for device, event in zip(devices, events):
+            device.wait(event)
         yield batch
